@@ -1,0 +1,667 @@
+#!/usr/bin/env node
+// bench/fanout load generator.
+//
+// M socket.io-client connections (split over N worker processes) join one room
+// on namespace /feed; the coordinator process publishes ~200-byte events with
+// `POST /v1/events` (keep-alive agent) for D seconds, either at a fixed rate R
+// (open loop: event i is due at t0 + i/R whatever the server does) or, in
+// saturate mode, as fast as the server accepts them (closed loop, K requests in
+// flight) or at a given high rate.
+//
+// Latency = client receive time - publish time, both from this machine's
+// wall clock (performance.timeOrigin + performance.now(), sub-millisecond).
+// The publish time travels inside payload.title ("t=<ms>;s=<seq>;xxx..."), so
+// nothing depends on the server's own `ts`. In fixed-rate mode the publish
+// time is the *scheduled* time (so a slow publish path counts against the
+// server, no coordinated omission); in closed-loop mode it is the time the
+// request was written.
+//
+// Output: JSON lines on stdout ({"event":"progress"|"phase"|"result", ...}).
+// Run `node loadgen.js --help` for options.
+'use strict';
+
+const { fork } = require('child_process');
+const http = require('http');
+const crypto = require('crypto');
+const { performance, monitorEventLoopDelay } = require('perf_hooks');
+
+const nowMs = () => performance.timeOrigin + performance.now();
+
+// ---------------------------------------------------------------- histogram
+// Log-linear buckets on microseconds, 1% wide: percentiles are reported as the
+// bucket's upper bound (<= 1% high). Mergeable across workers by summing.
+const H_BASE = Math.log(1.01);
+const H_SIZE = 2400; // 1.01^2400 us ~ 2.3e10 us: far beyond any run
+function hNew() {
+  return { b: new Float64Array(H_SIZE), n: 0, sum: 0, max: 0, min: Infinity, neg: 0 };
+}
+function hAdd(h, ms) {
+  if (ms < 0) { h.neg++; ms = 0; }
+  const us = ms * 1000;
+  let i = us <= 1 ? 0 : Math.ceil(Math.log(us) / H_BASE);
+  if (i >= H_SIZE) i = H_SIZE - 1;
+  h.b[i]++;
+  h.n++;
+  h.sum += ms;
+  if (ms > h.max) h.max = ms;
+  if (ms < h.min) h.min = ms;
+}
+function hToJSON(h) {
+  const nz = [];
+  for (let i = 0; i < H_SIZE; i++) if (h.b[i]) nz.push([i, h.b[i]]);
+  return { nz, n: h.n, sum: h.sum, max: h.max, min: h.min === Infinity ? null : h.min, neg: h.neg };
+}
+function hMerge(into, j) {
+  for (const [i, c] of j.nz) into.b[i] += c;
+  into.n += j.n;
+  into.sum += j.sum;
+  if (j.max > into.max) into.max = j.max;
+  if (j.min !== null && j.min < into.min) into.min = j.min;
+  into.neg += j.neg;
+}
+function hPct(h, p) {
+  if (!h.n) return null;
+  const target = Math.ceil(h.n * p);
+  let acc = 0;
+  for (let i = 0; i < H_SIZE; i++) {
+    acc += h.b[i];
+    if (acc >= target) return Math.min(Math.pow(1.01, i) / 1000, h.max);
+  }
+  return h.max;
+}
+const r3 = (x) => (x === null || x === undefined ? null : Math.round(x * 1000) / 1000);
+function hSummary(h) {
+  return {
+    count: h.n,
+    mean: h.n ? r3(h.sum / h.n) : null,
+    p50: r3(hPct(h, 0.5)),
+    p90: r3(hPct(h, 0.9)),
+    p99: r3(hPct(h, 0.99)),
+    p999: r3(hPct(h, 0.999)),
+    max: h.n ? r3(h.max) : null,
+    negative_clamped: h.neg,
+  };
+}
+
+// ---------------------------------------------------------------- args
+function parseArgs(argv) {
+  const o = {
+    url: 'http://127.0.0.1:8080',
+    namespace: '/feed',
+    room: 'zone:bench',
+    clients: 100,
+    workers: 2,
+    mode: 'rate', // rate | saturate
+    rate: 10, // events/s; in saturate mode 0 = closed loop
+    concurrency: 8, // in-flight POSTs in closed-loop saturate mode
+    duration: 10,
+    warmup: 1,
+    payloadBytes: 200,
+    apiKey: process.env.BENCH_API_KEY || 'bench-key',
+    jwtSecret: process.env.BENCH_JWT_SECRET || 'bench-secret',
+    connectConcurrency: 50, // per worker
+    connectTimeout: 60, // s, whole connect phase
+    drainIdle: 3, // s without any delivery after publishing ends => done
+    drainMax: 30, // s after publishing ends => give up, rest is lost
+    label: '',
+    eventType: 'content.created',
+  };
+  const map = {
+    '--url': ['url', String], '--namespace': ['namespace', String], '--room': ['room', String],
+    '--clients': ['clients', Number], '--workers': ['workers', Number], '--mode': ['mode', String],
+    '--rate': ['rate', Number], '--concurrency': ['concurrency', Number], '--duration': ['duration', Number],
+    '--warmup': ['warmup', Number], '--payload-bytes': ['payloadBytes', Number], '--api-key': ['apiKey', String],
+    '--jwt-secret': ['jwtSecret', String], '--connect-concurrency': ['connectConcurrency', Number],
+    '--connect-timeout': ['connectTimeout', Number], '--drain-idle': ['drainIdle', Number],
+    '--drain-max': ['drainMax', Number], '--label': ['label', String], '--event-type': ['eventType', String],
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--help' || a === '-h') {
+      process.stderr.write('usage: node loadgen.js ' + Object.keys(map).map((k) => `[${k} V]`).join(' ') + '\n');
+      process.exit(0);
+    }
+    if (a === '--worker') { o.worker = true; continue; }
+    const m = map[a];
+    if (!m) throw new Error(`unknown option ${a}`);
+    o[m[0]] = m[1](argv[++i]);
+  }
+  if (!['rate', 'saturate'].includes(o.mode)) throw new Error('--mode must be rate or saturate');
+  if (o.mode === 'rate' && !(o.rate > 0)) throw new Error('--rate must be > 0 in rate mode');
+  return o;
+}
+
+function b64url(buf) {
+  return Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
+}
+function mintJwt(secret, sub) {
+  const iat = Math.floor(Date.now() / 1000);
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64url(JSON.stringify({ sub: String(sub), role: 'user', iat, exp: iat + 3600 }));
+  const sig = b64url(crypto.createHmac('sha256', secret).update(`${head}.${body}`).digest());
+  return `${head}.${body}.${sig}`;
+}
+
+// ================================================================= worker
+const LOOP_RES_MS = 10;
+function runWorker() {
+  const { io } = require('socket.io-client');
+  let cfg = null;
+  const clients = []; // {socket, seen: Uint8Array, got, joined}
+  let t0 = 0; // publish start (ms epoch)
+  let tEnd = 0; // planned publish end
+  let measuring = false;
+  const hist = hNew();
+  let received = 0; // all measured deliveries (incl. duplicates)
+  let unique = 0;
+  let dups = 0;
+  let inWindow = 0;
+  let firstRecv = 0;
+  let lastRecv = 0;
+  let envelopeBytes = null;
+  let wsExtensions = null; // negotiated websocket extensions (permessage-deflate?)
+  let badEnvelope = 0;
+  let warmupRecv = 0;
+  let disconnects = 0;
+  const disconnectReasons = {};
+  let timeline = [];
+  let cpu0 = null;
+  const loopDelay = monitorEventLoopDelay({ resolution: LOOP_RES_MS });
+
+  const send = (m) => process.send(m);
+
+  function onEvent(c, env) {
+    const now = nowMs();
+    const title = env && env.payload && env.payload.title;
+    if (typeof title !== 'string') { badEnvelope++; return; }
+    if (title.charCodeAt(0) !== 116 /* t */) { warmupRecv++; return; }
+    if (!measuring) { warmupRecv++; return; }
+    const semi = title.indexOf(';', 2);
+    const sent = +title.slice(2, semi);
+    const semi2 = title.indexOf(';', semi + 3);
+    const seq = +title.slice(semi + 3, semi2);
+    if (envelopeBytes === null) envelopeBytes = Buffer.byteLength(JSON.stringify(env));
+    received++;
+    if (seq >= c.seen.length) {
+      const n = new Uint8Array(Math.max(seq + 1, c.seen.length * 2));
+      n.set(c.seen);
+      c.seen = n;
+    }
+    if (c.seen[seq]) { dups++; return; }
+    c.seen[seq] = 1;
+    c.got++;
+    unique++;
+    hAdd(hist, now - sent);
+    if (now <= tEnd) inWindow++;
+    if (!firstRecv) firstRecv = now;
+    lastRecv = now;
+    const sec = Math.floor((now - t0) / 1000);
+    if (sec >= 0) {
+      while (timeline.length <= sec) timeline.push(0);
+      timeline[sec]++;
+    }
+  }
+
+  function connectOne(idx) {
+    return new Promise((resolve) => {
+      const c = { socket: null, seen: new Uint8Array(cfg.seqCapacity), got: 0, joined: false, idx };
+      const token = mintJwt(cfg.jwtSecret, 100000 + idx);
+      let done = false;
+      const finish = (ok, err) => {
+        if (done) return;
+        done = true;
+        resolve({ c, ok, err });
+      };
+      const s = io(cfg.url + cfg.namespace, {
+        forceNew: true,
+        multiplex: false,
+        transports: ['websocket'],
+        auth: { token },
+        reconnection: false,
+        timeout: 20000,
+      });
+      c.socket = s;
+      s.on(cfg.eventType, (env) => onEvent(c, env));
+      s.on('connect', () => {
+        if (wsExtensions === null) {
+          try { wsExtensions = s.io.engine.transport.ws.extensions || ''; } catch (_) { wsExtensions = '?'; }
+        }
+        s.timeout(20000).emit('room:join', { room: cfg.room }, (err, ack) => {
+          if (err) return finish(false, 'join ack timeout');
+          if (ack && ack.ok === true && ack.data && ack.data.room === cfg.room) {
+            c.joined = true;
+            return finish(true);
+          }
+          finish(false, 'join rejected: ' + JSON.stringify(ack).slice(0, 200));
+        });
+      });
+      s.on('connect_error', (e) => finish(false, 'connect_error: ' + (e && e.message)));
+      s.on('disconnect', (reason) => {
+        if (c.joined) {
+          disconnects++;
+          disconnectReasons[reason] = (disconnectReasons[reason] || 0) + 1;
+        }
+        finish(false, 'disconnect: ' + reason);
+      });
+    });
+  }
+
+  async function connectAll() {
+    const t = nowMs();
+    const errors = {};
+    let joined = 0;
+    let next = cfg.first;
+    const end = cfg.first + cfg.count;
+    async function lane() {
+      while (next < end) {
+        const idx = next++;
+        const r = await connectOne(idx);
+        clients.push(r.c);
+        if (r.ok) joined++;
+        else errors[r.err] = (errors[r.err] || 0) + 1;
+      }
+    }
+    const lanes = [];
+    for (let i = 0; i < Math.min(cfg.connectConcurrency, cfg.count); i++) lanes.push(lane());
+    await Promise.all(lanes);
+    send({ type: 'ready', joined, failed: cfg.count - joined, errors, connectMs: nowMs() - t });
+  }
+
+  let tickTimer = null;
+  function drain(msg) {
+    // msg: {accepted, failedSeqs}
+    const started = nowMs();
+    const expectedPerClient = msg.accepted;
+    const failed = new Set(msg.failedSeqs);
+    const check = () => {
+      const now = nowMs();
+      let complete = true;
+      for (const c of clients) {
+        if (c.joined && c.got < expectedPerClient) { complete = false; break; }
+      }
+      const idle = now - Math.max(lastRecv, started) > cfg.drainIdle * 1000;
+      const tooLong = now - started > cfg.drainMax * 1000;
+      if (complete || idle || tooLong) {
+        clearInterval(tickTimer);
+        loopDelay.disable();
+        let deliveredExpected = 0;
+        let extra = 0;
+        let joinedClients = 0;
+        for (const c of clients) {
+          if (!c.joined) continue;
+          joinedClients++;
+          // Count only seqs the publisher got a 2xx for; a failed POST whose
+          // event still arrived is "extra".
+          if (failed.size) {
+            for (const s of failed) if (s < c.seen.length && c.seen[s]) extra++;
+          }
+          deliveredExpected += c.got;
+        }
+        deliveredExpected -= extra;
+        const cpu = process.cpuUsage(cpu0);
+        send({
+          type: 'result',
+          joinedClients,
+          delivered: deliveredExpected,
+          extra,
+          dups,
+          received,
+          inWindow,
+          firstRecv,
+          lastRecv,
+          envelopeBytes,
+          wsExtensions,
+          badEnvelope,
+          warmupRecv,
+          disconnects,
+          disconnectReasons,
+          drainEnd: complete ? 'complete' : idle ? 'idle' : 'timeout',
+          hist: hToJSON(hist),
+          timeline,
+          cpuMs: (cpu.user + cpu.system) / 1000,
+          // the histogram holds whole timer intervals: subtract the resolution
+          loopDelayP99Ms: Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RES_MS),
+          loopDelayMaxMs: Math.max(0, loopDelay.max / 1e6 - LOOP_RES_MS),
+        });
+      }
+    };
+    clearInterval(tickTimer);
+    tickTimer = setInterval(() => { send({ type: 'tick', unique }); check(); }, 100);
+  }
+
+  process.on('message', (msg) => {
+    if (msg.type === 'start') {
+      cfg = msg.cfg;
+      connectAll().catch((e) => send({ type: 'fatal', error: String(e && e.stack) }));
+    } else if (msg.type === 'pubstart') {
+      t0 = msg.t0;
+      tEnd = msg.tEnd;
+      measuring = true;
+      cpu0 = process.cpuUsage();
+      loopDelay.enable();
+      tickTimer = setInterval(() => send({ type: 'tick', unique }), 1000);
+    } else if (msg.type === 'pubend') {
+      drain(msg);
+    } else if (msg.type === 'close') {
+      for (const c of clients) c.socket.close();
+      setTimeout(() => process.exit(0), 200);
+    }
+  });
+  process.on('disconnect', () => process.exit(0)); // parent died
+}
+
+// ================================================================= coordinator
+function out(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+function progress(msg, extra) {
+  out(Object.assign({ event: 'progress', t: new Date().toISOString(), msg }, extra || {}));
+}
+
+function makePublisher(o) {
+  const u = new URL(o.url);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  const base = JSON.stringify({ content_id: 'c1', kind: 'post', title: '' }).length;
+  const titleLen = Math.max(24, o.payloadBytes - base);
+  const pad = 'x'.repeat(titleLen);
+  const title = (prefix) => (prefix + pad).slice(0, Math.max(titleLen, prefix.length));
+  const bodyFor = (prefix) => JSON.stringify({
+    type: o.eventType,
+    subjects: [o.room],
+    payload: { content_id: 'c1', kind: 'post', title: title(prefix) },
+  });
+  const payloadSample = JSON.stringify({ content_id: 'c1', kind: 'post', title: title('t=1732345678901.123;s=1;') });
+
+  function post(body) {
+    return new Promise((resolve) => {
+      const t = nowMs();
+      const req = http.request({
+        host: u.hostname, port: u.port, path: '/v1/events', method: 'POST', agent,
+        headers: {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          authorization: `Bearer ${o.apiKey}`,
+        },
+        timeout: 30000,
+      }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode, ms: nowMs() - t, body: Buffer.concat(chunks).toString('utf8') }));
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', (e) => resolve({ status: 0, ms: nowMs() - t, body: String(e && e.message) }));
+      req.end(body);
+    });
+  }
+  return { post, bodyFor, agent, payloadBytes: Buffer.byteLength(payloadSample) };
+}
+
+async function coordinator(o) {
+  const startedAt = new Date().toISOString();
+  const pub = makePublisher(o);
+  const nWorkers = Math.max(1, Math.min(o.workers, o.clients));
+  const seqCapacity = o.mode === 'rate' ? Math.ceil(o.rate * o.duration) + 16 : 4096;
+  const workers = [];
+  const per = Math.floor(o.clients / nWorkers);
+  let first = 0;
+  for (let w = 0; w < nWorkers; w++) {
+    const count = per + (w < o.clients % nWorkers ? 1 : 0);
+    const child = fork(__filename, ['--worker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const wk = { child, count, ready: null, result: null, unique: 0, exited: false };
+    child.on('message', (m) => {
+      if (m.type === 'ready') wk.ready = m;
+      else if (m.type === 'tick') wk.unique = m.unique;
+      else if (m.type === 'result') wk.result = m;
+      else if (m.type === 'fatal') { wk.fatal = m.error; }
+    });
+    child.on('exit', () => { wk.exited = true; });
+    child.send({
+      type: 'start',
+      cfg: {
+        url: o.url, namespace: o.namespace, room: o.room, eventType: o.eventType, jwtSecret: o.jwtSecret,
+        first, count, seqCapacity, connectConcurrency: o.connectConcurrency,
+        drainIdle: o.drainIdle, drainMax: o.drainMax,
+      },
+    });
+    first += count;
+    workers.push(wk);
+  }
+  const killAll = () => { for (const w of workers) if (!w.exited) try { w.child.kill('SIGKILL'); } catch (_) { /* gone */ } };
+  process.on('exit', killAll);
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { killAll(); process.exit(130); });
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const waitFor = async (pred, timeoutMs, what) => {
+    const t = Date.now();
+    let lastLog = t;
+    while (!pred()) {
+      for (const w of workers) if (w.fatal) throw new Error('worker failed: ' + w.fatal);
+      if (workers.some((w) => w.exited)) throw new Error(`a worker exited during ${what}`);
+      if (Date.now() - t > timeoutMs) throw new Error(`timeout during ${what}`);
+      if (Date.now() - lastLog > 5000) {
+        lastLog = Date.now();
+        progress(`${what}: waiting`, { ready: workers.filter((w) => w.ready).length });
+      }
+      await sleep(50);
+    }
+  };
+
+  // ---- connect + join
+  progress(`connecting ${o.clients} clients via ${nWorkers} worker(s) to ${o.url}${o.namespace}`);
+  const tc = nowMs();
+  await waitFor(() => workers.every((w) => w.ready), o.connectTimeout * 1000, 'connect');
+  const connectS = (nowMs() - tc) / 1000;
+  const joined = workers.reduce((a, w) => a + w.ready.joined, 0);
+  const connectErrors = {};
+  for (const w of workers) for (const [k, v] of Object.entries(w.ready.errors)) connectErrors[k] = (connectErrors[k] || 0) + v;
+  progress(`joined ${joined}/${o.clients} clients in ${connectS.toFixed(2)}s`, { errors: connectErrors });
+  if (joined === 0) throw new Error('no client joined the room: ' + JSON.stringify(connectErrors));
+
+  // ---- warmup (events titled "w;..." are ignored by clients)
+  if (o.warmup > 0) {
+    const wr = Math.min(o.mode === 'rate' ? o.rate : 50, 50);
+    const n = Math.max(1, Math.round(wr * o.warmup));
+    for (let i = 0; i < n; i++) {
+      const r = await pub.post(pub.bodyFor('w;'));
+      if (r.status < 200 || r.status >= 300) throw new Error(`warmup publish failed: ${r.status} ${r.body.slice(0, 300)}`);
+      await sleep(1000 / wr);
+    }
+    await sleep(500);
+  }
+
+  // ---- publish
+  const postHist = hNew();
+  const statusCounts = {};
+  const failedSeqs = [];
+  let sampleError = null;
+  let sent = 0;
+  let accepted = 0;
+  let inflight = 0;
+  let maxInflight = 0;
+  let maxLag = 0;
+  const record = (seq, r) => {
+    statusCounts[r.status] = (statusCounts[r.status] || 0) + 1;
+    if (r.status >= 200 && r.status < 300) { accepted++; hAdd(postHist, r.ms); } else {
+      failedSeqs.push(seq);
+      if (!sampleError) sampleError = `${r.status} ${r.body.slice(0, 300)}`;
+    }
+  };
+  const t0 = nowMs() + 200;
+  const tEnd = t0 + o.duration * 1000;
+  for (const w of workers) w.child.send({ type: 'pubstart', t0, tEnd });
+  while (nowMs() < t0) await sleep(1);
+  out({ event: 'phase', phase: 'publish_start', t: t0 });
+  const cpuC0 = process.cpuUsage();
+  let lastProgress = nowMs();
+  const logProgress = () => {
+    const now = nowMs();
+    if (now - lastProgress < 1000) return;
+    lastProgress = now;
+    const delivered = workers.reduce((a, w) => a + w.unique, 0);
+    progress(`t=${((now - t0) / 1000).toFixed(1)}s sent=${sent} accepted=${accepted} inflight=${inflight} delivered=${delivered}`);
+  };
+  const pending = [];
+  const fire = (seq, stamp) => {
+    sent++;
+    inflight++;
+    if (inflight > maxInflight) maxInflight = inflight;
+    const p = pub.post(pub.bodyFor(`t=${stamp.toFixed(3)};s=${seq};`)).then((r) => { inflight--; record(seq, r); });
+    pending.push(p);
+  };
+
+  if (o.mode === 'rate' || o.rate > 0) {
+    // open loop at a fixed rate
+    const n = Math.round(o.rate * o.duration);
+    const interval = 1000 / o.rate;
+    let i = 0;
+    while (i < n) {
+      const now = nowMs();
+      while (i < n && t0 + i * interval <= now) {
+        const due = t0 + i * interval;
+        if (now - due > maxLag) maxLag = now - due;
+        fire(i, due);
+        i++;
+      }
+      logProgress();
+      if (i < n) {
+        const wait = t0 + i * interval - nowMs();
+        await sleep(Math.max(0, Math.floor(wait)));
+      }
+    }
+  } else {
+    // closed loop: K lanes, each posts again as soon as its previous POST returns
+    let seq = 0;
+    const lane = async () => {
+      while (nowMs() < tEnd) {
+        const s = seq++;
+        sent++;
+        inflight++;
+        if (inflight > maxInflight) maxInflight = inflight;
+        const r = await pub.post(pub.bodyFor(`t=${nowMs().toFixed(3)};s=${s};`));
+        inflight--;
+        record(s, r);
+        logProgress();
+      }
+    };
+    const lanes = [];
+    for (let k = 0; k < o.concurrency; k++) lanes.push(lane());
+    const ticker = setInterval(logProgress, 250);
+    await Promise.all(lanes);
+    clearInterval(ticker);
+  }
+  const lastFire = nowMs();
+  // wait for all in-flight POSTs to get their response
+  const ticker = setInterval(logProgress, 250);
+  await Promise.all(pending);
+  clearInterval(ticker);
+  const pubEnd = nowMs();
+  const cpuC = process.cpuUsage(cpuC0);
+  out({ event: 'phase', phase: 'publish_end', t: pubEnd });
+  progress(`publishing done: sent=${sent} accepted=${accepted} in ${((pubEnd - t0) / 1000).toFixed(2)}s; draining`);
+  for (const w of workers) w.child.send({ type: 'pubend', accepted, failedSeqs });
+  await waitFor(() => workers.every((w) => w.result), (o.drainMax + 15) * 1000, 'drain');
+  const drainDone = nowMs();
+  out({ event: 'phase', phase: 'drain_end', t: drainDone });
+
+  // ---- aggregate
+  const hist = hNew();
+  let delivered = 0, dups = 0, extra = 0, inWindow = 0, lastRecv = 0, firstRecv = Infinity;
+  let disconnects = 0, badEnvelope = 0, envelopeBytes = null, joinedAtEnd = 0, wsExtensions = null;
+  const disconnectReasons = {};
+  const drainEnds = {};
+  const timeline = [];
+  const workerCpu = [];
+  const workerLoop = [];
+  for (const w of workers) {
+    const r = w.result;
+    hMerge(hist, r.hist);
+    delivered += r.delivered; dups += r.dups; extra += r.extra; inWindow += r.inWindow;
+    joinedAtEnd += r.joinedClients;
+    if (r.lastRecv > lastRecv) lastRecv = r.lastRecv;
+    if (r.firstRecv && r.firstRecv < firstRecv) firstRecv = r.firstRecv;
+    disconnects += r.disconnects; badEnvelope += r.badEnvelope;
+    if (r.envelopeBytes !== null) envelopeBytes = r.envelopeBytes;
+    if (r.wsExtensions !== null) wsExtensions = r.wsExtensions;
+    for (const [k, v] of Object.entries(r.disconnectReasons)) disconnectReasons[k] = (disconnectReasons[k] || 0) + v;
+    drainEnds[r.drainEnd] = (drainEnds[r.drainEnd] || 0) + 1;
+    r.timeline.forEach((c, i) => { timeline[i] = (timeline[i] || 0) + c; });
+    workerCpu.push(Math.round(r.cpuMs));
+    workerLoop.push({ p99_ms: r3(r.loopDelayP99Ms), max_ms: r3(r.loopDelayMaxMs) });
+  }
+  for (let i = 0; i < timeline.length; i++) timeline[i] = timeline[i] || 0;
+  const expected = accepted * joined;
+  const lost = Math.max(0, expected - delivered);
+  const pubWindowS = (pubEnd - t0) / 1000;
+  const spanS = lastRecv > 0 ? (lastRecv - t0) / 1000 : null;
+  const drainS = lastRecv > 0 ? Math.max(0, (lastRecv - pubEnd) / 1000) : null;
+  const result = {
+    event: 'result',
+    label: o.label,
+    started_at: startedAt,
+    url: o.url,
+    mode: o.mode === 'saturate' ? (o.rate > 0 ? `saturate@${o.rate}/s` : `saturate(closed-loop,K=${o.concurrency})`) : 'rate',
+    clients: o.clients,
+    workers: nWorkers,
+    clients_joined: joined,
+    connect_errors: connectErrors,
+    connect_s: r3(connectS),
+    rate_target: o.mode === 'rate' || o.rate > 0 ? o.rate : null,
+    duration_s: o.duration,
+    payload_bytes: pub.payloadBytes,
+    envelope_bytes: envelopeBytes,
+    ws_extensions: wsExtensions,
+    sent,
+    accepted,
+    post_status: statusCounts,
+    post_error_sample: sampleError,
+    publish_rate: r3(accepted / (pubEnd - t0) * 1000),
+    publish_window_s: r3(pubWindowS),
+    publisher_max_lag_ms: r3(maxLag),
+    publisher_max_inflight: maxInflight,
+    post_latency_ms: hSummary(postHist),
+    expected,
+    delivered,
+    lost,
+    loss_pct: expected ? r3((lost / expected) * 100) : null,
+    duplicates: dups,
+    extra_from_failed_posts: extra,
+    delivered_per_s: spanS ? Math.round(delivered / spanS) : 0,
+    window_delivered_per_s: Math.round(inWindow / o.duration),
+    offered_per_s: Math.round((accepted * joined) / o.duration),
+    latency_ms: hSummary(hist),
+    drain_s: r3(drainS),
+    drain_end: drainEnds,
+    fell_behind: lost > 0 || (drainS !== null && drainS > 1.0),
+    disconnects,
+    disconnect_reasons: disconnectReasons,
+    bad_envelopes: badEnvelope,
+    clients_joined_at_end: joinedAtEnd,
+    timeline_per_s: timeline,
+    loadgen: {
+      coordinator_cpu_ms: Math.round((cpuC.user + cpuC.system) / 1000),
+      worker_cpu_ms: workerCpu,
+      worker_event_loop_delay: workerLoop,
+    },
+    drain_wait_s: r3((drainDone - pubEnd) / 1000),
+    last_fire_to_pub_end_s: r3((pubEnd - lastFire) / 1000),
+  };
+  out(result);
+  for (const w of workers) if (!w.exited) w.child.send({ type: 'close' });
+  await sleep(500);
+  pub.agent.destroy();
+  killAll();
+}
+
+// ---------------------------------------------------------------- main
+const opts = parseArgs(process.argv.slice(2));
+if (opts.worker) {
+  runWorker();
+} else {
+  coordinator(opts).then(
+    () => process.exit(0),
+    (e) => {
+      out({ event: 'error', error: String(e && e.message), stack: String(e && e.stack) });
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,1 @@
+"""Telegram bot (aiogram): admin commands, account linking, daily brief and alerts."""

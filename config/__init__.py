@@ -1,0 +1,189 @@
+"""Settings: one typed object read from ``OURS_*`` environment variables (and an optional .env file).
+
+Unset Redis and database URLs select the embedded default: an in-process bus and a real
+PostgreSQL started from the ``pgserver`` package inside ``OURS_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger("ours.config")
+
+DEV_SECRETS_FILE = "dev-secrets.env"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the variable and what to do."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OURS_", env_file=".env", extra="ignore", frozen=False
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    env: Literal["development", "production", "test"] = "development"
+    data_dir: Path = Path("var")
+
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["HS256"])
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    master_key: str | None = None
+
+    redis_url: str | None = None
+    database_url: str | None = None
+    db_pool_size: int = Field(10, ge=1, le=200)
+
+    max_payload_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_rooms_per_socket: int = Field(100, ge=1, le=10_000)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+
+    bus_stream: str = "ours:events"
+    bus_maxlen: int = Field(1_000_000, ge=1000)
+    bus_visibility_timeout_ms: int = Field(30_000, ge=100)
+    bus_max_deliveries: int = Field(5, ge=1, le=100)
+    run_consumers: bool | None = None  # None: serve runs them in-process unless a worker exists
+
+    shutdown_timeout: float = Field(10.0, gt=0, le=120)
+    log_level: str = "INFO"
+    admin_ui_password: str | None = None
+
+    @field_validator("api_keys", "cors_origins", "jwt_algorithms", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, v: list[str]) -> list[str]:
+        allowed = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"}
+        bad = [a for a in v if a not in allowed]
+        if bad:
+            raise ValueError(f"unsupported algorithm(s) {bad}; choose from {sorted(allowed)}")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v or None
+
+    @field_validator("database_url")
+    @classmethod
+    def _pg_scheme(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("postgres://", "postgresql://")):
+            raise ValueError("must start with postgresql:// or postgres://")
+        return v or None
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key_len(cls, v: str | None) -> str | None:
+        if v and len(bytes.fromhex(v)) != 32:
+            raise ValueError("must be 64 hex characters (32 bytes)")
+        return v
+
+    @model_validator(mode="after")
+    def _keys(self) -> Settings:
+        if self.jwt_secret is not None and len(self.jwt_secret) < 16:
+            raise ValueError("OURS_JWT_SECRET must be at least 16 characters")
+        if self.jwt_public_key and not any(a[:2] in ("RS", "ES") for a in self.jwt_algorithms):
+            self.jwt_algorithms = ["RS256", "ES256"]
+        return self
+
+    @property
+    def embedded_db(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_bus(self) -> bool:
+        return self.redis_url is None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise ConfigError naming the bad variable."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            var = f"OURS_{field.upper()}" if field != "settings" else "OURS_* settings"
+            lines.append(f"{var}: {err['msg']}")
+        raise ConfigError("bad configuration:\n  " + "\n  ".join(lines)) from None
+    _fill_dev_secrets(settings)
+    return settings
+
+
+def _fill_dev_secrets(settings: Settings) -> None:
+    """With no JWT key, API key or master key set, generate them once into the data dir."""
+    if settings.env == "production":
+        missing = []
+        if not (settings.jwt_secret or settings.jwt_public_key):
+            missing.append("OURS_JWT_SECRET or OURS_JWT_PUBLIC_KEY")
+        if not settings.api_keys:
+            missing.append("OURS_API_KEYS")
+        if not settings.master_key:
+            missing.append("OURS_MASTER_KEY")
+        if missing:
+            raise ConfigError(
+                "production needs " + ", ".join(missing) + " (set them in the environment)"
+            )
+        return
+    need = {
+        "JWT_SECRET": settings.jwt_secret is None and settings.jwt_public_key is None,
+        "API_KEYS": not settings.api_keys,
+        "MASTER_KEY": settings.master_key is None,
+    }
+    if not any(need.values()):
+        return
+    path = settings.data_dir / DEV_SECRETS_FILE
+    stored = _read_env_file(path)
+    generated = {
+        "JWT_SECRET": secrets.token_urlsafe(32),
+        "API_KEYS": "dev_" + secrets.token_urlsafe(24),
+        "MASTER_KEY": secrets.token_hex(32),
+    }
+    changed = False
+    for name, wanted in need.items():
+        if wanted and name not in stored:
+            stored[name] = generated[name]
+            changed = True
+    if changed:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        body = "".join(f"OURS_{k}={v}\n" for k, v in sorted(stored.items()))
+        path.write_text(
+            "# generated development secrets; never use in production\n" + body
+        )
+        path.chmod(0o600)
+        log.warning("generated development secrets", extra={"path": str(path.resolve())})
+    if need["JWT_SECRET"]:
+        settings.jwt_secret = stored["JWT_SECRET"]
+    if need["API_KEYS"]:
+        settings.api_keys = [stored["API_KEYS"]]
+    if need["MASTER_KEY"]:
+        settings.master_key = stored["MASTER_KEY"]
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                k, v = line.split("=", 1)
+                out[k.removeprefix("OURS_")] = v
+    return out

@@ -1,0 +1,1 @@
+"""Media control plane: LiveKit audio rooms and Cloudflare Stream."""

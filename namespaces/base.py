@@ -1,0 +1,187 @@
+"""What every namespace shares: token check on connect, the user room, and one dispatcher that
+validates each client event and answers with the project's ack convention.
+
+A handler is a method decorated with ``@handles("noun:verb", Model)``; it receives the socket id,
+the verified principal and the validated payload, and returns the ack's ``data`` or raises
+ApiError. Unknown events, malformed or oversize payloads get an error ack and a log line; the
+connection keeps working.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import socketio
+from pydantic import BaseModel, ValidationError
+
+from server import jsonutil, logs, metrics
+from server.auth import Principal
+from server.errors import ApiError, Code, fail, field_errors, ok
+from server.rooms import check_client_join, user_room
+
+if TYPE_CHECKING:
+    from server.node import Node
+
+log = logging.getLogger("ours.socket")
+
+HandlerFn = Callable[..., Awaitable[Any]]
+
+
+def handles(event: str, model: type[BaseModel] | None = None) -> Callable[[HandlerFn], HandlerFn]:
+    """Mark a namespace method as the handler of a client event, with its payload model."""
+
+    def mark(fn: HandlerFn) -> HandlerFn:
+        fn.__ours_event__ = (event, model)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+class RoomRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+    room: str
+
+
+class Namespace(socketio.AsyncNamespace):
+    """Base of the five namespaces."""
+
+    #: room kinds a client may join itself with room:join (besides its own user room)
+    client_room_kinds: ClassVar[frozenset[str]] = frozenset()
+    _handlers: ClassVar[dict[str, tuple[str, type[BaseModel] | None]]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._handlers = {}
+        for klass in reversed(cls.__mro__):
+            for attr, fn in vars(klass).items():
+                marker = getattr(fn, "__ours_event__", None)
+                if marker:
+                    cls._handlers[marker[0]] = (attr, marker[1])
+
+    def __init__(self, namespace: str, node: Node) -> None:
+        super().__init__(namespace)
+        self.node = node
+        self.principals: dict[str, Principal] = {}
+        self.max_payload = node.settings.max_payload_bytes
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if self.node.draining:
+            raise socketio.exceptions.ConnectionRefusedError(
+                "server is shutting down",
+                {"code": Code.UNAVAILABLE.value, "message": "server is shutting down; reconnect"},
+            )
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            principal = self.node.verifier.verify(token)
+        except ApiError as err:
+            log.info("connect refused", extra={"namespace": self.namespace, "code": err.code})
+            raise socketio.exceptions.ConnectionRefusedError(err.message, err.body()) from None
+        self.principals[sid] = principal
+        await self.enter_room(sid, user_room(principal.user_id))
+        metrics.CONNECTIONS.labels(self.namespace).inc()
+        await self.connected(sid, principal, auth if isinstance(auth, dict) else {})
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        principal = self.principals.pop(sid, None)
+        if principal is not None:
+            metrics.CONNECTIONS.labels(self.namespace).dec()
+            await self.disconnected(sid, principal)
+
+    async def connected(self, sid: str, principal: Principal, auth: dict[str, Any]) -> None:
+        """Hook for a namespace after auth succeeded."""
+
+    async def disconnected(self, sid: str, principal: Principal) -> None:
+        """Hook for a namespace after a socket left."""
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if event in ("connect", "disconnect"):
+            return await super().trigger_event(event, *args)
+        sid, data = args[0], args[1:]
+        principal = self.principals.get(sid)
+        if principal is None:
+            return fail(ApiError(Code.UNAUTHORIZED, "not connected"))
+        token = logs.user_id.set(principal.user_id)
+        self.node.inflight += 1
+        try:
+            result = ok(await self._dispatch(sid, principal, event, data))
+            code = "ok"
+        except ApiError as err:
+            result, code = fail(err), err.code.value
+            log.info(
+                "client event refused",
+                extra={"namespace": self.namespace, "event": str(event)[:64], "code": code},
+            )
+        except Exception:
+            log.exception("client event failed", extra={"namespace": self.namespace})
+            result, code = fail(ApiError(Code.INTERNAL, "internal error; try again")), "internal"
+        finally:
+            self.node.inflight -= 1
+            logs.user_id.reset(token)
+        label = event if event in self._handlers else "unknown"
+        metrics.SOCKET_EVENTS.labels(self.namespace, label, code).inc()
+        return result
+
+    async def _dispatch(self, sid: str, principal: Principal, event: str, data: tuple[Any, ...]) -> Any:
+        entry = self._handlers.get(event) if isinstance(event, str) else None
+        if entry is None:
+            raise ApiError(
+                Code.UNKNOWN_EVENT,
+                f"unknown event on {self.namespace}; see docs/protocol.md for its events",
+            )
+        if len(data) > 1:
+            raise ApiError(Code.BAD_REQUEST, "send one payload object")
+        raw = data[0] if data else None
+        if raw is not None and len(jsonutil.dumpb(raw)) > self.max_payload:
+            raise ApiError(
+                Code.PAYLOAD_TOO_LARGE, f"payload over {self.max_payload} bytes"
+            )
+        attr, model = entry
+        if model is not None:
+            if not isinstance(raw, dict):
+                raise ApiError(Code.BAD_REQUEST, "payload must be an object")
+            try:
+                payload: Any = model.model_validate(raw)
+            except ValidationError as exc:
+                raise ApiError(Code.BAD_REQUEST, "invalid payload", field_errors(exc)) from None
+        else:
+            payload = raw
+        return await getattr(self, attr)(sid, principal, payload)
+
+    # -- rooms ------------------------------------------------------------------------------
+
+    def rooms_of(self, sid: str) -> list[str]:
+        return [r for r in self.server.rooms(sid, namespace=self.namespace) if ":" in r]
+
+    async def join_checked(self, sid: str, principal: Principal, room: str) -> None:
+        check_client_join(principal, room, self.client_room_kinds)
+        rooms = self.rooms_of(sid)
+        if room not in rooms and len(rooms) >= self.node.settings.max_rooms_per_socket:
+            raise ApiError(
+                Code.FORBIDDEN,
+                f"at most {self.node.settings.max_rooms_per_socket} rooms per socket; leave one",
+            )
+        await self.enter_room(sid, room)
+
+
+class RoomsNamespace(Namespace):
+    """A namespace whose clients join and leave open rooms (zone:, content:, live:)."""
+
+    client_room_kinds = frozenset({"zone", "content", "live"})
+
+    @handles("room:join", RoomRequest)
+    async def room_join(self, sid: str, principal: Principal, req: RoomRequest) -> dict[str, Any]:
+        await self.join_checked(sid, principal, req.room)
+        return {"room": req.room}
+
+    @handles("room:leave", RoomRequest)
+    async def room_leave(self, sid: str, principal: Principal, req: RoomRequest) -> dict[str, Any]:
+        if req.room == user_room(principal.user_id):
+            raise ApiError(Code.FORBIDDEN, "the user room is kept while connected")
+        await self.leave_room(sid, req.room)
+        return {"room": req.room}

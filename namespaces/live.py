@@ -1,0 +1,9 @@
+"""/live: live stream rooms (chat, reactions, viewer sync). `live.*` events are fanned out here."""
+
+from __future__ import annotations
+
+from namespaces.base import RoomsNamespace
+
+
+class LiveNamespace(RoomsNamespace):
+    pass

@@ -1,0 +1,1 @@
+"""Notification router: preferences, priorities, quiet hours, digests and channels."""

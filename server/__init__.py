@@ -1,0 +1,1 @@
+"""OURS comms server: app factory, auth, HTTP API, the bus, storage and the CLI."""

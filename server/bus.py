@@ -1,0 +1,95 @@
+"""The event bus: one small interface, with its backends side by side (bus_memory, bus_redis).
+
+A publish returns only once the event is durable in the backend. Consumers are named groups;
+each event is handled once per group (idempotent on event id), retried on failure, and moved
+to the dead letters after `max_deliveries` failed attempts.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from server import logs, metrics
+from server.events import Event
+
+log = logging.getLogger("ours.bus")
+
+Handler = Callable[[Event], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Consumer:
+    group: str
+    handler: Handler
+
+
+class Bus(abc.ABC):
+    """Publish events; run named consumer groups over them."""
+
+    def __init__(self, max_deliveries: int = 5) -> None:
+        self.consumers: dict[str, Consumer] = {}
+        self.max_deliveries = max_deliveries
+
+    def subscribe(self, group: str, handler: Handler) -> None:
+        if group in self.consumers:
+            raise ValueError(f"consumer group {group!r} already subscribed")
+        self.consumers[group] = Consumer(group, handler)
+
+    @abc.abstractmethod
+    async def start(self, *, consume: bool = True) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def publish(self, event: Event) -> bool:
+        """Make `event` durable and schedule it for every group; False if the id was seen."""
+
+    @abc.abstractmethod
+    async def ping(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def lag(self) -> dict[str, int]:
+        """Events not yet handled, per consumer group."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def replay(self, ids: list[str] | None = None) -> int:
+        """Put dead letters (all, or these ids) back for their consumer group; return count."""
+
+    async def _handle(self, consumer: Consumer, event: Event) -> None:
+        """Run one handler with logging context and metrics; exceptions propagate."""
+        token = logs.event_id.set(event.id)
+        started = time.perf_counter()
+        try:
+            await consumer.handler(event)
+            metrics.EVENTS_CONSUMED.labels(consumer.group, event.type, "ok").inc()
+        except Exception:
+            metrics.EVENTS_CONSUMED.labels(consumer.group, event.type, "error").inc()
+            raise
+        finally:
+            metrics.CONSUMER_SECONDS.labels(consumer.group).observe(time.perf_counter() - started)
+            logs.event_id.reset(token)
+
+
+def make_bus(settings: Any, storage: Any) -> Bus:
+    if settings.redis_url:
+        from server.bus_redis import RedisBus
+
+        return RedisBus(
+            settings.redis_url,
+            stream=settings.bus_stream,
+            maxlen=settings.bus_maxlen,
+            visibility_timeout_ms=settings.bus_visibility_timeout_ms,
+            max_deliveries=settings.bus_max_deliveries,
+        )
+    from server.bus_memory import MemoryBus
+
+    return MemoryBus(storage, max_deliveries=settings.bus_max_deliveries)

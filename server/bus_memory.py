@@ -1,0 +1,143 @@
+"""In-process bus for the embedded default: durable in the event log, delivered in memory.
+
+publish() writes the event log row first (that is the durability), then queues the event for
+each consumer group. Which group finished which event is kept in storage, so events that were
+published but not handled before a crash are redelivered at the next start. Dead letters live
+in storage; a replay (from this process or from `ours dlq replay`) is announced with
+PostgreSQL NOTIFY and picked up by the running server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+from server.bus import Bus, Consumer
+from server.events import Event
+from server.storage import Storage
+
+log = logging.getLogger("ours.bus")
+
+RESCAN_CHANNEL = "ours_bus_rescan"
+
+
+class MemoryBus(Bus):
+    def __init__(self, storage: Storage, max_deliveries: int = 5, queue_size: int = 100_000) -> None:
+        super().__init__(max_deliveries)
+        self.storage = storage
+        self._queues: dict[str, asyncio.Queue[Event]] = {}
+        self._pending: dict[str, set[str]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._queue_size = queue_size
+        self._listen_conn: Any = None
+        self._consuming = False
+
+    async def start(self, *, consume: bool = True) -> None:
+        self._consuming = consume
+        if not consume:
+            return
+        for group, consumer in self.consumers.items():
+            self._queues[group] = asyncio.Queue(self._queue_size)
+            self._pending[group] = set()
+            self._tasks.append(asyncio.create_task(self._run(consumer), name=f"bus:{group}"))
+        await self._rescan()
+        self._listen_conn = await self.storage.db.acquire()
+        await self._listen_conn.add_listener(RESCAN_CHANNEL, self._on_notify)
+
+    async def close(self) -> None:
+        if self._listen_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._listen_conn.remove_listener(RESCAN_CHANNEL, self._on_notify)
+                await self.storage.db.release(self._listen_conn)
+            self._listen_conn = None
+        # let queued events finish briefly, then stop
+        for q in self._queues.values():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(q.join(), timeout=2)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def publish(self, event: Event) -> bool:
+        if not await self.storage.log_event(event):
+            return False
+        if self._consuming:
+            for group in self.consumers:
+                self._enqueue(group, event)
+        return True
+
+    def _enqueue(self, group: str, event: Event) -> None:
+        pending = self._pending[group]
+        if event.id in pending:
+            return
+        try:
+            self._queues[group].put_nowait(event)
+        except asyncio.QueueFull:
+            # stays undone in storage; the next rescan delivers it
+            log.warning("consumer queue full; event left for rescan", extra={"group": group})
+            return
+        pending.add(event.id)
+
+    async def _run(self, consumer: Consumer) -> None:
+        queue = self._queues[consumer.group]
+        while True:
+            event = await queue.get()
+            try:
+                await self._deliver(consumer, event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one event stop the consumer
+                log.exception("bus consumer failed", extra={"group": consumer.group})
+            finally:
+                self._pending[consumer.group].discard(event.id)
+                queue.task_done()
+
+    async def _deliver(self, consumer: Consumer, event: Event) -> None:
+        if await self.storage.is_done(consumer.group, event.id):
+            return
+        error = ""
+        for attempt in range(1, self.max_deliveries + 1):
+            try:
+                await self._handle(consumer, event)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "consumer attempt failed",
+                    extra={"group": consumer.group, "attempt": attempt, "error": error},
+                )
+                if attempt < self.max_deliveries:
+                    await asyncio.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+                continue
+            await self.storage.mark_done(consumer.group, event.id)
+            return
+        await self.storage.add_dead_letter(consumer.group, event, error, self.max_deliveries)
+        log.error("event dead-lettered", extra={"group": consumer.group, "error": error})
+
+    async def _rescan(self) -> None:
+        for group in self._queues:
+            for event in await self.storage.undone_events(group):
+                self._enqueue(group, event)
+
+    def _on_notify(self, *_: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._rescan())
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def ping(self) -> bool:
+        return await self.storage.ping()
+
+    async def lag(self) -> dict[str, int]:
+        return {g: len(p) for g, p in self._pending.items()}
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        return await self.storage.dead_letters(limit)
+
+    async def replay(self, ids: list[str] | None = None) -> int:
+        taken = await self.storage.take_dead_letters(ids)
+        if taken:
+            await self.storage.db.execute(f"NOTIFY {RESCAN_CHANNEL}")
+        return len(taken)

@@ -1,0 +1,262 @@
+"""Redis Streams bus: XADD with a length cap, consumer groups, XACK, reclaim of entries stuck
+past a visibility timeout (XAUTOCLAIM), and a dead-letter stream after N failed deliveries.
+
+Keys (all derived from the stream name; give it a hash tag such as `{ours}:events` on Redis
+Cluster so they share a slot):
+  <stream>                  the events
+  <stream>:dlq              dead letters: the event, its group, the last error, the attempts
+  <stream>:pub:<id>         publish dedup marker (24 h)
+  <stream>:done:<group>:<id> a group finished this event (7 days)
+  <stream>:attempts:<group> hash event id -> failed attempts
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from server import jsonutil
+from server.bus import Bus, Consumer
+from server.events import Event
+
+log = logging.getLogger("ours.bus")
+
+# Publish once: the dedup marker and the XADD happen atomically, or not at all.
+PUBLISH_LUA = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
+end
+return false
+"""
+
+DONE_TTL = 7 * 86400
+PUBLISH_DEDUP_TTL = 86400
+BATCH = 64
+
+
+class RedisBus(Bus):
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str = "ours:events",
+        maxlen: int = 1_000_000,
+        visibility_timeout_ms: int = 30_000,
+        max_deliveries: int = 5,
+        block_ms: int = 1000,
+    ) -> None:
+        super().__init__(max_deliveries)
+        self.redis = aioredis.from_url(url, decode_responses=True)
+        self.stream = stream
+        self.dlq = f"{stream}:dlq"
+        self.maxlen = maxlen
+        self.visibility_ms = visibility_timeout_ms
+        self.block_ms = block_ms
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._publish = self.redis.register_script(PUBLISH_LUA)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    async def start(self, *, consume: bool = True) -> None:
+        for group in self.consumers:
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+                await self.redis.xgroup_create(self.stream, group, id="$", mkstream=True)
+        if not consume:
+            return
+        for consumer in self.consumers.values():
+            self._tasks.append(asyncio.create_task(self._read_loop(consumer)))
+            self._tasks.append(asyncio.create_task(self._reclaim_loop(consumer)))
+
+    async def close(self, grace: float = 5.0) -> None:
+        self._stopping.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks.clear()
+        await self.redis.aclose()
+
+    async def publish(self, event: Event) -> bool:
+        entry = await self._publish(
+            keys=[self.stream, f"{self.stream}:pub:{event.id}"],
+            args=[jsonutil.dumps(event.wire()), self.maxlen, PUBLISH_DEDUP_TTL],
+        )
+        return entry is not None
+
+    # -- consuming --------------------------------------------------------------------------
+
+    async def _read_loop(self, consumer: Consumer) -> None:
+        while not self._stopping.is_set():
+            try:
+                batches = await self.redis.xreadgroup(
+                    consumer.group,
+                    self.name,
+                    {self.stream: ">"},
+                    count=BATCH,
+                    block=self.block_ms,
+                )
+            except asyncio.CancelledError:
+                raise
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # stream or group deleted under us: recreate
+                    with contextlib.suppress(ResponseError):
+                        await self.redis.xgroup_create(
+                            self.stream, consumer.group, id="$", mkstream=True
+                        )
+                    continue
+                log.exception("xreadgroup failed", extra={"group": consumer.group})
+                await asyncio.sleep(1)
+                continue
+            except (RedisError, OSError):
+                log.warning("redis unavailable; retrying", extra={"group": consumer.group})
+                await asyncio.sleep(1)
+                continue
+            for _stream, entries in batches or []:
+                for entry_id, fields in entries:
+                    await self._process(consumer, entry_id, fields)
+
+    async def _reclaim_loop(self, consumer: Consumer) -> None:
+        interval = max(0.05, self.visibility_ms / 2000)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+            if self._stopping.is_set():
+                return
+            try:
+                start = "0-0"
+                while True:
+                    result = await self.redis.xautoclaim(
+                        self.stream,
+                        consumer.group,
+                        self.name,
+                        min_idle_time=self.visibility_ms,
+                        start_id=start,
+                        count=BATCH,
+                    )
+                    start, entries = result[0], result[1]
+                    for entry_id, fields in entries:
+                        if fields is None:  # trimmed away while pending
+                            await self.redis.xack(self.stream, consumer.group, entry_id)
+                            continue
+                        log.info("reclaimed stuck event", extra={"group": consumer.group})
+                        await self._process(consumer, entry_id, fields)
+                    if start == "0-0" or not entries:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError):
+                log.warning("reclaim failed; retrying", extra={"group": consumer.group})
+
+    async def _process(self, consumer: Consumer, entry_id: str, fields: dict[str, str]) -> None:
+        group = consumer.group
+        try:
+            event = Event(**jsonutil.loads(fields["e"]))
+        except Exception as exc:  # poison: unreadable entry, never retried
+            await self._dead_letter(group, entry_id, fields.get("e", ""), f"unreadable: {exc}", 1)
+            return
+        done_key = f"{self.stream}:done:{group}:{event.id}"
+        if await self.redis.exists(done_key):
+            await self.redis.xack(self.stream, group, entry_id)
+            return
+        try:
+            await self._handle(consumer, event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            attempts = await self.redis.hincrby(f"{self.stream}:attempts:{group}", event.id, 1)
+            log.warning(
+                "consumer attempt failed",
+                extra={"group": group, "attempt": attempts, "error": error},
+            )
+            if attempts >= self.max_deliveries:
+                await self._dead_letter(group, entry_id, fields["e"], error, attempts)
+            return  # stays pending; reclaimed after the visibility timeout
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(done_key, "1", ex=DONE_TTL)
+            pipe.xack(self.stream, group, entry_id)
+            pipe.hdel(f"{self.stream}:attempts:{group}", event.id)
+            await pipe.execute()
+
+    async def _dead_letter(
+        self, group: str, entry_id: str, raw: str, error: str, attempts: int
+    ) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                self.dlq,
+                {"e": raw, "group": group, "error": error[:2000], "attempts": str(attempts)},
+                maxlen=self.maxlen,
+                approximate=True,
+            )
+            pipe.xack(self.stream, group, entry_id)
+            await pipe.execute()
+        log.error("event dead-lettered", extra={"group": group, "error": error})
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def lag(self) -> dict[str, int]:
+        try:
+            groups = await self.redis.xinfo_groups(self.stream)
+        except ResponseError:
+            return {g: 0 for g in self.consumers}
+        out = {}
+        for g in groups:
+            lag = g.get("lag")
+            out[g["name"]] = int(lag or 0) + int(g.get("pending") or 0)
+        return out
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        out = []
+        for entry_id, f in await self.redis.xrange(self.dlq, count=limit):
+            try:
+                event: Any = jsonutil.loads(f["e"])
+            except ValueError:
+                event = f["e"]
+            out.append(
+                {
+                    "id": entry_id,
+                    "consumer": f.get("group"),
+                    "event": event,
+                    "error": f.get("error"),
+                    "attempts": int(f.get("attempts", 0)),
+                }
+            )
+        return out
+
+    async def replay(self, ids: list[str] | None = None) -> int:
+        if ids is None:
+            entries = await self.redis.xrange(self.dlq)
+        else:
+            entries = []
+            for i in ids:
+                entries += await self.redis.xrange(self.dlq, min=i, max=i)
+        count = 0
+        for entry_id, f in entries:
+            try:
+                event_id = jsonutil.loads(f["e"])["id"]
+            except (ValueError, KeyError, TypeError):
+                log.warning("dead letter is unreadable; left in place", extra={"entry": entry_id})
+                continue
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(f"{self.stream}:attempts:{f.get('group')}", event_id)
+                # back on the stream: the failed group handles it; the others skip it (done)
+                pipe.xadd(self.stream, {"e": f["e"]}, maxlen=self.maxlen, approximate=True)
+                pipe.xdel(self.dlq, entry_id)
+                await pipe.execute()
+            count += 1
+        return count

@@ -1,0 +1,332 @@
+"""Domain events: the envelope every producer publishes and one pydantic model per event type.
+
+Names follow seed 004 exactly (`content.created`, `hours.tipped`, ...). Payloads are strict:
+unknown fields and wrong types are refused with field errors before anything is written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from server.errors import ApiError, Code, field_errors
+from server.rooms import ROOM_RE
+
+Id = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+]
+Text = Annotated[str, StringConstraints(max_length=500)]
+Hours = Annotated[
+    Decimal,
+    Field(gt=0, le=Decimal("1000000000"), max_digits=14, decimal_places=2),
+    PlainSerializer(float, return_type=float, when_used="json"),
+]
+Cents = Annotated[int, Field(ge=0, le=10**12)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ContentCreated(Payload):
+    content_id: Id
+    kind: Literal["post", "video", "article", "short", "audio", "image"]
+    creator_id: Id | None = None
+    title: Text | None = None
+    zone: Id | None = None
+    url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+
+
+class ContentEngaged(Payload):
+    content_id: Id
+    user_id: Id | None = None
+    creator_id: Id | None = None
+
+
+class ContentCommented(ContentEngaged):
+    comment_id: Id
+    text: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
+class HoursTipped(Payload):
+    from_user: Id
+    to_user: Id
+    amount: Hours
+    content_id: Id | None = None
+    conversation_id: Id | None = None
+
+
+class HoursEarned(Payload):
+    user_id: Id
+    amount: Hours
+    source: Text | None = None
+
+
+class HoursSpent(Payload):
+    user_id: Id
+    amount: Hours
+    item: Text | None = None
+
+
+class UserFollowed(Payload):
+    follower_id: Id
+    followee_id: Id
+
+
+class UserSubscribed(Payload):
+    subscriber_id: Id
+    creator_id: Id
+    tier: Id | None = None
+
+
+class LiveStarted(Payload):
+    live_id: Id
+    host_id: Id
+    kind: Literal["video", "audio"] = "video"
+    title: Text | None = None
+
+
+class LiveEnded(Payload):
+    live_id: Id
+    host_id: Id | None = None
+    duration_s: Annotated[int, Field(ge=0)] | None = None
+
+
+class LiveViewerJoined(Payload):
+    live_id: Id
+    user_id: Id
+
+
+class MessageSent(Payload):
+    conversation_id: Id
+    message_id: Id
+    sender_id: Id
+    seq: Annotated[int, Field(ge=1)] | None = None
+    recipients: Annotated[list[Id], Field(max_length=150)] = []
+
+
+class MessageRead(Payload):
+    conversation_id: Id
+    reader_id: Id
+    seq: Annotated[int, Field(ge=1)]
+
+
+class StorefrontPurchased(Payload):
+    order_id: Id
+    buyer_id: Id
+    seller_id: Id
+    product_id: Id
+    amount_cents: Cents
+    currency: Currency = "USD"
+
+
+class StorefrontMembershipNew(Payload):
+    member_id: Id
+    creator_id: Id
+    tier: Id
+    amount_cents: Cents | None = None
+    currency: Currency = "USD"
+
+
+class GovernanceVoteCast(Payload):
+    proposal_id: Id
+    voter_id: Id
+    choice: Id
+
+
+class GovernanceProposalCreated(Payload):
+    proposal_id: Id
+    author_id: Id
+    title: Text
+
+
+EVENT_TYPES: dict[str, type[Payload]] = {
+    "content.created": ContentCreated,
+    "content.liked": ContentEngaged,
+    "content.commented": ContentCommented,
+    "content.shared": ContentEngaged,
+    "content.saved": ContentEngaged,
+    "hours.tipped": HoursTipped,
+    "hours.earned": HoursEarned,
+    "hours.spent": HoursSpent,
+    "user.followed": UserFollowed,
+    "user.subscribed": UserSubscribed,
+    "live.started": LiveStarted,
+    "live.ended": LiveEnded,
+    "live.viewer_joined": LiveViewerJoined,
+    "message.sent": MessageSent,
+    "message.read": MessageRead,
+    "storefront.purchased": StorefrontPurchased,
+    "storefront.membership_new": StorefrontMembershipNew,
+    "governance.vote_cast": GovernanceVoteCast,
+    "governance.proposal_created": GovernanceProposalCreated,
+}
+
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "content.created": {
+        "subjects": ["zone:music"],
+        "payload": {"content_id": "c_1", "kind": "video", "creator_id": "u_7", "title": "Hi"},
+    },
+    "content.liked": {"subjects": ["content:c_1"], "payload": {"content_id": "c_1", "user_id": "u_2"}},
+    "content.commented": {
+        "subjects": ["content:c_1"],
+        "payload": {"content_id": "c_1", "user_id": "u_2", "comment_id": "m_9", "text": "wow"},
+    },
+    "content.shared": {"subjects": ["content:c_1"], "payload": {"content_id": "c_1", "user_id": "u_2"}},
+    "content.saved": {"subjects": ["content:c_1"], "payload": {"content_id": "c_1", "user_id": "u_2"}},
+    "hours.tipped": {
+        "subjects": ["user:u_7"],
+        "payload": {"from_user": "u_2", "to_user": "u_7", "amount": 500, "content_id": "c_1"},
+    },
+    "hours.earned": {"subjects": ["user:u_7"], "payload": {"user_id": "u_7", "amount": 12.5}},
+    "hours.spent": {"subjects": ["user:u_2"], "payload": {"user_id": "u_2", "amount": 3}},
+    "user.followed": {
+        "subjects": ["user:u_7"],
+        "payload": {"follower_id": "u_2", "followee_id": "u_7"},
+    },
+    "user.subscribed": {
+        "subjects": ["user:u_7"],
+        "payload": {"subscriber_id": "u_2", "creator_id": "u_7", "tier": "gold"},
+    },
+    "live.started": {
+        "subjects": ["live:l_1", "zone:music"],
+        "payload": {"live_id": "l_1", "host_id": "u_7", "title": "Late set"},
+    },
+    "live.ended": {"subjects": ["live:l_1"], "payload": {"live_id": "l_1", "duration_s": 3600}},
+    "live.viewer_joined": {"subjects": ["live:l_1"], "payload": {"live_id": "l_1", "user_id": "u_2"}},
+    "message.sent": {
+        "subjects": ["user:u_7"],
+        "payload": {"conversation_id": "k_1", "message_id": "m_1", "sender_id": "u_2"},
+    },
+    "message.read": {
+        "subjects": ["user:u_2"],
+        "payload": {"conversation_id": "k_1", "reader_id": "u_7", "seq": 4},
+    },
+    "storefront.purchased": {
+        "subjects": ["user:u_7"],
+        "payload": {
+            "order_id": "o_1",
+            "buyer_id": "u_2",
+            "seller_id": "u_7",
+            "product_id": "p_1",
+            "amount_cents": 1999,
+        },
+    },
+    "storefront.membership_new": {
+        "subjects": ["user:u_7"],
+        "payload": {"member_id": "u_2", "creator_id": "u_7", "tier": "gold", "amount_cents": 500},
+    },
+    "governance.vote_cast": {
+        "subjects": ["zone:governance"],
+        "payload": {"proposal_id": "g_1", "voter_id": "u_2", "choice": "yes"},
+    },
+    "governance.proposal_created": {
+        "subjects": ["zone:governance"],
+        "payload": {"proposal_id": "g_1", "author_id": "u_7", "title": "Lower fees"},
+    },
+}
+
+Room = Annotated[str, StringConstraints(max_length=80)]
+
+
+class EventIn(BaseModel):
+    """What a producer sends: POST /v1/events body, `ours publish`, or a service call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Annotated[str, StringConstraints(max_length=64)]
+    payload: dict[str, Any]
+    subjects: Annotated[list[Room], Field(max_length=100)] = []
+    actor: Id | None = None
+    id: uuid.UUID | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        if v not in EVENT_TYPES:
+            raise ValueError(f"unknown event type; GET /v1/events/types lists the {len(EVENT_TYPES)}")
+        return v
+
+    @field_validator("subjects")
+    @classmethod
+    def _rooms(cls, v: list[str]) -> list[str]:
+        for room in v:
+            if not ROOM_RE.match(room):
+                raise ValueError(f"{room!r} is not a room (zone:, content:, live:, user:, ...)")
+        return list(dict.fromkeys(v))
+
+
+class Event(BaseModel):
+    """The envelope on the bus and on the wire: {id, type, actor, subjects, payload, ts}."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    type: str
+    actor: str | None
+    subjects: list[str]
+    payload: dict[str, Any]
+    ts: str
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "actor": self.actor,
+            "subjects": self.subjects,
+            "payload": self.payload,
+            "ts": self.ts,
+        }
+
+
+def build_event(raw: Any, *, idempotency_key: str | None = None, scope: str = "") -> Event:
+    """Validate a producer's event and make its envelope; raise ApiError(bad_request) with
+    field errors. An idempotency key (scoped to the producer) fixes the event id, so a retry
+    publishes the same id and is a no-op on the bus."""
+    try:
+        inp = EventIn.model_validate(raw)
+    except ValidationError as exc:
+        raise ApiError(Code.BAD_REQUEST, "invalid event", field_errors(exc)) from None
+    try:
+        payload = EVENT_TYPES[inp.type].model_validate(inp.payload)
+    except ValidationError as exc:
+        errors = [{**e, "field": f"payload.{e['field']}"} for e in field_errors(exc)]
+        raise ApiError(Code.BAD_REQUEST, f"invalid {inp.type} payload", errors) from None
+    if inp.id is not None:
+        event_id = str(inp.id)
+    elif idempotency_key is not None:
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ours:{scope}:{idempotency_key}"))
+    else:
+        event_id = str(uuid.uuid4())
+    return Event(
+        id=event_id,
+        type=inp.type,
+        actor=inp.actor,
+        subjects=inp.subjects,
+        payload=payload.model_dump(mode="json", exclude_none=True),
+        ts=datetime.now(UTC).isoformat(),
+    )
+
+
+def schemas() -> dict[str, Any]:
+    """Every event type with its JSON Schema and an example body POST /v1/events accepts."""
+    return {
+        name: {
+            "schema": model.model_json_schema(),
+            "example": {"type": name, **EXAMPLES[name]},
+        }
+        for name, model in EVENT_TYPES.items()
+    }

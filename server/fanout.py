@@ -1,0 +1,74 @@
+"""Fan-out: deliver one emit to every socket of a room on every node, and the bus consumer
+that turns events into room emits.
+
+Everything that sends to a room goes through `Fanout.emit`, so the delivery path (stock
+python-socketio manager today; Redis pub/sub between nodes) can change behind one interface.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, Protocol
+
+from server import metrics
+from server.events import Event
+
+#: event type prefix -> namespace its socket event is emitted on
+NAMESPACE_OF: dict[str, str] = {
+    "content": "/feed",
+    "governance": "/feed",
+    "live": "/live",
+    "hours": "/notifications",
+    "user": "/notifications",
+    "storefront": "/notifications",
+    "message": "/messages",
+}
+
+
+def namespace_for(event_type: str) -> str:
+    return NAMESPACE_OF[event_type.split(".", 1)[0]]
+
+
+class Emitter(Protocol):
+    async def emit(
+        self,
+        event: str,
+        data: Any = None,
+        *,
+        namespace: str,
+        room: str | list[str] | None = None,
+        skip_sid: str | list[str] | None = None,
+    ) -> None: ...
+
+
+class Fanout:
+    """Room delivery across nodes: an AsyncServer (whose client manager is Redis-backed when
+    several nodes share Redis) or, in `ours worker`, a write-only Redis manager."""
+
+    def __init__(self, emitter: Any) -> None:
+        self._emitter = emitter
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        *,
+        namespace: str,
+        room: str | list[str],
+        skip_sid: str | list[str] | None = None,
+    ) -> None:
+        await self._emitter.emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid)
+
+    async def deliver(self, event: Event) -> None:
+        """Bus consumer: emit the envelope, named by its type, to the rooms in `subjects`."""
+        if not event.subjects:
+            return
+        await self.emit(
+            event.type,
+            event.wire(),
+            namespace=namespace_for(event.type),
+            room=event.subjects if len(event.subjects) > 1 else event.subjects[0],
+        )
+        published = datetime.fromisoformat(event.ts).timestamp()
+        metrics.FANOUT_LATENCY.observe(max(0.0, time.time() - published))

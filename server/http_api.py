@@ -1,0 +1,222 @@
+"""HTTP API (aiohttp): one response envelope, `/v1/` paths, API-key and user-JWT auth.
+
+Envelope: {"success": bool, "data": ..., "errors": [...], "meta": {"requestId": ...}}.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from server import jsonutil, logs, metrics
+from server.auth import Principal, Role
+from server.errors import HTTP_STATUS, ApiError, Code
+from server.events import build_event, schemas
+from server.node import Node
+from server.openapi import openapi_document
+
+log = logging.getLogger("ours.http")
+
+NODE = web.AppKey("node", Node)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def envelope(
+    request: web.Request, data: Any = None, *, status: int = 200, errors: list[Any] | None = None
+) -> web.Response:
+    body = {
+        "success": not errors,
+        "data": data,
+        "errors": errors or [],
+        "meta": {"requestId": request.get("request_id")},
+    }
+    return web.Response(
+        body=jsonutil.dumpb(body), status=status, content_type="application/json"
+    )
+
+
+def error_response(request: web.Request, err: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+    resp = envelope(request, None, status=HTTP_STATUS[err.code], errors=[err.body()])
+    if headers:
+        resp.headers.update(headers)
+    return resp
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    request["request_id"] = rid
+    token = logs.request_id.set(rid)
+    started = time.perf_counter()
+    route = request.match_info.route.resource
+    route_name = route.canonical if route is not None else "unmatched"
+    try:
+        try:
+            resp = await handler(request)
+        except ApiError as err:
+            resp = error_response(request, err)
+        except web.HTTPRequestEntityTooLarge:
+            resp = error_response(request, ApiError(Code.PAYLOAD_TOO_LARGE, "body too large"))
+        except web.HTTPException as exc:
+            if exc.status >= 400 and not request.path.startswith("/socket.io"):
+                code = {404: Code.NOT_FOUND, 405: Code.BAD_REQUEST}.get(exc.status, Code.BAD_REQUEST)
+                resp = error_response(request, ApiError(code, exc.reason))
+                resp.set_status(exc.status)
+            else:
+                raise
+        except Exception:
+            log.exception("request failed", extra={"path": request.path})
+            resp = error_response(request, ApiError(Code.INTERNAL, "internal error"))
+        resp.headers["X-Request-Id"] = rid
+        metrics.HTTP_REQUESTS.labels(request.method, route_name, str(resp.status)).inc()
+        if not request.path.startswith("/socket.io"):
+            log.info(
+                "http",
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": resp.status,
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+        return resp
+    finally:
+        logs.request_id.reset(token)
+
+
+def require_api_key(request: web.Request) -> str:
+    """Return a short id of the API key presented as `Authorization: Bearer <key>`."""
+    key = _bearer(request)
+    for i, known in enumerate(request.app[NODE].settings.api_keys):
+        if hmac.compare_digest(key.encode(), known.encode()):
+            return f"key{i}"
+    raise ApiError(Code.UNAUTHORIZED, "a valid API key is required: Authorization: Bearer <key>")
+
+
+def require_user(request: web.Request) -> Principal:
+    principal = request.app[NODE].verifier.verify(_bearer(request))
+    logs.user_id.set(principal.user_id)
+    return principal
+
+
+def require_admin(request: web.Request) -> str:
+    """An API key, or a user token with the admin role."""
+    try:
+        return require_api_key(request)
+    except ApiError:
+        principal = require_user(request)
+        if principal.role is not Role.ADMIN:
+            raise ApiError(Code.FORBIDDEN, "admins only") from None
+        return f"user:{principal.user_id}"
+
+
+def _bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise ApiError(Code.UNAUTHORIZED, "missing Authorization: Bearer <credential>")
+    return value.strip()
+
+
+async def read_json(request: web.Request) -> Any:
+    limit = request.app[NODE].settings.max_payload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(Code.PAYLOAD_TOO_LARGE, f"body over {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise ApiError(Code.PAYLOAD_TOO_LARGE, f"body over {limit} bytes")
+    try:
+        return jsonutil.loads(body)
+    except ValueError:
+        raise ApiError(Code.BAD_REQUEST, "body is not valid JSON") from None
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+
+async def post_event(request: web.Request) -> web.Response:
+    key_id = require_api_key(request)
+    raw = await read_json(request)
+    idem = request.headers.get("Idempotency-Key")
+    if idem is not None and not 0 < len(idem) <= 200:
+        raise ApiError(Code.BAD_REQUEST, "Idempotency-Key must be 1-200 characters")
+    event = build_event(raw, idempotency_key=idem, scope=key_id)
+    new = await request.app[NODE].bus.publish(event)
+    metrics.EVENTS_PUBLISHED.labels(event.type, "new" if new else "duplicate").inc()
+    logs.event_id.set(event.id)
+    log.info("event published", extra={"type": event.type, "duplicate": not new})
+    return envelope(request, {"id": event.id, "duplicate": not new}, status=202)
+
+
+async def event_types(request: web.Request) -> web.Response:
+    return envelope(request, schemas())
+
+
+async def health(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    return envelope(request, {"status": "ok", "uptime_s": round(time.time() - node.started_at, 1)})
+
+
+async def ready(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    checks = {"storage": await node.storage.ping(), "bus": await node.bus.ping()}
+    if node.draining:
+        checks["accepting"] = False
+    if all(checks.values()):
+        return envelope(request, {"status": "ready", "checks": checks})
+    return envelope(
+        request,
+        {"status": "not ready", "checks": checks},
+        status=503,
+        errors=[{"code": Code.UNAVAILABLE.value, "message": "a dependency is down"}],
+    )
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest(metrics.REGISTRY))
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(), dumps=jsonutil.dumps)
+
+
+async def dlq_list(request: web.Request) -> web.Response:
+    require_admin(request)
+    try:
+        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
+    except ValueError:
+        raise ApiError(Code.BAD_REQUEST, "limit must be an integer") from None
+    return envelope(request, await request.app[NODE].bus.dead_letters(limit))
+
+
+async def dlq_replay(request: web.Request) -> web.Response:
+    actor = require_admin(request)
+    raw = await read_json(request) if request.can_read_body else {}
+    ids = raw.get("ids") if isinstance(raw, dict) else None
+    if ids is not None and not (
+        isinstance(ids, list) and all(isinstance(i, str) and len(i) < 64 for i in ids)
+    ):
+        raise ApiError(Code.BAD_REQUEST, "ids must be a list of dead-letter ids")
+    count = await request.app[NODE].bus.replay(ids)
+    log.warning("dead letters replayed", extra={"actor": actor, "count": count})
+    return envelope(request, {"replayed": count})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/events", post_event)
+    app.router.add_get("/v1/events/types", event_types)
+    app.router.add_get("/v1/admin/dlq", dlq_list)
+    app.router.add_post("/v1/admin/dlq/replay", dlq_replay)
+    app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics_endpoint)

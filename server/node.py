@@ -1,0 +1,133 @@
+"""The node: one process of OURS comms. It owns the settings, storage, bus, Socket.IO server and
+fan-out, wires the consumers, and runs the start-up and graceful shutdown sequence."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import socketio
+
+import namespaces
+from config import Settings
+from server import metrics
+from server.auth import TokenVerifier
+from server.bus import Bus, make_bus
+from server.fanout import Fanout
+from server.jsonutil import SocketJSON
+from server.storage import Storage
+
+log = logging.getLogger("ours.node")
+
+
+class Node:
+    def __init__(self, settings: Settings, *, with_sockets: bool = True) -> None:
+        self.settings = settings
+        self.started_at = time.time()
+        self.storage = Storage(settings)
+        self.bus: Bus = make_bus(settings, self.storage)
+        self.verifier = TokenVerifier(settings)
+        self.draining = False
+        self.inflight = 0  # client events being handled (drained before shutdown)
+        self.sio: socketio.AsyncServer | None = None
+        self.namespaces: dict[str, namespaces.Namespace] = {}
+        self._metrics_task: asyncio.Task[None] | None = None
+        if with_sockets:
+            self.sio = self._make_sio()
+            self.namespaces = namespaces.build(self)
+            for ns in self.namespaces.values():
+                self.sio.register_namespace(ns)
+            self.fanout = Fanout(self.sio)
+        else:  # `ours worker`: emits reach the serving nodes through Redis
+            self.fanout = Fanout(
+                socketio.AsyncRedisManager(
+                    settings.redis_url or "", channel="ours:sio", write_only=True, json=SocketJSON
+                )
+            )
+        self.bus.subscribe("fanout", self.fanout.deliver)
+        if settings.redis_url:  # the in-process bus writes the log itself on publish
+            self.bus.subscribe("eventlog", self._log_event)
+
+    def _make_sio(self) -> socketio.AsyncServer:
+        s = self.settings
+        manager = (
+            socketio.AsyncRedisManager(s.redis_url, channel="ours:sio", json=SocketJSON)
+            if s.redis_url
+            else socketio.AsyncManager()
+        )
+        return socketio.AsyncServer(
+            async_mode="aiohttp",
+            client_manager=manager,
+            json=SocketJSON,
+            cors_allowed_origins=s.cors_origins if s.cors_origins != ["*"] else "*",
+            # transport-level ceiling; the per-event cap (max_payload_bytes) answers with an
+            # error ack, while a frame over this ceiling closes the transport
+            max_http_buffer_size=max(1_000_000, s.max_payload_bytes * 4),
+            ping_interval=25,
+            ping_timeout=20,
+            logger=False,
+            engineio_logger=False,
+        )
+
+    async def _log_event(self, event: Any) -> None:
+        await self.storage.log_event(event)
+
+    @property
+    def consumes(self) -> bool:
+        if self.settings.run_consumers is not None:
+            return self.settings.run_consumers
+        return True
+
+    async def start(self, *, consume: bool | None = None) -> None:
+        await self.storage.open(migrate=True)
+        await self.bus.start(consume=self.consumes if consume is None else consume)
+        self._metrics_task = asyncio.create_task(self._sample_metrics())
+        log.info(
+            "node started",
+            extra={
+                "bus": "redis" if self.settings.redis_url else "in-process",
+                "storage": "postgresql" if self.settings.database_url else "embedded postgresql",
+            },
+        )
+
+    async def drain(self) -> None:
+        """Stop taking connections, tell clients to reconnect elsewhere, disconnect them."""
+        if self.draining or self.sio is None:
+            return
+        self.draining = True
+        for path in self.namespaces:
+            await self.sio.emit(
+                "server:shutdown",
+                {"reason": "server restarting", "reconnect": True},
+                namespace=path,
+                ignore_queue=True,
+            )
+        await self._wait_inflight(self.settings.shutdown_timeout / 2)
+        await self.sio.shutdown()
+
+    async def _wait_inflight(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)  # let the last acks reach the transport
+
+    async def stop(self) -> None:
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+        await self.bus.close()
+        await self.storage.close()
+        log.info("node stopped")
+
+    async def _sample_metrics(self) -> None:
+        while True:
+            try:
+                for group, lag in (await self.bus.lag()).items():
+                    metrics.CONSUMER_LAG.labels(group).set(lag)
+                metrics.DEAD_LETTERS.set(len(await self.bus.dead_letters(10_000)))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.debug("metrics sample failed", exc_info=True)
+            await asyncio.sleep(5)

@@ -1,0 +1,157 @@
+"""The OpenAPI 3.1 document served at GET /v1/openapi.json (kept beside docs/protocol.md)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from server.events import EVENT_TYPES, EventIn
+
+ENVELOPE = {
+    "type": "object",
+    "required": ["success", "data", "errors", "meta"],
+    "properties": {
+        "success": {"type": "boolean"},
+        "data": {},
+        "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Error"}},
+        "meta": {"type": "object", "properties": {"requestId": {"type": "string"}}},
+    },
+}
+
+ERROR = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {
+        "code": {
+            "type": "string",
+            "enum": [
+                "bad_request",
+                "unauthorized",
+                "token_expired",
+                "forbidden",
+                "not_found",
+                "conflict",
+                "rate_limited",
+                "payload_too_large",
+                "unknown_event",
+                "unavailable",
+                "internal",
+            ],
+        },
+        "message": {"type": "string"},
+        "details": {},
+    },
+}
+
+
+def _resp(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
+    }
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    names = {
+        400: "bad request (field errors in errors[].details)",
+        401: "missing or invalid credential",
+        403: "forbidden",
+        413: "body too large",
+        503: "a dependency is down",
+    }
+    return {str(c): _resp(names[c]) for c in codes}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    event_in = EventIn.model_json_schema()
+    payloads = {
+        name: model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, model in EVENT_TYPES.items()
+    }
+    api_key = [{"apiKey": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "OURS comms",
+            "version": "1",
+            "description": "HTTP API of the OURS real-time server. The Socket.IO protocol is "
+            "documented in docs/protocol.md.",
+        },
+        "components": {
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "platform API key"},
+                "userJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            },
+            "schemas": {"Envelope": ENVELOPE, "Error": ERROR, "EventIn": event_in},
+        },
+        "paths": {
+            "/v1/events": {
+                "post": {
+                    "summary": "Publish a domain event to the bus",
+                    "security": api_key,
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 200},
+                            "description": "a retry with the same key is a no-op",
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/EventIn"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _resp("accepted and durable: data {id, duplicate}"),
+                        **_errors(400, 401, 413),
+                    },
+                }
+            },
+            "/v1/events/types": {
+                "get": {
+                    "summary": "Every event type with its payload JSON Schema and an example",
+                    "responses": {"200": _resp("data: {type: {schema, example}}")},
+                    "x-payload-schemas": payloads,
+                }
+            },
+            "/v1/admin/dlq": {
+                "get": {
+                    "summary": "List dead letters",
+                    "security": [*api_key, {"userJwt": []}],
+                    "parameters": [
+                        {"name": "limit", "in": "query", "schema": {"type": "integer"}}
+                    ],
+                    "responses": {"200": _resp("data: [dead letter]"), **_errors(401, 403)},
+                }
+            },
+            "/v1/admin/dlq/replay": {
+                "post": {
+                    "summary": "Replay dead letters (all, or body {ids: [...]})",
+                    "security": [*api_key, {"userJwt": []}],
+                    "responses": {"200": _resp("data: {replayed}"), **_errors(400, 401, 403)},
+                }
+            },
+            "/health": {"get": {"summary": "Liveness", "responses": {"200": _resp("ok")}}},
+            "/ready": {
+                "get": {
+                    "summary": "Readiness: storage and bus reachable",
+                    "responses": {"200": _resp("ready"), **_errors(503)},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "text exposition format"}},
+                }
+            },
+            "/v1/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": {"description": "it"}}}
+            },
+        },
+    }
