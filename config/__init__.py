@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     max_rooms_per_socket: int = Field(100, ge=1, le=10_000)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
 
-    bus_stream: str = "ours:events"
+    redis_prefix: str = Field("ours", pattern=r"^[A-Za-z0-9_:{}\-]{1,64}$")
     bus_maxlen: int = Field(1_000_000, ge=1000)
     bus_visibility_timeout_ms: int = Field(30_000, ge=100)
     bus_max_deliveries: int = Field(5, ge=1, le=100)
@@ -98,11 +98,19 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys(self) -> Settings:
-        if self.jwt_secret is not None and len(self.jwt_secret) < 16:
-            raise ValueError("OURS_JWT_SECRET must be at least 16 characters")
+        if self.jwt_secret is not None and len(self.jwt_secret) < 32:
+            raise ValueError("OURS_JWT_SECRET must be at least 32 characters (RFC 7518 3.2)")
         if self.jwt_public_key and not any(a[:2] in ("RS", "ES") for a in self.jwt_algorithms):
             self.jwt_algorithms = ["RS256", "ES256"]
         return self
+
+    @property
+    def bus_stream(self) -> str:
+        return f"{self.redis_prefix}:events"
+
+    @property
+    def sio_channel(self) -> str:
+        return f"{self.redis_prefix}:sio"
 
     @property
     def embedded_db(self) -> bool:

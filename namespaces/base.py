@@ -160,7 +160,7 @@ class Namespace(socketio.AsyncNamespace):
 
     async def join_checked(self, sid: str, principal: Principal, room: str) -> None:
         check_client_join(principal, room, self.client_room_kinds)
-        rooms = self.rooms_of(sid)
+        rooms = [r for r in self.rooms_of(sid) if r != user_room(principal.user_id)]
         if room not in rooms and len(rooms) >= self.node.settings.max_rooms_per_socket:
             raise ApiError(
                 Code.FORBIDDEN,

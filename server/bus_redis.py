@@ -63,6 +63,7 @@ class RedisBus(Bus):
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._publish = self.redis.register_script(PUBLISH_LUA)
         self._tasks: list[asyncio.Task[None]] = []
+        self._waiting: set[asyncio.Task[Any]] = set()  # loops blocked on Redis, safe to cancel
         self._stopping = asyncio.Event()
 
     async def start(self, *, consume: bool = True) -> None:
@@ -77,6 +78,8 @@ class RedisBus(Bus):
 
     async def close(self, grace: float = 5.0) -> None:
         self._stopping.set()
+        for t in self._waiting:
+            t.cancel()  # nothing read yet: nothing lost
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=grace)
             for t in pending:
@@ -96,6 +99,9 @@ class RedisBus(Bus):
 
     async def _read_loop(self, consumer: Consumer) -> None:
         while not self._stopping.is_set():
+            task = asyncio.current_task()
+            assert task is not None
+            self._waiting.add(task)
             try:
                 batches = await self.redis.xreadgroup(
                     consumer.group,
@@ -120,6 +126,8 @@ class RedisBus(Bus):
                 log.warning("redis unavailable; retrying", extra={"group": consumer.group})
                 await asyncio.sleep(1)
                 continue
+            finally:
+                self._waiting.discard(task)
             for _stream, entries in batches or []:
                 for entry_id, fields in entries:
                     await self._process(consumer, entry_id, fields)

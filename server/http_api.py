@@ -25,6 +25,7 @@ from server.openapi import openapi_document
 log = logging.getLogger("ours.http")
 
 NODE = web.AppKey("node", Node)
+REQUEST_ID = web.RequestKey("request_id", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -35,7 +36,7 @@ def envelope(
         "success": not errors,
         "data": data,
         "errors": errors or [],
-        "meta": {"requestId": request.get("request_id")},
+        "meta": {"requestId": request.get(REQUEST_ID)},
     }
     return web.Response(
         body=jsonutil.dumpb(body), status=status, content_type="application/json"
@@ -52,7 +53,7 @@ def error_response(request: web.Request, err: ApiError, headers: dict[str, str] 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     token = logs.request_id.set(rid)
     started = time.perf_counter()
     route = request.match_info.route.resource

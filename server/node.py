@@ -43,7 +43,7 @@ class Node:
         else:  # `ours worker`: emits reach the serving nodes through Redis
             self.fanout = Fanout(
                 socketio.AsyncRedisManager(
-                    settings.redis_url or "", channel="ours:sio", write_only=True, json=SocketJSON
+                    settings.redis_url or "", channel=settings.sio_channel, write_only=True, json=SocketJSON
                 )
             )
         self.bus.subscribe("fanout", self.fanout.deliver)
@@ -53,7 +53,7 @@ class Node:
     def _make_sio(self) -> socketio.AsyncServer:
         s = self.settings
         manager = (
-            socketio.AsyncRedisManager(s.redis_url, channel="ours:sio", json=SocketJSON)
+            socketio.AsyncRedisManager(s.redis_url, channel=s.sio_channel, json=SocketJSON)
             if s.redis_url
             else socketio.AsyncManager()
         )

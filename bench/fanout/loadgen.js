@@ -94,6 +94,7 @@ function parseArgs(argv) {
     mode: 'rate', // rate | saturate
     rate: 10, // events/s; in saturate mode 0 = closed loop
     concurrency: 8, // in-flight POSTs in closed-loop saturate mode
+    maxInflight: 64, // keep-alive sockets; in saturate@rate mode a slot is skipped when all are busy
     duration: 10,
     warmup: 1,
     payloadBytes: 200,
@@ -109,7 +110,7 @@ function parseArgs(argv) {
   const map = {
     '--url': ['url', String], '--namespace': ['namespace', String], '--room': ['room', String],
     '--clients': ['clients', Number], '--workers': ['workers', Number], '--mode': ['mode', String],
-    '--rate': ['rate', Number], '--concurrency': ['concurrency', Number], '--duration': ['duration', Number],
+    '--rate': ['rate', Number], '--concurrency': ['concurrency', Number], '--max-inflight': ['maxInflight', Number], '--duration': ['duration', Number],
     '--warmup': ['warmup', Number], '--payload-bytes': ['payloadBytes', Number], '--api-key': ['apiKey', String],
     '--jwt-secret': ['jwtSecret', String], '--connect-concurrency': ['connectConcurrency', Number],
     '--connect-timeout': ['connectTimeout', Number], '--drain-idle': ['drainIdle', Number],
@@ -360,7 +361,8 @@ function progress(msg, extra) {
 
 function makePublisher(o) {
   const u = new URL(o.url);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: o.maxInflight });
+  const open = new Set(); // outstanding requests, to abort them if the server never answers
   const base = JSON.stringify({ content_id: 'c1', kind: 'post', title: '' }).length;
   const titleLen = Math.max(24, o.payloadBytes - base);
   const pad = 'x'.repeat(titleLen);
@@ -388,12 +390,15 @@ function makePublisher(o) {
         res.on('data', (c) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode, ms: nowMs() - t, body: Buffer.concat(chunks).toString('utf8') }));
       });
+      open.add(req);
+      req.on('close', () => open.delete(req));
       req.on('timeout', () => req.destroy(new Error('timeout')));
       req.on('error', (e) => resolve({ status: 0, ms: nowMs() - t, body: String(e && e.message) }));
       req.end(body);
     });
   }
-  return { post, bodyFor, agent, payloadBytes: Buffer.byteLength(payloadSample) };
+  const abortAll = () => { for (const req of open) req.destroy(new Error('aborted: no response before drain-max')); };
+  return { post, bodyFor, agent, abortAll, payloadBytes: Buffer.byteLength(payloadSample) };
 }
 
 async function coordinator(o) {
@@ -501,7 +506,9 @@ async function coordinator(o) {
     progress(`t=${((now - t0) / 1000).toFixed(1)}s sent=${sent} accepted=${accepted} inflight=${inflight} delivered=${delivered}`);
   };
   const pending = [];
-  const fire = (seq, stamp) => {
+  let skipped = 0;
+  const fire = (stamp) => {
+    const seq = sent;
     sent++;
     inflight++;
     if (inflight > maxInflight) maxInflight = inflight;
@@ -510,7 +517,10 @@ async function coordinator(o) {
   };
 
   if (o.mode === 'rate' || o.rate > 0) {
-    // open loop at a fixed rate
+    // open loop at a fixed rate. In saturate mode a due event is skipped when
+    // maxInflight POSTs are already outstanding (the server is not accepting
+    // as fast as asked), so the publisher never queues work unboundedly.
+    const capped = o.mode === 'saturate';
     const n = Math.round(o.rate * o.duration);
     const interval = 1000 / o.rate;
     let i = 0;
@@ -518,9 +528,10 @@ async function coordinator(o) {
       const now = nowMs();
       while (i < n && t0 + i * interval <= now) {
         const due = t0 + i * interval;
-        if (now - due > maxLag) maxLag = now - due;
-        fire(i, due);
         i++;
+        if (capped && inflight >= o.maxInflight) { skipped++; continue; }
+        if (now - due > maxLag) maxLag = now - due;
+        fire(capped ? now : due);
       }
       logProgress();
       if (i < n) {
@@ -552,7 +563,14 @@ async function coordinator(o) {
   const lastFire = nowMs();
   // wait for all in-flight POSTs to get their response
   const ticker = setInterval(logProgress, 250);
-  await Promise.all(pending);
+  let abandoned = 0;
+  const allDone = Promise.all(pending).then(() => true);
+  if (!(await Promise.race([allDone, sleep(o.drainMax * 1000).then(() => false)]))) {
+    abandoned = inflight;
+    progress(`${inflight} POSTs still unanswered ${o.drainMax}s after publishing ended: aborting them`);
+    pub.abortAll();
+    await allDone;
+  }
   clearInterval(ticker);
   const pubEnd = nowMs();
   const cpuC = process.cpuUsage(cpuC0);
@@ -618,6 +636,8 @@ async function coordinator(o) {
     publish_window_s: r3(pubWindowS),
     publisher_max_lag_ms: r3(maxLag),
     publisher_max_inflight: maxInflight,
+    publisher_skipped: skipped,
+    posts_abandoned: abandoned,
     post_latency_ms: hSummary(postHist),
     expected,
     delivered,
@@ -631,7 +651,13 @@ async function coordinator(o) {
     latency_ms: hSummary(hist),
     drain_s: r3(drainS),
     drain_end: drainEnds,
+    // deliveries lagged the publisher: some never arrived, or they went on >1 s after the last POST
     fell_behind: lost > 0 || (drainS !== null && drainS > 1.0),
+    // fixed-rate mode: the server took every event at the asked rate (the publish phase did not
+    // overrun by more than 1 s) and delivered all of them without lagging
+    kept_up: o.mode === 'rate'
+      ? accepted >= Math.round(o.rate * o.duration) && pubWindowS <= o.duration + 1 && lost === 0 && !(drainS > 1.0)
+      : lost === 0 && !(drainS > 1.0),
     disconnects,
     disconnect_reasons: disconnectReasons,
     bad_envelopes: badEnvelope,

@@ -1,0 +1,790 @@
+"""bench/fanout runner: room fan-out, ours vs bare python-socketio vs node socket.io.
+
+Starts each server in turn on a free 127.0.0.1 port (fresh for every scenario;
+"ours" with a fresh temporary OURS_DATA_DIR), runs the Node load generator
+(loadgen.js) against it, stops it, and writes a JSON + markdown report.
+Standard library only; invoked through the `run` wrapper next to this file.
+
+    bench/fanout/run --clients 1000 --rates 10,50 --duration 10 \
+        --servers ours,bare,node --saturate
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+KNOWN_SERVERS = ("ours", "bare", "bare-nodeflate", "node")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+_children: list[subprocess.Popen] = []  # process-group leaders we started
+_extra_pids: set[int] = set()  # e.g. a daemonised postgres found by its data dir
+
+
+def log(msg: str) -> None:
+    print(f"[fanout {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------ processes
+def _kill_group(p: subprocess.Popen, grace: float) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # the leader may be gone while other members of its group live on
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _kill_pids(pids: set[int]) -> None:
+    for pid in list(pids):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pids.discard(pid)
+    deadline = time.time() + 10
+    while pids and time.time() < deadline:
+        for pid in list(pids):
+            if not Path(f"/proc/{pid}").exists():
+                pids.discard(pid)
+        time.sleep(0.2)
+    for pid in list(pids):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        pids.discard(pid)
+
+
+def cleanup() -> None:
+    while _children:
+        _kill_group(_children.pop(), grace=5)
+    _kill_pids(_extra_pids)
+
+
+def _on_signal(signum, _frame):
+    log(f"signal {signum}: stopping children")
+    cleanup()
+    sys.exit(128 + signum)
+
+
+def spawn(cmd: list[str], **kw) -> subprocess.Popen:
+    p = subprocess.Popen(cmd, start_new_session=True, **kw)
+    _children.append(p)
+    return p
+
+
+def stop(p: subprocess.Popen, grace: float = 15) -> None:
+    _kill_group(p, grace)
+    if p in _children:
+        _children.remove(p)
+
+
+def _proc_stat(pid: int) -> tuple[int, float, int] | None:
+    """(ppid, cpu seconds, rss bytes) of one process, None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rindex(")") + 2 :].split()
+    ppid = int(rest[1])
+    cpu = (int(rest[11]) + int(rest[12])) / CLK_TCK
+    rss = int(rest[21]) * PAGE
+    return ppid, cpu, rss
+
+
+def pids_matching(needle: str) -> set[int]:
+    """pids whose command line contains `needle` (a unique temp path of ours)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if needle in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                out.add(int(d.name))
+        except OSError:
+            pass
+    return out
+
+
+def tree(root: int, also: str | None = None) -> set[int]:
+    """root and all its descendants (+ processes whose cmdline mentions `also`)."""
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            st = _proc_stat(int(d.name))
+            if st:
+                kids.setdefault(st[0], []).append(int(d.name))
+    seen: set[int] = set()
+    stack = [root, *(pids_matching(also) if also else ())]
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        stack.extend(kids.get(pid, []))
+    return seen
+
+
+class Sampler(threading.Thread):
+    """Samples CPU seconds and RSS of a server's process tree."""
+
+    def __init__(self, root: int, also: str | None):
+        super().__init__(daemon=True)
+        self.root, self.also = root, also
+        self.pids: set[int] = set()
+        self.cpu_seen: dict[int, float] = {}
+        self.peak_rss = 0
+        self._halt = threading.Event()
+        self.lock = threading.Lock()
+
+    def sample(self) -> tuple[float, int]:
+        with self.lock:
+            self.pids |= tree(self.root, self.also)
+            rss = 0
+            for pid in list(self.pids):
+                st = _proc_stat(pid)
+                if st is None:
+                    continue  # exited: keep its last CPU figure
+                self.cpu_seen[pid] = st[1]
+                rss += st[2]
+            self.peak_rss = max(self.peak_rss, rss)
+            return sum(self.cpu_seen.values()), rss
+
+    def run(self):
+        while not self._halt.wait(0.5):
+            self.sample()
+
+    def halt(self):
+        self._halt.set()
+
+
+# ------------------------------------------------------------------ helpers
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_ok(url: str, timeout: float = 2) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def sh(cmd: list[str], **kw) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30, **kw).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def venv_python() -> str:
+    p = REPO / ".venv" / "bin" / "python"
+    return str(p) if p.exists() else sys.executable
+
+
+def machine_info(py: str, ours_bin: str | None) -> dict:
+    cpu_model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    pyver = sh(
+        [
+            py,
+            "-c",
+            "import json,sys;from importlib import metadata as m\n"
+            "d={'python':sys.version.split()[0]}\n"
+            "for n in ('python-socketio','python-engineio','aiohttp','uvloop','orjson',\n"
+            "          'simple-websocket'):\n"
+            "  try: d[n]=m.version(n)\n"
+            "  except Exception: d[n]=None\n"
+            "print(json.dumps(d))",
+        ]
+    )
+    npm: dict[str, str | None] = {}
+    for n in ("socket.io", "socket.io-client", "engine.io", "engine.io-client", "ws"):
+        pj = HERE / "node_modules" / n / "package.json"
+        npm[n] = json.loads(pj.read_text())["version"] if pj.exists() else None
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "mem_total_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": sh(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "node": sh(["node", "--version"]),
+        "python_packages": json.loads(pyver) if pyver else {},
+        "npm_packages": npm,
+        "ours_bin": ours_bin,
+        "git_commit": sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]) or None,
+        "git_dirty": bool(sh(["git", "-C", str(REPO), "status", "--porcelain", "--", "server"])),
+    }
+
+
+def ensure_npm() -> None:
+    if (HERE / "node_modules" / "socket.io-client" / "package.json").exists() and (
+        HERE / "node_modules" / "socket.io" / "package.json"
+    ).exists():
+        return
+    log("installing npm dependencies (npm ci) in bench/fanout")
+    cmd = ["npm", "ci", "--no-audit", "--no-fund"]
+    if not (HERE / "package-lock.json").exists():
+        cmd = ["npm", "install", "--no-audit", "--no-fund"]
+    subprocess.run(cmd, cwd=HERE, check=True, timeout=600)
+
+
+# ------------------------------------------------------------------ servers
+class Server:
+    def __init__(self, kind: str, args, logdir: Path):
+        self.kind, self.args = kind, args
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.datadir: str | None = None
+        self.logfile = logdir / f"{kind}-{self.port}.log"
+        self.env = dict(os.environ)
+
+    def command(self) -> list[str]:
+        host = ["--host", "127.0.0.1", "--port", str(self.port)]
+        if self.kind == "ours":
+            return [self.args.ours_bin, "serve", *host]
+        if self.kind == "bare":
+            return [self.args.python, str(HERE / "bare_server.py"), *host]
+        if self.kind == "bare-nodeflate":
+            return [self.args.python, str(HERE / "bare_server.py"), *host, "--no-ws-compress"]
+        if self.kind == "node":
+            return ["node", str(HERE / "node_server.js"), *host]
+        raise ValueError(self.kind)
+
+    def start(self) -> None:
+        if self.kind == "ours":
+            self.datadir = tempfile.mkdtemp(prefix="ours-bench-fanout-")
+            self.env.update(
+                OURS_DATA_DIR=self.datadir,
+                OURS_JWT_SECRET=self.args.jwt_secret,
+                OURS_API_KEYS=self.args.api_key,
+            )
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        fh = open(self.logfile, "ab")
+        self.proc = spawn(
+            self.command(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+        )
+        fh.close()
+        timeout = self.args.ours_startup_timeout if self.kind == "ours" else 30
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode} during startup")
+            if http_ok(self.url + "/health"):
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.kind} not healthy after {timeout}s")
+
+    def alive(self) -> bool:
+        return (
+            self.proc is not None and self.proc.poll() is None and http_ok(self.url + "/health", 5)
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+        if self.datadir:
+            leftovers = pids_matching(self.datadir)
+            if leftovers:
+                n = len(leftovers)
+                log(f"{self.kind}: stopping {n} leftover process(es) using {self.datadir}")
+                _extra_pids.update(leftovers)
+                _kill_pids(_extra_pids)
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            self.datadir = None
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def preflight_ours(args) -> str | None:
+    """Check `ours token` works (informational). Returns a problem or None."""
+    env = dict(os.environ, OURS_JWT_SECRET=args.jwt_secret)
+    try:
+        r = subprocess.run(
+            [args.ours_bin, "token", "--user", "42"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"`ours token --user 42` failed: {e}"
+    tok = r.stdout.strip()
+    if r.returncode != 0 or tok.count(".") != 2:
+        err = r.stderr.strip()[-300:]
+        return f"`ours token --user 42` rc={r.returncode} out={tok[:120]!r} err={err!r}"
+    return None
+
+
+# ------------------------------------------------------------------ scenarios
+def scenarios(args) -> list[dict]:
+    out = [{"name": f"rate {r:g}/s", "mode": "rate", "rate": r} for r in args.rates]
+    if args.saturate:
+        if args.sat_rate > 0:
+            name = f"saturate {args.sat_rate:g}/s"
+        else:
+            name = f"saturate closed-loop K={args.sat_concurrency}"
+        out.append({"name": name, "mode": "saturate", "rate": args.sat_rate})
+    return out
+
+
+def run_loadgen(server: Server, sc: dict, args, sampler: Sampler) -> dict:
+    cmd = [
+        "node",
+        str(HERE / "loadgen.js"),
+        "--url", server.url,
+        "--clients", str(args.clients),
+        "--workers", str(args.workers),
+        "--mode", sc["mode"],
+        "--rate", str(sc["rate"]),
+        "--concurrency", str(args.sat_concurrency),
+        "--max-inflight", str(args.max_inflight),
+        "--duration", str(args.duration),
+        "--payload-bytes", str(args.payload_bytes),
+        "--drain-max", str(args.drain_max),
+        "--label", server.kind,
+    ]  # fmt: skip
+    env = dict(os.environ, BENCH_API_KEY=args.api_key, BENCH_JWT_SECRET=args.jwt_secret)
+    # connect (<=60 s) + warmup + publish + unanswered POSTs (<= drain-max) + drain (<= drain-max)
+    hard_timeout = 60 + 10 + args.duration + 2 * args.drain_max + 60
+    p = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
+    killer = threading.Timer(hard_timeout, lambda: _kill_group(p, 2))
+    killer.start()
+    result, error, marks = None, None, {}
+    stderr_lines: list[str] = []
+    t_err = threading.Thread(target=lambda: stderr_lines.extend(p.stderr), daemon=True)
+    t_err.start()
+    try:
+        for line in p.stdout:
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                log(f"  loadgen: {line.rstrip()}")
+                continue
+            kind = ev.get("event")
+            if kind == "progress":
+                log(f"  {server.kind} | {sc['name']} | {ev['msg']}")
+            elif kind == "phase":
+                cpu, rss = sampler.sample()
+                marks[ev["phase"]] = (time.time(), cpu, rss)
+            elif kind == "result":
+                result = ev
+            elif kind == "error":
+                error = ev.get("error")
+        p.wait(timeout=30)
+    finally:
+        killer.cancel()
+        stop(p, grace=2)
+    t_err.join(timeout=2)
+    if result is None:
+        tail = "".join(stderr_lines)[-800:]
+        raise RuntimeError(f"loadgen failed: {error or 'no result'} (rc={p.returncode}) {tail}")
+    if "publish_start" in marks and "drain_end" in marks:
+        (t0, c0, _), (t1, c1, rss1) = marks["publish_start"], marks["drain_end"]
+        result["server_cpu_s"] = round(c1 - c0, 2)
+        result["server_cpu_pct"] = round(100 * (c1 - c0) / max(t1 - t0, 1e-6), 1)
+        if "publish_end" in marks:
+            t2, c2, _ = marks["publish_end"]
+            result["server_cpu_pct_publish"] = round(100 * (c2 - c0) / max(t2 - t0, 1e-6), 1)
+        result["server_rss_mib_end"] = round(rss1 / 2**20, 1)
+    result["server_rss_mib_peak"] = round(sampler.peak_rss / 2**20, 1)
+    result["scenario"] = sc["name"]
+    result.pop("event", None)
+    return result
+
+
+# ------------------------------------------------------------------ report
+def fmt(x, nd=1):
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def msgs_per_s(r: dict) -> int:
+    """Headline delivered msgs/s: over the publish window when saturated."""
+    return r["window_delivered_per_s"] if r["mode"] != "rate" else r["delivered_per_s"]
+
+
+MAIN_COLS = (
+    "server",
+    "scenario",
+    "clients",
+    "events (accepted/s)",
+    "publish s",
+    "expected",
+    "delivered",
+    "lost",
+    "msgs/s",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "drain s",
+    "kept up",
+    "server CPU",
+    "loadgen CPU s",
+)
+SAT_COLS = (
+    "server",
+    "scenario",
+    "accepted ev/s",
+    "offered msgs/s",
+    "delivered msgs/s (window)",
+    "delivered msgs/s (to last)",
+    "lost",
+    "p50 ms",
+    "p99 ms",
+    "drain s",
+    "fell behind",
+    "server CPU (publish)",
+    "server RSS peak MiB",
+)
+
+
+def render_md(report: dict) -> str:
+    m = report["machine"]
+    a = report["args"]
+    pkgs = {**m["python_packages"], **m["npm_packages"]}
+    pkgs_s = ", ".join(f"{k} {v}" for k, v in pkgs.items() if k != "python")
+    dirty = " (server/ dirty)" if m["git_dirty"] else ""
+    lines = [
+        f"# Fan-out benchmark, {report['started_at']}",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Machine: {m['nproc']} vCPU {m['cpu_model']}, {m['mem_total_gib']} GiB RAM, {m['os']}, "
+        f"kernel {m['kernel']}; Node {m['node']}, Python {pkgs.get('python')}; {pkgs_s}; "
+        f"git {m['git_commit']}{dirty}.",
+        "",
+        f"Load: {a['clients']} socket.io-client connections (websocket only) in {a['workers']} "
+        f"worker processes, one room; payload {a['payload_bytes']} B; {a['duration']:g} s per "
+        "scenario; latency = client receive time - publish time (same clock, carried in the "
+        "title).",
+        "",
+        row(*MAIN_COLS),
+        row(*(["---"] * 2 + ["---:"] * (len(MAIN_COLS) - 2))),
+    ]
+    for r in report["results"]:
+        if "error" in r:
+            err = r["error"].replace("|", "/").replace("\n", " ")[:160]
+            if err.startswith("pending"):
+                err = "pending: run `bench/fanout/run`"
+            lines.append(row(r["server"], r["scenario"], err, *([""] * (len(MAIN_COLS) - 3))))
+            continue
+        lat = r["latency_ms"]
+        lg = r["loadgen"]
+        lg_cpu = (sum(lg["worker_cpu_ms"]) + lg["coordinator_cpu_ms"]) / 1000
+        lines.append(
+            row(
+                r["server"],
+                r["scenario"],
+                fmt(r["clients_joined"]),
+                f"{fmt(r['accepted'])} ({fmt(r['publish_rate'])}/s)",
+                fmt(r["publish_window_s"], 2),
+                fmt(r["expected"]),
+                fmt(r["delivered"]),
+                fmt(r["lost"]),
+                fmt(msgs_per_s(r)),
+                fmt(lat["p50"]),
+                fmt(lat["p99"]),
+                fmt(lat["max"]),
+                fmt(r["drain_s"], 2),
+                "yes" if r.get("kept_up") else "no",
+                f"{fmt(r.get('server_cpu_pct'))} %",
+                f"{lg_cpu:.1f}",
+            )
+        )
+    sat = [r for r in report["results"] if "error" not in r and r["mode"] != "rate"]
+    if sat:
+        lines += [
+            "",
+            "Saturated: publish rate actually accepted, what the clients received during the "
+            "publish window, and how long deliveries went on after publishing ended.",
+            "",
+            row(*SAT_COLS),
+            row(*(["---"] * 2 + ["---:"] * (len(SAT_COLS) - 2))),
+        ]
+        for r in sat:
+            lat = r["latency_ms"]
+            lines.append(
+                row(
+                    r["server"],
+                    r["scenario"],
+                    fmt(r["publish_rate"]),
+                    fmt(r["offered_per_s"]),
+                    fmt(r["window_delivered_per_s"]),
+                    fmt(r["delivered_per_s"]),
+                    fmt(r["lost"]),
+                    fmt(lat["p50"]),
+                    fmt(lat["p99"]),
+                    fmt(r["drain_s"], 2),
+                    "yes" if r["fell_behind"] else "no",
+                    f"{fmt(r.get('server_cpu_pct_publish'))} %",
+                    fmt(r.get("server_rss_mib_peak")),
+                )
+            )
+    ratios = report.get("ratios") or []
+    if ratios:
+        lines += [
+            "",
+            "Ratios, ours / baseline (msgs/s above 1 and p99 below 1 favour ours):",
+            "",
+            row("scenario", "baseline", "msgs/s ratio", "p99 ratio"),
+            row("---", "---", "---:", "---:"),
+        ]
+        for x in ratios:
+            lines.append(
+                row(x["scenario"], x["baseline"], fmt(x["msgs_ratio"], 2), fmt(x["p99_ratio"], 2))
+            )
+    notes = report.get("notes") or []
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def compute_ratios(results: list[dict]) -> list[dict]:
+    by = {(r["server"], r["scenario"]): r for r in results if "error" not in r}
+    out = []
+    for (srv, scen), r in by.items():
+        if srv != "ours":
+            continue
+        for base in ("bare", "node", "bare-nodeflate"):
+            b = by.get((base, scen))
+            if not b:
+                continue
+
+            out.append(
+                {
+                    "scenario": scen,
+                    "baseline": base,
+                    "msgs_ratio": round(msgs_per_s(r) / msgs_per_s(b), 3)
+                    if msgs_per_s(b)
+                    else None,
+                    "p99_ratio": round(r["latency_ms"]["p99"] / b["latency_ms"]["p99"], 3)
+                    if r["latency_ms"]["p99"] and b["latency_ms"]["p99"]
+                    else None,
+                }
+            )
+    return out
+
+
+# ------------------------------------------------------------------ main
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--rates", default="10,50", help="comma list of fixed publish rates, events/s")
+    ap.add_argument("--duration", type=float, default=10, help="publish seconds per scenario")
+    ap.add_argument(
+        "--servers", default="ours,bare,node", help=f"comma list of {','.join(KNOWN_SERVERS)}"
+    )
+    ap.add_argument("--saturate", action="store_true", help="add the saturated scenario")
+    ap.add_argument(
+        "--sat-rate",
+        type=float,
+        default=500,
+        help="saturated publish rate, events/s (0 = closed loop)",
+    )
+    ap.add_argument(
+        "--sat-concurrency", type=int, default=8, help="in-flight POSTs when --sat-rate 0"
+    )
+    ap.add_argument(
+        "--max-inflight",
+        type=int,
+        default=64,
+        help="publisher keep-alive sockets; saturated mode skips a due event when all are busy",
+    )
+    ap.add_argument("--workers", type=int, default=2, help="load generator client processes")
+    ap.add_argument("--payload-bytes", type=int, default=200)
+    ap.add_argument(
+        "--drain-max", type=float, default=30, help="max seconds to wait for late deliveries"
+    )
+    ap.add_argument(
+        "--reuse-server", action="store_true", help="one server start for all scenarios"
+    )
+    ap.add_argument("--ours-bin", default=str(REPO / ".venv" / "bin" / "ours"))
+    ap.add_argument("--ours-startup-timeout", type=float, default=120)
+    ap.add_argument("--python", default=venv_python(), help="python for the bare server")
+    ap.add_argument(
+        "--out", default=str(HERE / "results"), help="directory for the JSON + markdown"
+    )
+    args = ap.parse_args()
+    args.rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    args.api_key = "bench-" + secrets.token_hex(8)
+    args.jwt_secret = secrets.token_hex(32)
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    for s in servers:
+        if s not in KNOWN_SERVERS:
+            ap.error(f"unknown server {s!r}")
+
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    ensure_npm()
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    outdir = Path(args.out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    logdir = Path(tempfile.mkdtemp(prefix="bench-fanout-logs-"))
+    ours_bin = args.ours_bin if os.access(args.ours_bin, os.X_OK) else None
+    machine = machine_info(args.python, ours_bin)
+    scs = scenarios(args)
+    log(
+        f"{len(servers)} server(s) x {len(scs)} scenario(s), {args.clients} clients, "
+        f"{args.duration:g}s each; server logs in {logdir}"
+    )
+    results: list[dict] = []
+    notes: list[str] = []
+
+    for kind in servers:
+        if kind == "ours":
+            if not ours_bin:
+                msg = f"{args.ours_bin} not found: ours pending — run `bench/fanout/run`"
+                log(msg)
+                notes.append(msg)
+                for sc in scs:
+                    results.append(
+                        {
+                            "server": kind,
+                            "scenario": sc["name"],
+                            "error": "pending (ours not installed)",
+                        }
+                    )
+                continue
+            problem = preflight_ours(args)
+            if problem:
+                log(f"ours preflight: {problem}")
+                notes.append(f"ours preflight: {problem}")
+        srv = None
+        for i, sc in enumerate(scs):
+            try:
+                if srv is None or not args.reuse_server:
+                    srv = Server(kind, args, logdir)
+                    log(f"{kind}: starting on {srv.url}")
+                    t = time.time()
+                    srv.start()
+                    log(f"{kind}: healthy after {time.time() - t:.1f}s")
+                elif not srv.alive():
+                    raise RuntimeError(f"{kind} is not healthy any more")
+                sampler = Sampler(srv.proc.pid, srv.datadir)
+                sampler.sample()
+                sampler.start()
+                log(f"{kind} | {sc['name']} | start")
+                try:
+                    r = run_loadgen(srv, sc, args, sampler)
+                finally:
+                    sampler.halt()
+                r["server"] = kind
+                results.append(r)
+                lat = r["latency_ms"]
+                log(
+                    f"{kind} | {sc['name']} | delivered {r['delivered']:,}/{r['expected']:,} "
+                    f"lost {r['lost']:,} msgs/s {r['delivered_per_s']:,} "
+                    f"(window {r['window_delivered_per_s']:,}) p50 {lat['p50']} p99 {lat['p99']} "
+                    f"max {lat['max']} ms, server CPU {r.get('server_cpu_pct')}%"
+                )
+            except Exception as e:
+                log(f"{kind} | {sc['name']} | FAILED: {e}")
+                entry = {"server": kind, "scenario": sc["name"], "error": str(e)}
+                if srv is not None:
+                    entry["server_log_tail"] = srv.log_tail()
+                    log(f"{kind} log tail:\n{entry['server_log_tail']}")
+                results.append(entry)
+                if srv is not None:
+                    srv.stop()
+                    srv = None
+            finally:
+                if srv is not None and (not args.reuse_server or i == len(scs) - 1):
+                    srv.stop()
+                    srv = None
+
+    report = {
+        "benchmark": "bench/fanout",
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "bench/fanout/run " + " ".join(sys.argv[1:]),
+        "args": {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("api_key", "jwt_secret", "python", "out")
+        },
+        "machine": machine,
+        "results": results,
+        "ratios": compute_ratios(results),
+        "notes": notes,
+        "server_logs": str(logdir),
+    }
+    jpath = outdir / f"fanout-{stamp}.json"
+    mpath = outdir / f"fanout-{stamp}.md"
+    jpath.write_text(json.dumps(report, indent=2) + "\n")
+    md = render_md(report)
+    mpath.write_text(md)
+    print()
+    print(md)
+    log(
+        f"wrote {jpath.relative_to(REPO) if jpath.is_relative_to(REPO) else jpath} and {mpath.name}"
+    )
+    return 0 if all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""A consumer process for the crash test: takes one event from the Redis bus and hangs on it,
+so the test can SIGKILL it mid-event."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from server.bus_redis import RedisBus
+from server.events import Event
+
+
+async def main(url: str, stream: str) -> None:
+    bus = RedisBus(url, stream=stream, visibility_timeout_ms=60_000)
+
+    async def hang(event: Event) -> None:
+        print(f"got {event.id}", flush=True)
+        await asyncio.sleep(3600)
+
+    bus.subscribe("work", hang)
+    await bus.start()
+    print("started", flush=True)
+    await asyncio.sleep(3600)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
