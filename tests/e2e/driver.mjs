@@ -1,0 +1,81 @@
+// A remote control for the official socket.io-client: the Python tests send one JSON command
+// per stdin line and read one JSON reply per stdout line ({seq, ok, ...}).
+//   {seq, cmd: "connect", id, url, ns, auth, transports?, reconnection?}
+//   {seq, cmd: "emit", id, event, data, ack: true|false, timeout?}
+//   {seq, cmd: "wait", id, event, count, timeout}   -> {events: [...]}
+//   {seq, cmd: "received", id, event}               -> {events: [...]}
+//   {seq, cmd: "close", id}
+import { io } from "socket.io-client";
+import readline from "node:readline";
+
+const sockets = new Map();
+const inbox = new Map(); // id -> Map(event -> [payload])
+
+function reply(seq, body) {
+  process.stdout.write(JSON.stringify({ seq, ...body }) + "\n");
+}
+
+function record(id, event, args) {
+  const box = inbox.get(id);
+  if (!box.has(event)) box.set(event, []);
+  const v = args.length === 1 ? args[0] : args;
+  box.get(event).push(v instanceof ArrayBuffer || ArrayBuffer.isView(v)
+    ? { binary: Buffer.from(v).toString("base64") } : v);
+}
+
+async function handle(msg) {
+  const { seq, cmd, id } = msg;
+  if (cmd === "connect") {
+    inbox.set(id, new Map());
+    const socket = io(msg.url + msg.ns, {
+      auth: msg.auth ?? {},
+      transports: msg.transports ?? ["websocket"],
+      reconnection: msg.reconnection ?? false,
+      forceNew: true,
+    });
+    sockets.set(id, socket);
+    socket.onAny((event, ...args) => record(id, event, args));
+    socket.on("disconnect", (reason) => record(id, "disconnect", [reason]));
+    socket.on("connect", () => record(id, "connect", [socket.id]));
+    await new Promise((resolve) => {
+      socket.once("connect", () => { reply(seq, { ok: true }); resolve(); });
+      socket.once("connect_error", (err) => {
+        reply(seq, { ok: false, message: err.message, data: err.data ?? null });
+        resolve();
+      });
+    });
+  } else if (cmd === "emit") {
+    const socket = sockets.get(id);
+    if (!msg.ack) { socket.emit(msg.event, msg.data); return reply(seq, { ok: true }); }
+    try {
+      const ack = await socket.timeout(msg.timeout ?? 5000).emitWithAck(msg.event, msg.data);
+      reply(seq, { ok: true, ack });
+    } catch (err) {
+      reply(seq, { ok: false, message: String(err) });
+    }
+  } else if (cmd === "wait") {
+    const deadline = Date.now() + (msg.timeout ?? 5000);
+    const list = () => inbox.get(id).get(msg.event) ?? [];
+    while (list().length < (msg.count ?? 1) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    reply(seq, { ok: list().length >= (msg.count ?? 1), events: list() });
+  } else if (cmd === "received") {
+    reply(seq, { ok: true, events: inbox.get(id).get(msg.event) ?? [] });
+  } else if (cmd === "close") {
+    sockets.get(id)?.disconnect();
+    sockets.delete(id);
+    reply(seq, { ok: true });
+  } else {
+    reply(seq, { ok: false, message: `unknown command ${cmd}` });
+  }
+}
+
+const rl = readline.createInterface({ input: process.stdin });
+rl.on("line", (line) => {
+  if (!line.trim()) return;
+  let msg;
+  try { msg = JSON.parse(line); } catch { return reply(null, { ok: false, message: "bad json" }); }
+  handle(msg).catch((err) => reply(msg.seq, { ok: false, message: String(err) }));
+});
+rl.on("close", () => { for (const s of sockets.values()) s.disconnect(); process.exit(0); });
