@@ -1,4 +1,4 @@
-"""Settings: one typed object read from ``OURS_*`` environment variables (and an optional .env file).
+"""Settings: one typed object read from ``OURS_*`` environment variables (and an optional .env).
 
 Unset Redis and database URLs select the embedded default: an in-process bus and a real
 PostgreSQL started from the ``pgserver`` package inside ``OURS_DATA_DIR``.
@@ -173,9 +173,7 @@ def _fill_dev_secrets(settings: Settings) -> None:
     if changed:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         body = "".join(f"OURS_{k}={v}\n" for k, v in sorted(stored.items()))
-        path.write_text(
-            "# generated development secrets; never use in production\n" + body
-        )
+        path.write_text("# generated development secrets; never use in production\n" + body)
         path.chmod(0o600)
         log.warning("generated development secrets", extra={"path": str(path.resolve())})
     if need["JWT_SECRET"]:

@@ -127,7 +127,9 @@ class Namespace(socketio.AsyncNamespace):
         metrics.SOCKET_EVENTS.labels(self.namespace, label, code).inc()
         return result
 
-    async def _dispatch(self, sid: str, principal: Principal, event: str, data: tuple[Any, ...]) -> Any:
+    async def _dispatch(
+        self, sid: str, principal: Principal, event: str, data: tuple[Any, ...]
+    ) -> Any:
         entry = self._handlers.get(event) if isinstance(event, str) else None
         if entry is None:
             raise ApiError(
@@ -138,9 +140,7 @@ class Namespace(socketio.AsyncNamespace):
             raise ApiError(Code.BAD_REQUEST, "send one payload object")
         raw = data[0] if data else None
         if raw is not None and len(jsonutil.dumpb(raw)) > self.max_payload:
-            raise ApiError(
-                Code.PAYLOAD_TOO_LARGE, f"payload over {self.max_payload} bytes"
-            )
+            raise ApiError(Code.PAYLOAD_TOO_LARGE, f"payload over {self.max_payload} bytes")
         attr, model = entry
         if model is not None:
             if not isinstance(raw, dict):

@@ -42,6 +42,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
+    loop: asyncio.AbstractEventLoop
     try:
         import uvloop
 

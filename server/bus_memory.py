@@ -25,7 +25,9 @@ RESCAN_CHANNEL = "ours_bus_rescan"
 
 
 class MemoryBus(Bus):
-    def __init__(self, storage: Storage, max_deliveries: int = 5, queue_size: int = 100_000) -> None:
+    def __init__(
+        self, storage: Storage, max_deliveries: int = 5, queue_size: int = 100_000
+    ) -> None:
         super().__init__(max_deliveries)
         self.storage = storage
         self._queues: dict[str, asyncio.Queue[Event]] = {}

@@ -54,7 +54,7 @@ class RedisBus(Bus):
         block_ms: int = 1000,
     ) -> None:
         super().__init__(max_deliveries)
-        self.redis = aioredis.from_url(url, decode_responses=True)
+        self.redis: Any = aioredis.from_url(url, decode_responses=True)  # untyped replies
         self.stream = stream
         self.dlq = f"{stream}:dlq"
         self.maxlen = maxlen

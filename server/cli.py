@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ours", description="OURS comms real-time server")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
-    s = sub.add_parser("serve", help="run the HTTP + Socket.IO server (and, by default, the bus consumers)")
+    s = sub.add_parser(
+        "serve", help="run the HTTP + Socket.IO server (and, by default, the bus consumers)"
+    )
     s.add_argument("--host", default=None, help="bind address (default OURS_HOST or 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="port (default OURS_PORT or 8080)")
     s.set_defaults(func=cmd_serve)

@@ -24,9 +24,7 @@ from pydantic import (
 from server.errors import ApiError, Code, field_errors
 from server.rooms import ROOM_RE
 
-Id = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
-]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 Text = Annotated[str, StringConstraints(max_length=500)]
 Hours = Annotated[
     Decimal,
@@ -180,13 +178,22 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "subjects": ["zone:music"],
         "payload": {"content_id": "c_1", "kind": "video", "creator_id": "u_7", "title": "Hi"},
     },
-    "content.liked": {"subjects": ["content:c_1"], "payload": {"content_id": "c_1", "user_id": "u_2"}},
+    "content.liked": {
+        "subjects": ["content:c_1"],
+        "payload": {"content_id": "c_1", "user_id": "u_2"},
+    },
     "content.commented": {
         "subjects": ["content:c_1"],
         "payload": {"content_id": "c_1", "user_id": "u_2", "comment_id": "m_9", "text": "wow"},
     },
-    "content.shared": {"subjects": ["content:c_1"], "payload": {"content_id": "c_1", "user_id": "u_2"}},
-    "content.saved": {"subjects": ["content:c_1"], "payload": {"content_id": "c_1", "user_id": "u_2"}},
+    "content.shared": {
+        "subjects": ["content:c_1"],
+        "payload": {"content_id": "c_1", "user_id": "u_2"},
+    },
+    "content.saved": {
+        "subjects": ["content:c_1"],
+        "payload": {"content_id": "c_1", "user_id": "u_2"},
+    },
     "hours.tipped": {
         "subjects": ["user:u_7"],
         "payload": {"from_user": "u_2", "to_user": "u_7", "amount": 500, "content_id": "c_1"},
@@ -206,7 +213,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "payload": {"live_id": "l_1", "host_id": "u_7", "title": "Late set"},
     },
     "live.ended": {"subjects": ["live:l_1"], "payload": {"live_id": "l_1", "duration_s": 3600}},
-    "live.viewer_joined": {"subjects": ["live:l_1"], "payload": {"live_id": "l_1", "user_id": "u_2"}},
+    "live.viewer_joined": {
+        "subjects": ["live:l_1"],
+        "payload": {"live_id": "l_1", "user_id": "u_2"},
+    },
     "message.sent": {
         "subjects": ["user:u_7"],
         "payload": {"conversation_id": "k_1", "message_id": "m_1", "sender_id": "u_2"},
@@ -257,7 +267,9 @@ class EventIn(BaseModel):
     @classmethod
     def _known_type(cls, v: str) -> str:
         if v not in EVENT_TYPES:
-            raise ValueError(f"unknown event type; GET /v1/events/types lists the {len(EVENT_TYPES)}")
+            raise ValueError(
+                f"unknown event type; GET /v1/events/types lists the {len(EVENT_TYPES)}"
+            )
         return v
 
     @field_validator("subjects")

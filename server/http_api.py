@@ -38,12 +38,12 @@ def envelope(
         "errors": errors or [],
         "meta": {"requestId": request.get(REQUEST_ID)},
     }
-    return web.Response(
-        body=jsonutil.dumpb(body), status=status, content_type="application/json"
-    )
+    return web.Response(body=jsonutil.dumpb(body), status=status, content_type="application/json")
 
 
-def error_response(request: web.Request, err: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    request: web.Request, err: ApiError, headers: dict[str, str] | None = None
+) -> web.Response:
     resp = envelope(request, None, status=HTTP_STATUS[err.code], errors=[err.body()])
     if headers:
         resp.headers.update(headers)
@@ -67,7 +67,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             resp = error_response(request, ApiError(Code.PAYLOAD_TOO_LARGE, "body too large"))
         except web.HTTPException as exc:
             if exc.status >= 400 and not request.path.startswith("/socket.io"):
-                code = {404: Code.NOT_FOUND, 405: Code.BAD_REQUEST}.get(exc.status, Code.BAD_REQUEST)
+                code = {404: Code.NOT_FOUND, 405: Code.BAD_REQUEST}.get(
+                    exc.status, Code.BAD_REQUEST
+                )
                 resp = error_response(request, ApiError(code, exc.reason))
                 resp.set_status(exc.status)
             else:

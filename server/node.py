@@ -43,7 +43,10 @@ class Node:
         else:  # `ours worker`: emits reach the serving nodes through Redis
             self.fanout = Fanout(
                 socketio.AsyncRedisManager(
-                    settings.redis_url or "", channel=settings.sio_channel, write_only=True, json=SocketJSON
+                    settings.redis_url or "",
+                    channel=settings.sio_channel,
+                    write_only=True,
+                    json=SocketJSON,
                 )
             )
         self.bus.subscribe("fanout", self.fanout.deliver)
@@ -109,7 +112,7 @@ class Node:
 
     async def _wait_inflight(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while self.inflight and time.monotonic() < deadline:
+        while self.inflight and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.05)  # let the last acks reach the transport
 

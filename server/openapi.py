@@ -69,7 +69,7 @@ def openapi_document() -> dict[str, Any]:
         name: model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, model in EVENT_TYPES.items()
     }
-    api_key = [{"apiKey": []}]
+    api_key: list[dict[str, list[str]]] = [{"apiKey": []}]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -102,9 +102,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/EventIn"}
-                            }
+                            "application/json": {"schema": {"$ref": "#/components/schemas/EventIn"}}
                         },
                     },
                     "responses": {
@@ -124,9 +122,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "List dead letters",
                     "security": [*api_key, {"userJwt": []}],
-                    "parameters": [
-                        {"name": "limit", "in": "query", "schema": {"type": "integer"}}
-                    ],
+                    "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer"}}],
                     "responses": {"200": _resp("data: [dead letter]"), **_errors(401, 403)},
                 }
             },

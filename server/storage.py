@@ -82,7 +82,9 @@ class Storage:
                     " version int PRIMARY KEY, name text NOT NULL,"
                     " applied_at timestamptz NOT NULL DEFAULT now())"
                 )
-                done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+                done = {
+                    r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")
+                }
                 for version, name, sql in migrations():
                     if version in done:
                         continue
@@ -198,8 +200,9 @@ class Storage:
             rows = await self.db.fetch("DELETE FROM dead_letters RETURNING consumer, envelope")
         else:
             rows = await self.db.fetch(
-                "DELETE FROM dead_letters WHERE id = ANY($1::bigint[]) RETURNING consumer, envelope",
-                [int(i) for i in ids],
+                "DELETE FROM dead_letters WHERE id = ANY($1::bigint[])"
+                " RETURNING consumer, envelope",
+                [int(i) for i in ids if i.isdigit()],
             )
         return [(r["consumer"], Event(**r["envelope"])) for r in rows]
 

@@ -120,9 +120,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def settings(
-    backend: str, tmp_path: Path, pg_clusters: dict[str, PgCluster]
-) -> Settings:
+async def settings(backend: str, tmp_path: Path, pg_clusters: dict[str, PgCluster]) -> Settings:
     if backend == "redis":
         dsn = await pg_clusters["machine"].fresh()
         return make_settings(tmp_path, database_url=dsn, redis_url=REDIS_URL)

@@ -50,9 +50,10 @@ class ServerHandle:
     ) -> tuple[int, dict[str, Any]]:
         hdrs = {"Authorization": f"Bearer {key or self.settings.api_keys[0]}"}
         hdrs.update(headers or {})
-        async with aiohttp.ClientSession() as s, s.post(
-            self.url + "/v1/events", json=body, headers=hdrs
-        ) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(self.url + "/v1/events", json=body, headers=hdrs) as r,
+        ):
             return r.status, await r.json()
 
     async def stop(self) -> None:
@@ -100,7 +101,7 @@ async def spawn_server(settings: Settings, port: int, *args: str) -> ServerHandl
     cmd = [sys.executable, "-m", "server.cli", *(args or ("serve",))]
     if not args:
         cmd += ["--host", "127.0.0.1", "--port", str(port)]
-    log = open(os.path.join(str(settings.data_dir), f"server-{port}.log"), "ab")  # noqa: SIM115
+    log = open(os.path.join(str(settings.data_dir), f"server-{port}.log"), "ab")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=settings_env(settings), stdout=log, stderr=log)
     handle = ServerHandle(settings, port, proc=proc)
     if not args:
@@ -108,7 +109,9 @@ async def spawn_server(settings: Settings, port: int, *args: str) -> ServerHandl
     return handle
 
 
-async def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
+async def wait_http(
+    url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
         while time.monotonic() < deadline:
@@ -124,7 +127,9 @@ async def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeo
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
-def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15
+) -> int:
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
@@ -180,7 +185,9 @@ async def connect(
     payload = dict(auth or {})
     if token is not None:
         payload["token"] = token
-    await sio.connect(url, namespaces=[namespace], auth=payload, transports=["websocket"], wait_timeout=5)
+    await sio.connect(
+        url, namespaces=[namespace], auth=payload, transports=["websocket"], wait_timeout=5
+    )
     return client
 
 
@@ -190,7 +197,9 @@ async def connect_error(url: str, namespace: str, auth: Any) -> Any:
     errors: list[Any] = []
     sio.on("connect_error", lambda data: errors.append(data), namespace=namespace)
     try:
-        await sio.connect(url, namespaces=[namespace], auth=auth, transports=["websocket"], wait_timeout=3)
+        await sio.connect(
+            url, namespaces=[namespace], auth=auth, transports=["websocket"], wait_timeout=3
+        )
     except socketio.exceptions.ConnectionError:
         pass
     else:

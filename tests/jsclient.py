@@ -28,8 +28,11 @@ class JsClients:
 
     async def __aenter__(self) -> JsClients:
         self.proc = await asyncio.create_subprocess_exec(
-            "node", os.path.join(E2E_DIR, "driver.mjs"), cwd=E2E_DIR,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            "node",
+            os.path.join(E2E_DIR, "driver.mjs"),
+            cwd=E2E_DIR,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
             limit=16 * 1024 * 1024,
         )
         return self
@@ -56,7 +59,9 @@ class JsClients:
             if reply.get("seq") == seq:
                 return dict(reply)
 
-    async def connect(self, url: str, ns: str, auth: Any, **opts: Any) -> tuple[str, dict[str, Any]]:
+    async def connect(
+        self, url: str, ns: str, auth: Any, **opts: Any
+    ) -> tuple[str, dict[str, Any]]:
         cid = f"c{next(self._ids)}"
         res = await self._call(cmd="connect", id=cid, url=url, ns=ns, auth=auth, **opts)
         return cid, res
@@ -68,7 +73,9 @@ class JsClients:
         return res.get("ack")
 
     async def wait(self, cid: str, event: str, count: int = 1, timeout: float = 5) -> list[Any]:
-        res = await self._call(cmd="wait", id=cid, event=event, count=count, timeout=int(timeout * 1000))
+        res = await self._call(
+            cmd="wait", id=cid, event=event, count=count, timeout=int(timeout * 1000)
+        )
         if not res["ok"]:
             raise TimeoutError(f"{cid}: {len(res['events'])}/{count} {event!r}")
         return list(res["events"])

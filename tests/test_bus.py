@@ -42,7 +42,7 @@ async def until(cond: Callable[[], Any], timeout: float = 10) -> None:
             return
         if loop.time() > deadline:
             raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
 
 
 class Env:
@@ -71,7 +71,9 @@ class Env:
 
 
 @pytest.fixture
-async def env(backend: str, tmp_path: Path, pg_clusters: dict[str, PgCluster]) -> AsyncIterator[Env]:
+async def env(
+    backend: str, tmp_path: Path, pg_clusters: dict[str, PgCluster]
+) -> AsyncIterator[Env]:
     cluster = pg_clusters["machine" if backend == "redis" else "embedded"]
     settings = make_settings(
         tmp_path,
@@ -163,7 +165,11 @@ async def test_poisoned_event_goes_to_dead_letters_and_cli_replays_it(env: Env) 
     cli_env = settings_env(env.settings)
     out = subprocess.run(
         [sys.executable, "-m", "server.cli", "dlq", "list"],
-        cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert bad.id in out.stdout
@@ -173,7 +179,11 @@ async def test_poisoned_event_goes_to_dead_letters_and_cli_replays_it(env: Env) 
     await until(lambda: handled == [good.id])
     out = subprocess.run(
         [sys.executable, "-m", "server.cli", "dlq", "replay"],
-        cwd=ROOT, env=cli_env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert "replayed 1" in out.stdout
@@ -190,7 +200,10 @@ async def test_consumer_killed_mid_event_is_redelivered_once(
     stream = settings.bus_stream
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.bus_consumer_proc", REDIS_URL, stream],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None

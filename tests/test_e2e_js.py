@@ -20,7 +20,9 @@ pytestmark = [
 NAMESPACES = ["/feed", "/live", "/notifications", "/messages", "/presence"]
 
 
-async def test_js_client_connects_everywhere_and_gets_codes_on_refusal(server: ServerHandle) -> None:
+async def test_js_client_connects_everywhere_and_gets_codes_on_refusal(
+    server: ServerHandle,
+) -> None:
     async with jsclient.JsClients() as js:
         token = server.token("42")
         for ns in NAMESPACES:
@@ -40,10 +42,15 @@ async def test_js_client_receives_room_events_and_error_acks(
     server: ServerHandle, transport: str
 ) -> None:
     async with jsclient.JsClients() as js:
-        a, _ = await js.connect(server.url, "/feed", {"token": server.token("a")}, transports=[transport])
-        b, _ = await js.connect(server.url, "/feed", {"token": server.token("b")}, transports=[transport])
+        a, _ = await js.connect(
+            server.url, "/feed", {"token": server.token("a")}, transports=[transport]
+        )
+        b, _ = await js.connect(
+            server.url, "/feed", {"token": server.token("b")}, transports=[transport]
+        )
         assert await js.emit(a, "room:join", {"room": "zone:music"}) == {
-            "ok": True, "data": {"room": "zone:music"}
+            "ok": True,
+            "data": {"room": "zone:music"},
         }
         # bad inputs: error acks, connection keeps working
         ack = await js.emit(a, "room:join", {"room": "conversation:9"})
@@ -54,8 +61,11 @@ async def test_js_client_receives_room_events_and_error_acks(
         assert ack["error"]["code"] == "bad_request"
 
         status, body = await server.publish(
-            {"type": "content.created", "subjects": ["zone:music"],
-             "payload": {"content_id": "c1", "kind": "post", "title": "héllo ✓"}}
+            {
+                "type": "content.created",
+                "subjects": ["zone:music"],
+                "payload": {"content_id": "c1", "kind": "post", "title": "héllo ✓"},
+            }
         )
         assert status == 202
         (env,) = await js.wait(a, "content.created")

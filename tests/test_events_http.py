@@ -92,9 +92,21 @@ async def test_event_log_records_each_event_once(server: ServerHandle) -> None:
         ({"payload": {}}, "type"),
         ({"type": "content.created"}, "payload"),
         ({"type": "content.created", "payload": {"kind": "video"}}, "payload.content_id"),
-        ({"type": "content.created", "payload": {"content_id": "c", "kind": "gif"}}, "payload.kind"),
-        ({"type": "hours.tipped", "payload": {"from_user": "a", "to_user": "b", "amount": -5}}, "payload.amount"),
-        ({"type": "hours.tipped", "payload": {"from_user": "a", "to_user": "b", "amount": "lots"}}, "payload.amount"),
+        (
+            {"type": "content.created", "payload": {"content_id": "c", "kind": "gif"}},
+            "payload.kind",
+        ),
+        (
+            {"type": "hours.tipped", "payload": {"from_user": "a", "to_user": "b", "amount": -5}},
+            "payload.amount",
+        ),
+        (
+            {
+                "type": "hours.tipped",
+                "payload": {"from_user": "a", "to_user": "b", "amount": "lots"},
+            },
+            "payload.amount",
+        ),
         ({**CREATED, "subjects": ["music"]}, "subjects"),
         ({**CREATED, "subjects": "zone:music"}, "subjects"),
         ({**CREATED, "extra": True}, "extra"),

@@ -46,8 +46,11 @@ async def test_two_processes_on_redis_behave_as_one(
             assert env["id"] == body["data"]["id"]
 
         status, _ = await a.publish(  # published through A, for a user connected to A
-            {"type": "user.followed", "subjects": ["user:fan"],
-             "payload": {"follower_id": "x", "followee_id": "fan"}}
+            {
+                "type": "user.followed",
+                "subjects": ["user:fan"],
+                "payload": {"follower_id": "x", "followee_id": "fan"},
+            }
         )
         await user_on_a.wait_for("user.followed")
         await asyncio.sleep(0.5)
@@ -66,7 +69,9 @@ async def test_embedded_default_starts_with_nothing_configured(tmp_path: Path) -
     env = {k: v for k, v in os.environ.items() if not k.startswith("OURS_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
-        cwd=tmp_path, env={**env, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": ROOT},
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
@@ -76,17 +81,33 @@ async def test_embedded_default_starts_with_nothing_configured(tmp_path: Path) -
         assert oct(secrets_file.stat().st_mode & 0o777) == "0o600"
         token = subprocess.run(
             [sys.executable, "-m", "server.cli", "token", "--user", "42"],
-            cwd=tmp_path, env={**env, "PYTHONPATH": ROOT}, capture_output=True, text=True,
+            cwd=tmp_path,
+            env={**env, "PYTHONPATH": ROOT},
+            capture_output=True,
+            text=True,
             check=True,
         ).stdout.strip()
         for ns in ("/feed", "/live", "/notifications", "/messages", "/presence"):
             c = await connect(f"http://127.0.0.1:{port}", ns, token)
             await c.close()
         out = subprocess.run(
-            [sys.executable, "-m", "server.cli", "publish", "content.created",
-             "--json", '{"content_id": "c1", "kind": "post"}', "--subject", "zone:music",
-             "--url", f"http://127.0.0.1:{port}"],
-            cwd=tmp_path, env={**env, "PYTHONPATH": ROOT}, capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "publish",
+                "content.created",
+                "--json",
+                '{"content_id": "c1", "kind": "post"}',
+                "--subject",
+                "zone:music",
+                "--url",
+                f"http://127.0.0.1:{port}",
+            ],
+            cwd=tmp_path,
+            env={**env, "PYTHONPATH": ROOT},
+            capture_output=True,
+            text=True,
         )
         assert out.returncode == 0, out.stderr
         assert '"success":true' in out.stdout
@@ -99,7 +120,8 @@ async def test_embedded_default_starts_with_nothing_configured(tmp_path: Path) -
     assert "dev-secrets.env" in log  # says where the generated secrets are
     assert token not in log  # never a token in the logs
     secret = next(
-        line.split("=", 1)[1] for line in secrets_file.read_text().splitlines()
+        line.split("=", 1)[1]
+        for line in secrets_file.read_text().splitlines()
         if line.startswith("OURS_JWT_SECRET=")
     )
     assert secret not in log
@@ -107,12 +129,18 @@ async def test_embedded_default_starts_with_nothing_configured(tmp_path: Path) -
 
 async def test_bad_setting_stops_startup_naming_the_variable(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OURS_")}
-    for var, value in (("OURS_PORT", "eighty"), ("OURS_REDIS_URL", "http://x"),
-                       ("OURS_JWT_SECRET", "short")):
+    for var, value in (
+        ("OURS_PORT", "eighty"),
+        ("OURS_REDIS_URL", "http://x"),
+        ("OURS_JWT_SECRET", "short"),
+    ):
         out = subprocess.run(
             [sys.executable, "-m", "server.cli", "serve"],
-            cwd=tmp_path, env={**env, "PYTHONPATH": ROOT, var: value},
-            capture_output=True, text=True, timeout=30,
+            cwd=tmp_path,
+            env={**env, "PYTHONPATH": ROOT, var: value},
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert out.returncode == 2
         assert var in out.stderr
@@ -128,8 +156,9 @@ async def test_sigterm_drains_clients_and_exits_within_10s(
     disconnected = asyncio.Event()
     sio.on("server:shutdown", lambda d: notices.append(d), namespace="/feed")
     sio.on("disconnect", lambda *a: disconnected.set(), namespace="/feed")
-    await sio.connect(srv.url, namespaces=["/feed"], auth={"token": srv.token("u")},
-                      transports=["websocket"])
+    await sio.connect(
+        srv.url, namespaces=["/feed"], auth={"token": srv.token("u")}, transports=["websocket"]
+    )
     assert srv.proc is not None
     started = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)

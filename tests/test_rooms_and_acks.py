@@ -17,7 +17,10 @@ async def test_join_open_rooms(server: ServerHandle) -> None:
     c = await connect(server.url, "/live", server.token("u1"))
     for room in ("zone:music", "content:c_1", "live:l-9"):
         assert await c.call("room:join", {"room": room}) == {"ok": True, "data": {"room": room}}
-    assert await c.call("room:leave", {"room": "zone:music"}) == {"ok": True, "data": {"room": "zone:music"}}
+    assert await c.call("room:leave", {"room": "zone:music"}) == {
+        "ok": True,
+        "data": {"room": "zone:music"},
+    }
     await c.close()
 
 

@@ -40,15 +40,43 @@ async def test_valid_token_connects_to_all_five_namespaces(server: ServerHandle)
         ({"token": ""}, "unauthorized"),
         ({"token": 12}, "unauthorized"),
         ({"token": "not-a-jwt"}, "unauthorized"),
-        ({"token": jwt.encode({"sub": "1", "exp": time.time() + 60}, "wrong-secret-xxxxxxxxxxx")}, "unauthorized"),
+        (
+            {
+                "token": jwt.encode(
+                    {"sub": "1", "exp": time.time() + 60}, "wrong-secret-xxxxxxxxxxx"
+                )
+            },
+            "unauthorized",
+        ),
         ({"token": jwt.encode({"sub": "1", "exp": time.time() - 60}, JWT_SECRET)}, "token_expired"),
         ({"token": jwt.encode({"sub": "1"}, JWT_SECRET)}, "unauthorized"),  # no exp
         ({"token": jwt.encode({"exp": time.time() + 60}, JWT_SECRET)}, "unauthorized"),  # no sub
-        ({"token": jwt.encode({"sub": "1", "exp": time.time() + 60, "role": "god"}, JWT_SECRET)}, "unauthorized"),
-        ({"token": jwt.encode({"sub": "1", "exp": time.time() + 60}, JWT_SECRET, algorithm="HS512")}, "unauthorized"),
+        (
+            {"token": jwt.encode({"sub": "1", "exp": time.time() + 60, "role": "god"}, JWT_SECRET)},
+            "unauthorized",
+        ),
+        (
+            {
+                "token": jwt.encode(
+                    {"sub": "1", "exp": time.time() + 60}, JWT_SECRET, algorithm="HS512"
+                )
+            },
+            "unauthorized",
+        ),
     ],
-    ids=["no-auth", "empty", "empty-token", "number", "garbage", "wrong-key", "expired", "no-exp",
-         "no-sub", "bad-role", "wrong-alg"],
+    ids=[
+        "no-auth",
+        "empty",
+        "empty-token",
+        "number",
+        "garbage",
+        "wrong-key",
+        "expired",
+        "no-exp",
+        "no-sub",
+        "bad-role",
+        "wrong-alg",
+    ],
 )
 async def test_bad_tokens_get_connect_error_with_code(
     server: ServerHandle, auth: object, code: str
@@ -66,7 +94,9 @@ def _alg_none_token() -> str:
     def b64(d: dict[str, object]) -> str:
         return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
 
-    return b64({"alg": "none", "typ": "JWT"}) + "." + b64({"sub": "1", "exp": time.time() + 60}) + "."
+    return (
+        b64({"alg": "none", "typ": "JWT"}) + "." + b64({"sub": "1", "exp": time.time() + 60}) + "."
+    )
 
 
 async def test_alg_none_is_refused(server: ServerHandle) -> None:
