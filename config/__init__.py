@@ -55,11 +55,43 @@ class Settings(BaseSettings):
     bus_max_deliveries: int = Field(5, ge=1, le=100)
     run_consumers: bool | None = None  # None: serve runs them in-process unless a worker exists
 
+    master_key_previous: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # providers: each is reached through one base URL (tests point them at local fakes)
+    fcm_project_id: str | None = None
+    fcm_credentials_file: Path | None = None  # service-account JSON
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    fcm_token_url: str = "https://oauth2.googleapis.com/token"
+    resend_api_key: str | None = None
+    resend_base_url: str = "https://api.resend.com"
+    email_from: str = "OURS <notifications@ours.example>"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from_number: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+    telegram_bot_token: str | None = None
+    telegram_api_base: str = "https://api.telegram.org"
+    telegram_webhook_secret: str | None = None
+    telegram_mode: Literal["polling", "webhook"] = "polling"
+    livekit_url: str | None = None  # e.g. http://livekit:7880 (RoomService, Twirp)
+    livekit_ws_url: str | None = None  # what clients connect to, e.g. wss://livekit.example
+    livekit_api_key: str | None = None
+    livekit_api_secret: str | None = None
+    cloudflare_account_id: str | None = None
+    cloudflare_api_token: str | None = None
+    cloudflare_base_url: str = "https://api.cloudflare.com/client/v4"
+    cloudflare_webhook_secret: str | None = None
+    cloudflare_signing_key_id: str | None = None
+    cloudflare_signing_key_pem: str | None = None  # base64 PEM (Stream signing keys)
+
+    scheduler_poll_interval: float = Field(0.5, gt=0, le=60)
     shutdown_timeout: float = Field(10.0, gt=0, le=120)
     log_level: str = "INFO"
     admin_ui_password: str | None = None
 
-    @field_validator("api_keys", "cors_origins", "jwt_algorithms", mode="before")
+    @field_validator(
+        "api_keys", "cors_origins", "jwt_algorithms", "master_key_previous", mode="before"
+    )
     @classmethod
     def _comma_list(cls, v: object) -> object:
         if isinstance(v, str):

@@ -25,6 +25,8 @@ def create_app(settings: Settings) -> web.Application:
     assert node.sio is not None
     node.sio.attach(app)
     add_routes(app)
+    for feature in node.features.values():
+        feature.routes(app)
 
     async def on_startup(app: web.Application) -> None:
         await node.start()

@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -209,12 +210,37 @@ async def dlq_replay(request: web.Request) -> web.Response:
         isinstance(ids, list) and all(isinstance(i, str) and len(i) < 64 for i in ids)
     ):
         raise ApiError(Code.BAD_REQUEST, "ids must be a list of dead-letter ids")
-    count = await request.app[NODE].bus.replay(ids)
+    node = request.app[NODE]
+    count = await node.bus.replay(ids)
+    await node.audit.record(actor, "dlq.replay", None, None, {"ids": ids, "count": count})
     log.warning("dead letters replayed", extra={"actor": actor, "count": count})
     return envelope(request, {"replayed": count})
 
 
+async def audit_list(request: web.Request) -> web.Response:
+    require_admin(request)
+    q = request.query
+    try:
+        since = datetime.fromisoformat(q["since"]) if "since" in q else None
+        before_id = int(q["before_id"]) if "before_id" in q else None
+        limit = min(500, max(1, int(q.get("limit", "100"))))
+    except ValueError:
+        raise ApiError(
+            Code.BAD_REQUEST, "since is ISO-8601; before_id and limit are integers"
+        ) from None
+    rows = await request.app[NODE].audit.query(
+        actor=q.get("actor"),
+        target=q.get("target"),
+        action=q.get("action"),
+        since=since,
+        before_id=before_id,
+        limit=limit,
+    )
+    return envelope(request, rows)
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/admin/audit", audit_list)
     app.router.add_post("/v1/events", post_event)
     app.router.add_get("/v1/events/types", event_types)
     app.router.add_get("/v1/admin/dlq", dlq_list)

@@ -13,10 +13,15 @@ import socketio
 import namespaces
 from config import Settings
 from server import metrics
+from server.audit import AuditLog
 from server.auth import TokenVerifier
 from server.bus import Bus, make_bus
+from server.crypto import Keyring
 from server.fanout import Fanout
+from server.feature import Feature
+from server.features import feature_classes
 from server.jsonutil import SocketJSON
+from server.scheduler import Scheduler
 from server.storage import Storage
 
 log = logging.getLogger("ours.node")
@@ -29,6 +34,10 @@ class Node:
         self.storage = Storage(settings)
         self.bus: Bus = make_bus(settings, self.storage)
         self.verifier = TokenVerifier(settings)
+        self.keyring = Keyring(settings.master_key or "", settings.master_key_previous)
+        self.scheduler = Scheduler(self.storage, poll_interval=settings.scheduler_poll_interval)
+        self.audit = AuditLog(self.storage)
+        self.with_sockets = with_sockets
         self.draining = False
         self.inflight = 0  # client events being handled (drained before shutdown)
         self.sio: socketio.AsyncServer | None = None
@@ -52,6 +61,9 @@ class Node:
         self.bus.subscribe("fanout", self.fanout.deliver)
         if settings.redis_url:  # the in-process bus writes the log itself on publish
             self.bus.subscribe("eventlog", self._log_event)
+        self.features: dict[str, Feature] = {}
+        for cls in feature_classes():
+            self.features[cls.name] = cls(self)
 
     def _make_sio(self) -> socketio.AsyncServer:
         s = self.settings
@@ -85,7 +97,12 @@ class Node:
 
     async def start(self, *, consume: bool | None = None) -> None:
         await self.storage.open(migrate=True)
-        await self.bus.start(consume=self.consumes if consume is None else consume)
+        consume = self.consumes if consume is None else consume
+        await self.bus.start(consume=consume)
+        for feature in self.features.values():
+            await feature.start()
+        if consume:
+            self.scheduler.start()
         self._metrics_task = asyncio.create_task(self._sample_metrics())
         log.info(
             "node started",
@@ -119,6 +136,9 @@ class Node:
     async def stop(self) -> None:
         if self._metrics_task is not None:
             self._metrics_task.cancel()
+        await self.scheduler.close()
+        for feature in reversed(self.features.values()):
+            await feature.stop()
         await self.bus.close()
         await self.storage.close()
         log.info("node stopped")

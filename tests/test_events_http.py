@@ -160,7 +160,17 @@ async def test_event_types_examples_are_accepted(server: ServerHandle) -> None:
         assert status == 202, (name, body)
 
 
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def test_health_ready_metrics_openapi(server: ServerHandle) -> None:
+    gauge = 'ours_connections{namespace="/feed"}'
+    async with aiohttp.ClientSession() as s, s.get(server.url + "/metrics") as r:
+        before = metric(await r.text(), gauge)  # the registry is per process, tests share it
     c = await connect(server.url, "/feed", server.token("m"))
     await server.publish(CREATED)
     async with aiohttp.ClientSession() as s:
@@ -172,7 +182,7 @@ async def test_health_ready_metrics_openapi(server: ServerHandle) -> None:
         await asyncio.sleep(0.3)
         async with s.get(server.url + "/metrics") as r:
             text = await r.text()
-        assert 'ours_connections{namespace="/feed"} 1.0' in text
+        assert metric(text, gauge) == before + 1
         assert 'ours_events_published_total{result="new",type="content.created"}' in text
         assert "ours_fanout_latency_seconds_bucket" in text
         assert "ours_consumer_lag" in text

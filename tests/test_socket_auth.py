@@ -43,22 +43,26 @@ async def test_valid_token_connects_to_all_five_namespaces(server: ServerHandle)
         (
             {
                 "token": jwt.encode(
-                    {"sub": "1", "exp": time.time() + 60}, "wrong-secret-xxxxxxxxxxx"
+                    {"sub": "1", "exp": time.time() + 3600}, "wrong-secret-xxxxxxxxxxx"
                 )
             },
             "unauthorized",
         ),
         ({"token": jwt.encode({"sub": "1", "exp": time.time() - 60}, JWT_SECRET)}, "token_expired"),
         ({"token": jwt.encode({"sub": "1"}, JWT_SECRET)}, "unauthorized"),  # no exp
-        ({"token": jwt.encode({"exp": time.time() + 60}, JWT_SECRET)}, "unauthorized"),  # no sub
+        ({"token": jwt.encode({"exp": time.time() + 3600}, JWT_SECRET)}, "unauthorized"),  # no sub
         (
-            {"token": jwt.encode({"sub": "1", "exp": time.time() + 60, "role": "god"}, JWT_SECRET)},
+            {
+                "token": jwt.encode(
+                    {"sub": "1", "exp": time.time() + 3600, "role": "god"}, JWT_SECRET
+                )
+            },
             "unauthorized",
         ),
         (
             {
                 "token": jwt.encode(
-                    {"sub": "1", "exp": time.time() + 60}, JWT_SECRET, algorithm="HS512"
+                    {"sub": "1", "exp": time.time() + 3600}, JWT_SECRET, algorithm="HS512"
                 )
             },
             "unauthorized",
@@ -95,7 +99,10 @@ def _alg_none_token() -> str:
         return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
 
     return (
-        b64({"alg": "none", "typ": "JWT"}) + "." + b64({"sub": "1", "exp": time.time() + 60}) + "."
+        b64({"alg": "none", "typ": "JWT"})
+        + "."
+        + b64({"sub": "1", "exp": time.time() + 3600})
+        + "."
     )
 
 
