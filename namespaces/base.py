@@ -143,6 +143,8 @@ class Namespace(socketio.AsyncNamespace):
             raise ApiError(Code.PAYLOAD_TOO_LARGE, f"payload over {self.max_payload} bytes")
         attr, model = entry
         if model is not None:
+            if raw is None:
+                raw = {}
             if not isinstance(raw, dict):
                 raise ApiError(Code.BAD_REQUEST, "payload must be an object")
             try:

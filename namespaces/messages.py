@@ -1,9 +1,195 @@
-"""/messages: DM delivery. `message.*` events are fanned out here to the user rooms they name."""
+"""/messages: direct messages and circles, receipts, typing, HOURS tips, scheduled notes.
+
+On connect every socket joins the `conversation:{id}` rooms of its user's conversations.
+"""
 
 from __future__ import annotations
 
-from namespaces.base import Namespace
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, cast
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from namespaces.base import Namespace, handles
+from server.auth import Principal
+from server.messaging.feature import MessagingFeature
+from server.messaging.service import MAX_MEMBERS, Messaging
+
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Body = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class Req(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConvReq(Req):
+    conversation_id: uuid.UUID
+
+
+class OpenReq(Req):
+    user_id: UserId
+
+
+class CreateReq(Req):
+    title: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    members: Annotated[list[UserId], Field(min_length=1, max_length=MAX_MEMBERS)]
+
+
+class MemberReq(ConvReq):
+    user_id: UserId
+
+
+class ListReq(Req):
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+
+
+class SendReq(ConvReq):
+    client_msg_id: ClientMsgId
+    body: Body
+    reply_to: uuid.UUID | None = None
+
+
+class HistoryReq(ConvReq):
+    before_seq: Annotated[int, Field(ge=1)] | None = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 50
+
+
+class EditReq(ConvReq):
+    message_id: uuid.UUID
+    body: Body
+
+
+class DeleteReq(ConvReq):
+    message_id: uuid.UUID
+
+
+class SeqReq(ConvReq):
+    seq: Annotated[int, Field(ge=0)]
+
+
+class TipReq(ConvReq):
+    amount: Annotated[Decimal, Field(gt=0, le=1_000_000, max_digits=12, decimal_places=2)]
+    client_msg_id: ClientMsgId
+    to_user: UserId | None = None
+
+
+class ScheduleReq(ConvReq):
+    body: Body
+    deliver_at: AwareDatetime
+
+
+class NoteReq(Req):
+    id: uuid.UUID
 
 
 class MessagesNamespace(Namespace):
-    pass
+    @property
+    def svc(self) -> Messaging:
+        return cast(MessagingFeature, self.node.features["messaging"]).service
+
+    async def connected(self, sid: str, principal: Principal, auth: dict[str, Any]) -> None:
+        for r in await self.svc.rooms_for(principal.user_id):
+            await self.enter_room(sid, r)
+
+    @handles("conversation:open", OpenReq)
+    async def open(self, sid: str, p: Principal, req: OpenReq) -> Any:
+        return await self.svc.open_direct(p.user_id, req.user_id)
+
+    @handles("conversation:create", CreateReq)
+    async def create(self, sid: str, p: Principal, req: CreateReq) -> Any:
+        return await self.svc.create_group(p.user_id, req.title, req.members)
+
+    @handles("conversation:add", MemberReq)
+    async def add(self, sid: str, p: Principal, req: MemberReq) -> Any:
+        return await self.svc.add_member(p.user_id, str(req.conversation_id), req.user_id)
+
+    @handles("conversation:remove", MemberReq)
+    async def remove(self, sid: str, p: Principal, req: MemberReq) -> Any:
+        return await self.svc.remove_member(p.user_id, str(req.conversation_id), req.user_id)
+
+    @handles("conversation:leave", ConvReq)
+    async def leave(self, sid: str, p: Principal, req: ConvReq) -> Any:
+        return await self.svc.leave(p.user_id, str(req.conversation_id))
+
+    @handles("conversation:list", ListReq)
+    async def list_conversations(self, sid: str, p: Principal, req: ListReq) -> Any:
+        return {"conversations": await self.svc.conversations(p.user_id, req.limit)}
+
+    @handles("message:send", SendReq)
+    async def send(self, sid: str, p: Principal, req: SendReq) -> Any:
+        return await self.svc.send_idempotent(
+            p.user_id,
+            str(req.conversation_id),
+            req.client_msg_id,
+            req.body,
+            str(req.reply_to) if req.reply_to else None,
+            sid,
+        )
+
+    @handles("message:history", HistoryReq)
+    async def history(self, sid: str, p: Principal, req: HistoryReq) -> Any:
+        return await self.svc.history(
+            p.user_id, str(req.conversation_id), req.before_seq, req.limit
+        )
+
+    @handles("message:edit", EditReq)
+    async def edit(self, sid: str, p: Principal, req: EditReq) -> Any:
+        return await self.svc.edit(
+            p.user_id, str(req.conversation_id), str(req.message_id), req.body
+        )
+
+    @handles("message:delete", DeleteReq)
+    async def delete(self, sid: str, p: Principal, req: DeleteReq) -> Any:
+        return await self.svc.delete(p.user_id, str(req.conversation_id), str(req.message_id))
+
+    @handles("message:read", SeqReq)
+    async def read(self, sid: str, p: Principal, req: SeqReq) -> Any:
+        return await self.svc.mark(p.user_id, str(req.conversation_id), req.seq, "read_seq")
+
+    @handles("message:delivered", SeqReq)
+    async def delivered(self, sid: str, p: Principal, req: SeqReq) -> Any:
+        return await self.svc.mark(p.user_id, str(req.conversation_id), req.seq, "delivered_seq")
+
+    @handles("typing:start", ConvReq)
+    async def typing_start(self, sid: str, p: Principal, req: ConvReq) -> Any:
+        sent = await self.svc.typing(p.user_id, str(req.conversation_id), True, sid)
+        return {"broadcast": sent}
+
+    @handles("typing:stop", ConvReq)
+    async def typing_stop(self, sid: str, p: Principal, req: ConvReq) -> Any:
+        await self.svc.typing(p.user_id, str(req.conversation_id), False, sid)
+        return {"broadcast": True}
+
+    @handles("tip:send", TipReq)
+    async def tip(self, sid: str, p: Principal, req: TipReq) -> Any:
+        return await self.svc.tip_idempotent(
+            p.user_id, str(req.conversation_id), req.amount, req.client_msg_id, req.to_user, sid
+        )
+
+    @handles("hours:balance")
+    async def hours_balance(self, sid: str, p: Principal, _: Any) -> Any:
+        return await self.svc.balance(p.user_id)
+
+    @handles("message:schedule", ScheduleReq)
+    async def schedule(self, sid: str, p: Principal, req: ScheduleReq) -> Any:
+        return await self.svc.schedule(
+            p.user_id, str(req.conversation_id), req.body, _utc(req.deliver_at)
+        )
+
+    @handles("message:scheduled", ListReq)
+    async def scheduled(self, sid: str, p: Principal, req: ListReq) -> Any:
+        return {"scheduled": await self.svc.scheduled(p.user_id, req.limit)}
+
+    @handles("message:cancel", NoteReq)
+    async def cancel(self, sid: str, p: Principal, req: NoteReq) -> Any:
+        return await self.svc.cancel_scheduled(p.user_id, str(req.id))
+
+
+def _utc(dt: datetime) -> datetime:
+    from datetime import UTC
+
+    return dt.astimezone(UTC)

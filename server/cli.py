@@ -72,7 +72,66 @@ def _parser() -> argparse.ArgumentParser:
     dr = dsub.add_parser("replay", help="put dead letters back on the bus")
     dr.add_argument("ids", nargs="*", help="dead-letter ids (default: all)")
     dr.set_defaults(func=cmd_dlq_replay)
+    k = sub.add_parser("keys", help="encryption keys")
+    ksub = k.add_subparsers(required=True, metavar="ACTION")
+    kr = ksub.add_parser(
+        "rotate",
+        help="re-wrap every data key with OURS_MASTER_KEY (old keys in OURS_MASTER_KEY_PREVIOUS)",
+    )
+    kr.set_defaults(func=cmd_keys_rotate)
+
+    h = sub.add_parser("hours", help="HOURS ledger")
+    hsub = h.add_subparsers(required=True, metavar="ACTION")
+    hg = hsub.add_parser("grant", help="grant HOURS to a user (admin aid; audited)")
+    hg.add_argument("--user", required=True)
+    hg.add_argument("--amount", required=True)
+    hg.add_argument("--key", default=None, help="idempotency key (default: a new one)")
+    hg.add_argument("--admin", default="cli", help="who grants (recorded in the audit log)")
+    hg.set_defaults(func=cmd_hours_grant)
     return p
+
+
+def _messaging(settings: Settings, fn: Any) -> Any:
+    from server.node import Node
+
+    async def run() -> Any:
+        node = Node(settings, with_sockets=False) if settings.redis_url else Node(settings)
+        await node.storage.open(migrate=True)
+        try:
+            return await fn(node.features["messaging"].service, node)  # type: ignore[attr-defined]
+        finally:
+            await node.storage.close()
+
+    return asyncio.run(run())
+
+
+def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(svc: Any, node: Any) -> int:
+        count = int(await svc.rotate_keys())
+        await node.audit.record("cli", "keys.rotate", None, None, {"rewrapped": count})
+        return count
+
+    print(f"re-wrapped {_messaging(settings, run)} data key(s) with the current master key")
+    return 0
+
+
+def cmd_hours_grant(settings: Settings, args: argparse.Namespace) -> int:
+    import uuid
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        amount = Decimal(args.amount)
+        if amount <= 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
+            raise InvalidOperation
+    except InvalidOperation:
+        print("ours hours grant: --amount must be a positive number (2 decimals)", file=sys.stderr)
+        return 2
+
+    async def run(svc: Any, node: Any) -> Any:
+        return await svc.grant(args.admin, args.user, amount, args.key or str(uuid.uuid4()))
+
+    print(f"balance of {args.user}: {_messaging(settings, run)} HOURS")
+    return 0
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -60,6 +60,23 @@ class Fanout:
     ) -> None:
         await self._emitter.emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid)
 
+    async def _control(self, namespace: str, op: dict[str, Any]) -> None:
+        manager = getattr(self._emitter, "manager", self._emitter)
+        await manager.user_control(namespace, op)
+
+    async def join_user(self, namespace: str, user_id: str, room: str) -> None:
+        """Put every socket of `user_id` on `namespace` (any node) into `room`."""
+        await self._control(namespace, {"op": "enter", "user": user_id, "room": room})
+
+    async def leave_user(self, namespace: str, user_id: str, room: str) -> None:
+        await self._control(namespace, {"op": "leave", "user": user_id, "room": room})
+
+    async def disconnect_user(self, namespace: str, user_id: str, code: str, reason: str) -> None:
+        """Disconnect every socket of `user_id` on `namespace`, telling it why first."""
+        await self._control(
+            namespace, {"op": "disconnect", "user": user_id, "code": code, "reason": reason}
+        )
+
     async def deliver(self, event: Event) -> None:
         """Bus consumer: emit the envelope, named by its type, to the rooms in `subjects`."""
         if not event.subjects:

@@ -6,4 +6,6 @@ from server.feature import Feature
 
 
 def feature_classes() -> list[type[Feature]]:
-    return []
+    from server.messaging.feature import MessagingFeature
+
+    return [MessagingFeature]

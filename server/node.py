@@ -21,6 +21,7 @@ from server.fanout import Fanout
 from server.feature import Feature
 from server.features import feature_classes
 from server.jsonutil import SocketJSON
+from server.managers import LocalManager, RedisManager
 from server.scheduler import Scheduler
 from server.storage import Storage
 
@@ -68,9 +69,9 @@ class Node:
     def _make_sio(self) -> socketio.AsyncServer:
         s = self.settings
         manager = (
-            socketio.AsyncRedisManager(s.redis_url, channel=s.sio_channel, json=SocketJSON)
+            RedisManager(s.redis_url, channel=s.sio_channel, json=SocketJSON)
             if s.redis_url
-            else socketio.AsyncManager()
+            else LocalManager()
         )
         return socketio.AsyncServer(
             async_mode="aiohttp",

@@ -1,0 +1,1 @@
+"""Direct messages, circles, HOURS tips and scheduled notes (namespace /messages)."""
