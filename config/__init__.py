@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     bus_maxlen: int = Field(1_000_000, ge=1000)
     bus_visibility_timeout_ms: int = Field(30_000, ge=100)
     bus_max_deliveries: int = Field(5, ge=1, le=100)
-    run_consumers: bool | None = None  # None: serve runs them in-process unless a worker exists
+    run_consumers: bool | None = None  # serve runs the bus consumers unless this is false
 
     master_key_previous: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     telegram_api_base: str = "https://api.telegram.org"
     telegram_webhook_secret: str | None = None
     telegram_mode: Literal["polling", "webhook"] = "polling"
+    # Telegram bot (bots/): alert rules as a JSON list (default: tip > 10 HRS, purchase,
+    # error spike) and the public URL `ours bot` registers in webhook mode
+    telegram_alert_rules: str | None = None
+    telegram_webhook_url: str | None = None
     livekit_url: str | None = None  # e.g. http://livekit:7880 (RoomService, Twirp)
     livekit_ws_url: str | None = None  # what clients connect to, e.g. wss://livekit.example
     livekit_api_key: str | None = None
@@ -83,11 +87,41 @@ class Settings(BaseSettings):
     cloudflare_webhook_secret: str | None = None
     cloudflare_signing_key_id: str | None = None
     cloudflare_signing_key_pem: str | None = None  # base64 PEM (Stream signing keys)
+    # media (issue 7): Cloudflare Notifications (live input connected/disconnected) send the
+    # destination's secret in `cf-webhook-auth` instead of a Webhook-Signature
+    cloudflare_notification_secret: str | None = None
+
+    recovery_window_s: float = Field(120.0, ge=1, le=3600)
+    # presence: a device expires `ttl` after its last refresh/heartbeat (two missed 30 s
+    # heartbeats); connected sockets are refreshed every `refresh`; offline waits `grace`
+    presence_ttl_s: float = Field(60.0, ge=1, le=3600)
+    presence_refresh_s: float = Field(15.0, ge=0.1, le=600)
+    presence_grace_s: float = Field(3.0, ge=0, le=60)
+
+    # rate limits (token buckets; seed 003): per user and per IP each minute, connection
+    # attempts per IP, and per-event/route overrides as JSON, e.g. {"message:send": 60}
+    rate_user_per_min: int = Field(100, ge=1, le=1_000_000)
+    rate_ip_per_min: int = Field(200, ge=1, le=1_000_000)
+    rate_connect_per_min: int = Field(60, ge=1, le=1_000_000)
+    rate_api_key_per_min: int = Field(60_000, ge=1, le=10_000_000)  # platform backend calls
+    rate_limits: dict[str, int] = Field(default_factory=dict)
+    trust_forwarded_for: bool = False  # take the client IP from X-Forwarded-For (behind a proxy)
+
+    # notification router (routing/)
+    router_email_window_s: float = Field(3600, gt=0)  # at most one email per user per window
+    router_email_gather_s: float = Field(900, ge=0)  # a new email batch collects this long
+    router_aggregate_window_s: float = Field(3600, ge=0)  # "Ana and 12 others" window
+    router_max_attempts: int = Field(5, ge=1, le=50)  # provider attempts before a dead letter
+    router_retry_base_s: float = Field(2.0, gt=0)  # first retry delay (doubles, jittered)
+    router_max_devices: int = Field(20, ge=1, le=100)  # push tokens kept per user
 
     scheduler_poll_interval: float = Field(0.5, gt=0, le=60)
     shutdown_timeout: float = Field(10.0, gt=0, le=120)
     log_level: str = "INFO"
     admin_ui_password: str | None = None
+    # console (issue 10): what the Socket.IO Admin UI sees; development lists every socket and
+    # event at a cost on every emit
+    admin_ui_mode: Literal["production", "development"] = "production"
 
     @field_validator(
         "api_keys", "cors_origins", "jwt_algorithms", "master_key_previous", mode="before"

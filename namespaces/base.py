@@ -9,6 +9,7 @@ connection keeps working.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -27,6 +28,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("ours.socket")
 
 HandlerFn = Callable[..., Awaitable[Any]]
+_background: set[asyncio.Task[None]] = set()
+MAX_RECOVER_ROOMS = 200
+
+
+def client_ip(environ: dict[str, Any], trust_forwarded: bool) -> str | None:
+    if trust_forwarded:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded:
+            return str(forwarded.split(",")[0].strip())[:64]
+    request = environ.get("aiohttp.request")
+    remote = getattr(request, "remote", None) or environ.get("REMOTE_ADDR")
+    return str(remote) if remote else None
+
+
+def _recover_request(auth: Any) -> dict[str, str] | str | None:
+    """auth.recover = {room: offset}; None when absent, a reason string when malformed."""
+    if not isinstance(auth, dict) or "recover" not in auth:
+        return None
+    wanted = auth["recover"]
+    if not isinstance(wanted, dict) or len(wanted) > MAX_RECOVER_ROOMS:
+        return f"recover must be an object of at most {MAX_RECOVER_ROOMS} room: offset pairs"
+    if not all(
+        isinstance(k, str) and isinstance(v, str) and len(v) < 80 for k, v in wanted.items()
+    ):
+        return "recover maps room names to offset strings"
+    return dict(wanted)
 
 
 def handles(event: str, model: type[BaseModel] | None = None) -> Callable[[HandlerFn], HandlerFn]:
@@ -42,6 +69,10 @@ def handles(event: str, model: type[BaseModel] | None = None) -> Callable[[Handl
 class RoomRequest(BaseModel):
     model_config = {"extra": "forbid"}
     room: str
+
+
+class JoinRequest(RoomRequest):
+    since: str | None = None  # an offset from an earlier event's meta: replay what was missed
 
 
 class Namespace(socketio.AsyncNamespace):
@@ -64,6 +95,7 @@ class Namespace(socketio.AsyncNamespace):
         super().__init__(namespace)
         self.node = node
         self.principals: dict[str, Principal] = {}
+        self.ips: dict[str, str | None] = {}
         self.max_payload = node.settings.max_payload_bytes
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -74,18 +106,77 @@ class Namespace(socketio.AsyncNamespace):
                 "server is shutting down",
                 {"code": Code.UNAVAILABLE.value, "message": "server is shutting down; reconnect"},
             )
+        ip = client_ip(environ, self.node.settings.trust_forwarded_for)
+        decision = await self.node.limits.check_connect(ip)
+        if not decision.allowed:
+            err = ApiError(
+                Code.RATE_LIMITED,
+                f"too many connection attempts; retry in {decision.retry_after:.1f}s",
+                {"retry_after": round(decision.retry_after, 3)},
+            )
+            raise socketio.exceptions.ConnectionRefusedError(err.message, err.body())
+        self.ips[sid] = ip
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
             principal = self.node.verifier.verify(token)
         except ApiError as err:
             log.info("connect refused", extra={"namespace": self.namespace, "code": err.code})
             raise socketio.exceptions.ConnectionRefusedError(err.message, err.body()) from None
+        wanted = _recover_request(auth)
         self.principals[sid] = principal
+        if wanted is not None:  # hold live room events until the replay is out
+            self.node.fanout.manager.begin_recovery(self.namespace, sid)
         await self.enter_room(sid, user_room(principal.user_id))
         metrics.CONNECTIONS.labels(self.namespace).inc()
         await self.connected(sid, principal, auth if isinstance(auth, dict) else {})
+        if wanted is not None:
+            task = asyncio.create_task(self._recover_on_connect(sid, principal, wanted))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    async def _recover_on_connect(
+        self, sid: str, principal: Principal, wanted: dict[str, str] | str
+    ) -> None:
+        """After the CONNECT packet is queued: replay each room, then say how it went."""
+        manager = self.node.fanout.manager
+        for _ in range(100):
+            if manager.is_connected(sid, self.namespace):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            manager.end_recovery(self.namespace, sid)
+            return
+        results: dict[str, Any] = {}
+        allowed: dict[str, str] = {}
+        if isinstance(wanted, str):  # malformed request: answer, do not guess
+            results["*"] = {"recovered": False, "reason": wanted}
+        else:
+            for room, offset in wanted.items():
+                if await self.may_enter(principal, room):
+                    allowed[room] = offset
+                else:
+                    results[room] = {"recovered": False, "reason": "forbidden"}
+        try:
+            results.update(await self.node.fanout.recover(sid, self.namespace, allowed))
+        finally:
+            manager.end_recovery(self.namespace, sid)
+        await manager.send_to(
+            self.namespace,
+            sid,
+            "session:recovered",
+            {"recovered": all(r["recovered"] for r in results.values()), "rooms": results},
+        )
+
+    async def may_enter(self, principal: Principal, room: str) -> bool:
+        """May this user be in `room` on this namespace (for recovery and room:join)?"""
+        try:
+            check_client_join(principal, room, self.client_room_kinds)
+        except ApiError:
+            return False
+        return True
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.ips.pop(sid, None)
         principal = self.principals.pop(sid, None)
         if principal is not None:
             metrics.CONNECTIONS.labels(self.namespace).dec()
@@ -139,8 +230,19 @@ class Namespace(socketio.AsyncNamespace):
         if len(data) > 1:
             raise ApiError(Code.BAD_REQUEST, "send one payload object")
         raw = data[0] if data else None
-        if raw is not None and len(jsonutil.dumpb(raw)) > self.max_payload:
+        try:
+            size = len(jsonutil.dumpb(raw)) if raw is not None else 0
+        except TypeError:  # bytes and other non-JSON values
+            raise ApiError(Code.BAD_REQUEST, "payload must be JSON (no binary)") from None
+        if size > self.max_payload:
             raise ApiError(Code.PAYLOAD_TOO_LARGE, f"payload over {self.max_payload} bytes")
+        decision = await self.node.limits.check(principal.user_id, self.ips.get(sid), event)
+        if not decision.allowed:
+            raise ApiError(
+                Code.RATE_LIMITED,
+                f"slow down: retry in {decision.retry_after:.1f}s",
+                {"retry_after": round(decision.retry_after, 3), "limit": decision.limit},
+            )
         attr, model = entry
         if model is not None:
             if raw is None:
@@ -160,7 +262,7 @@ class Namespace(socketio.AsyncNamespace):
     def rooms_of(self, sid: str) -> list[str]:
         return [r for r in self.server.rooms(sid, namespace=self.namespace) if ":" in r]
 
-    async def join_checked(self, sid: str, principal: Principal, room: str) -> None:
+    def check_join(self, sid: str, principal: Principal, room: str) -> None:
         check_client_join(principal, room, self.client_room_kinds)
         rooms = [r for r in self.rooms_of(sid) if r != user_room(principal.user_id)]
         if room not in rooms and len(rooms) >= self.node.settings.max_rooms_per_socket:
@@ -168,6 +270,9 @@ class Namespace(socketio.AsyncNamespace):
                 Code.FORBIDDEN,
                 f"at most {self.node.settings.max_rooms_per_socket} rooms per socket; leave one",
             )
+
+    async def join_checked(self, sid: str, principal: Principal, room: str) -> None:
+        self.check_join(sid, principal, room)
         await self.enter_room(sid, room)
 
 
@@ -176,10 +281,17 @@ class RoomsNamespace(Namespace):
 
     client_room_kinds = frozenset({"zone", "content", "live"})
 
-    @handles("room:join", RoomRequest)
-    async def room_join(self, sid: str, principal: Principal, req: RoomRequest) -> dict[str, Any]:
-        await self.join_checked(sid, principal, req.room)
-        return {"room": req.room}
+    @handles("room:join", JoinRequest)
+    async def room_join(self, sid: str, principal: Principal, req: JoinRequest) -> dict[str, Any]:
+        if req.since is None:
+            await self.join_checked(sid, principal, req.room)
+            offset = await self.node.fanout.current_offset(self.namespace, req.room)
+            return {"room": req.room, "offset": offset}
+        self.check_join(sid, principal, req.room)
+        result = (await self.node.fanout.recover(sid, self.namespace, {req.room: req.since}))[
+            req.room
+        ]
+        return {"room": req.room, **result}
 
     @handles("room:leave", RoomRequest)
     async def room_leave(self, sid: str, principal: Principal, req: RoomRequest) -> dict[str, Any]:

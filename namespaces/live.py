@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from namespaces.base import RoomsNamespace
+from namespaces.live_audio import AudioHandlers
 
 
-class LiveNamespace(RoomsNamespace):
+class LiveNamespace(AudioHandlers, RoomsNamespace):
     pass

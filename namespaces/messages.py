@@ -95,6 +95,11 @@ class MessagesNamespace(Namespace):
         for r in await self.svc.rooms_for(principal.user_id):
             await self.enter_room(sid, r)
 
+    async def may_enter(self, principal: Principal, room: str) -> bool:
+        if room.startswith("conversation:"):
+            return room in await self.svc.rooms_for(principal.user_id)
+        return room == f"user:{principal.user_id}"
+
     @handles("conversation:open", OpenReq)
     async def open(self, sid: str, p: Principal, req: OpenReq) -> Any:
         return await self.svc.open_direct(p.user_id, req.user_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -10,6 +11,8 @@ import jwt
 
 from config import Settings
 from server.errors import ApiError, Code
+
+SUB_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
 class Role(StrEnum):
@@ -60,8 +63,11 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise ApiError(Code.UNAUTHORIZED, f"invalid token: {exc}") from None
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not 0 < len(sub) <= 64:
-            raise ApiError(Code.UNAUTHORIZED, "invalid token: sub must be a string id")
+        if not isinstance(sub, str) or not SUB_RE.match(sub):
+            raise ApiError(
+                Code.UNAUTHORIZED,
+                "invalid token: sub must be 1-64 of letters, digits, _ . - (it names rooms)",
+            )
         try:
             role = Role(claims.get("role", "user"))
         except ValueError:

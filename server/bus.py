@@ -26,6 +26,9 @@ Handler = Callable[[Event], Awaitable[None]]
 class Consumer:
     group: str
     handler: Handler
+    #: one consumer at a time across the cluster, in stream order (e.g. fan-out, whose room
+    #: order must follow publish order); others take over when its lease lapses
+    exclusive: bool = False
 
 
 class Bus(abc.ABC):
@@ -35,10 +38,10 @@ class Bus(abc.ABC):
         self.consumers: dict[str, Consumer] = {}
         self.max_deliveries = max_deliveries
 
-    def subscribe(self, group: str, handler: Handler) -> None:
+    def subscribe(self, group: str, handler: Handler, *, exclusive: bool = False) -> None:
         if group in self.consumers:
             raise ValueError(f"consumer group {group!r} already subscribed")
-        self.consumers[group] = Consumer(group, handler)
+        self.consumers[group] = Consumer(group, handler, exclusive)
 
     @abc.abstractmethod
     async def start(self, *, consume: bool = True) -> None: ...

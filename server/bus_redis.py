@@ -37,6 +37,8 @@ end
 return false
 """
 
+LEASE_MS = 5000  # an exclusive group's holder renews well within this
+
 DONE_TTL = 7 * 86400
 PUBLISH_DEDUP_TTL = 86400
 BATCH = 64
@@ -73,8 +75,11 @@ class RedisBus(Bus):
         if not consume:
             return
         for consumer in self.consumers.values():
-            self._tasks.append(asyncio.create_task(self._read_loop(consumer)))
-            self._tasks.append(asyncio.create_task(self._reclaim_loop(consumer)))
+            if consumer.exclusive:
+                self._tasks.append(asyncio.create_task(self._exclusive_loop(consumer)))
+            else:
+                self._tasks.append(asyncio.create_task(self._read_loop(consumer)))
+                self._tasks.append(asyncio.create_task(self._reclaim_loop(consumer)))
 
     async def close(self, grace: float = 5.0) -> None:
         self._stopping.set()
@@ -131,6 +136,86 @@ class RedisBus(Bus):
             for _stream, entries in batches or []:
                 for entry_id, fields in entries:
                     await self._process(consumer, entry_id, fields)
+
+    async def _exclusive_loop(self, consumer: Consumer) -> None:
+        """Hold the group's lease and consume in stream order; stand by while another does."""
+        lease = f"{self.stream}:lease:{consumer.group}"
+        holding = False
+        while not self._stopping.is_set():
+            try:
+                if holding:
+                    holding = await self._renew(lease)
+                else:
+                    holding = bool(await self.redis.set(lease, self.name, nx=True, px=LEASE_MS))
+                    if holding:  # the last holder's unfinished entries come first
+                        await self._claim_orphans(consumer)
+                if not holding:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), LEASE_MS / 5000)
+                    continue
+                await self._read_once(consumer, block_ms=min(self.block_ms, LEASE_MS // 5))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError):
+                log.warning("redis unavailable; retrying", extra={"group": consumer.group})
+                holding = False
+                await asyncio.sleep(1)
+        if holding:
+            with contextlib.suppress(RedisError, OSError):
+                if await self.redis.get(lease) == self.name:
+                    await self.redis.delete(lease)
+
+    async def _renew(self, lease: str) -> bool:
+        if await self.redis.get(lease) != self.name:
+            return False
+        return bool(await self.redis.pexpire(lease, LEASE_MS))
+
+    async def _claim_orphans(self, consumer: Consumer) -> None:
+        start = "0-0"
+        while True:
+            start, entries, *_ = await self.redis.xautoclaim(
+                self.stream,
+                consumer.group,
+                self.name,
+                min_idle_time=0,
+                start_id=start,
+                count=BATCH,
+            )
+            for entry_id, fields in entries:
+                if fields is None:
+                    await self.redis.xack(self.stream, consumer.group, entry_id)
+                else:
+                    await self._process(consumer, entry_id, fields)
+            if start == "0-0" or not entries:
+                return
+
+    async def _read_once(self, consumer: Consumer, block_ms: int) -> None:
+        """One exclusive read: failed entries are retried in place, in order."""
+        pending = await self.redis.xreadgroup(
+            consumer.group, self.name, {self.stream: "0"}, count=BATCH
+        )
+        entries = pending[0][1] if pending else []
+        if not entries:
+            task = asyncio.current_task()
+            assert task is not None
+            self._waiting.add(task)
+            try:
+                fresh = await self.redis.xreadgroup(
+                    consumer.group, self.name, {self.stream: ">"}, count=BATCH, block=block_ms
+                )
+            finally:
+                self._waiting.discard(task)
+            entries = fresh[0][1] if fresh else []
+        for entry_id, fields in entries:
+            if fields is None:
+                await self.redis.xack(self.stream, consumer.group, entry_id)
+                continue
+            await self._process(consumer, entry_id, fields)
+            if await self.redis.xpending_range(
+                self.stream, consumer.group, min=entry_id, max=entry_id, count=1
+            ):  # failed: retry it before anything after it, after a short pause
+                await asyncio.sleep(min(2.0, self.visibility_ms / 1000))
+                return
 
     async def _reclaim_loop(self, consumer: Consumer) -> None:
         interval = max(0.05, self.visibility_ms / 2000)

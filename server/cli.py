@@ -11,6 +11,7 @@ from typing import Any
 
 from config import ConfigError, Settings, load_settings
 from server import jsonutil, logs
+from server.errors import ApiError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(settings, args) or 0)
     except ConfigError as exc:
         print(f"ours: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"ours: {exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -63,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--idempotency-key", default=None)
     pub.add_argument("--url", default=None, help="server URL (default http://OURS_HOST:OURS_PORT)")
     pub.set_defaults(func=cmd_publish)
+
+    b = sub.add_parser("bot", help="run the Telegram bot (long polling; or set the webhook)")
+    b.add_argument("--mode", choices=["polling", "webhook"], default=None)
+    b.add_argument("--url", default=None, help="webhook mode: public URL of the webhook route")
+    b.set_defaults(func=cmd_bot)
 
     d = sub.add_parser("dlq", help="dead letters: list them or replay them")
     dsub = d.add_subparsers(required=True, metavar="ACTION")
@@ -246,6 +255,12 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ours publish: cannot reach {url}: {exc}; is `ours serve` running?", file=sys.stderr)
         return 1
+
+
+def cmd_bot(settings: Settings, args: argparse.Namespace) -> int:
+    from bots.runner import run
+
+    return run(settings, mode=args.mode, url=args.url)
 
 
 def cmd_dlq_list(settings: Settings, args: argparse.Namespace) -> int:

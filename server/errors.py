@@ -48,6 +48,8 @@ class ApiError(Exception):
         err: dict[str, Any] = {"code": self.code.value, "message": self.message}
         if self.details is not None:
             err["details"] = self.details
+            if isinstance(self.details, dict) and "retry_after" in self.details:
+                err["retry_after"] = self.details["retry_after"]
         return err
 
 

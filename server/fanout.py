@@ -47,7 +47,8 @@ class Fanout:
     several nodes share Redis) or, in `ours worker`, a write-only Redis manager."""
 
     def __init__(self, emitter: Any) -> None:
-        self._emitter = emitter
+        # an AsyncServer's manager, or (ours worker) a write-only manager itself
+        self.manager: Any = getattr(emitter, "manager", emitter)
 
     async def emit(
         self,
@@ -57,12 +58,32 @@ class Fanout:
         namespace: str,
         room: str | list[str],
         skip_sid: str | list[str] | None = None,
+        volatile: bool = False,
     ) -> None:
-        await self._emitter.emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid)
+        """Send to every socket of `room` on every node. Room events get an offset and are
+        kept for recovery; `volatile` ones (typing, counts) are sent only to who is there."""
+        await self.manager.emit(
+            event, data, namespace=namespace, room=room, skip_sid=skip_sid, volatile=volatile
+        )
+
+    @property
+    def roomlog(self) -> Any:
+        return self.manager.roomlog
+
+    async def recover(
+        self, sid: str, namespace: str, wanted: dict[str, str]
+    ) -> dict[str, dict[str, Any]]:
+        """Join `wanted` rooms and replay what the socket missed since each offset."""
+        result: dict[str, dict[str, Any]] = await self.manager.recover(
+            sid, namespace, wanted, self.manager.roomlog
+        )
+        return result
+
+    async def current_offset(self, namespace: str, room: str) -> str:
+        return str(await self.manager.roomlog.current(namespace, room))
 
     async def _control(self, namespace: str, op: dict[str, Any]) -> None:
-        manager = getattr(self._emitter, "manager", self._emitter)
-        await manager.user_control(namespace, op)
+        await self.manager.user_control(namespace, op)
 
     async def join_user(self, namespace: str, user_id: str, room: str) -> None:
         """Put every socket of `user_id` on `namespace` (any node) into `room`."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,11 +23,13 @@ from server.errors import HTTP_STATUS, ApiError, Code
 from server.events import build_event, schemas
 from server.node import Node
 from server.openapi import openapi_document
+from server.ratelimit import Decision
 
 log = logging.getLogger("ours.http")
 
 NODE = web.AppKey("node", Node)
 REQUEST_ID = web.RequestKey("request_id", str)
+RATE = web.RequestKey("rate", Decision)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -61,7 +64,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     route_name = route.canonical if route is not None else "unmatched"
     try:
         try:
-            resp = await handler(request)
+            limited = await _rate_limit(request, route_name)
+            resp = limited if limited is not None else await handler(request)
         except ApiError as err:
             resp = error_response(request, err)
         except web.HTTPRequestEntityTooLarge:
@@ -78,7 +82,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         except Exception:
             log.exception("request failed", extra={"path": request.path})
             resp = error_response(request, ApiError(Code.INTERNAL, "internal error"))
-        resp.headers["X-Request-Id"] = rid
+        if not resp.prepared:
+            resp.headers["X-Request-Id"] = rid
+        _rate_headers(request, resp)
         metrics.HTTP_REQUESTS.labels(request.method, route_name, str(resp.status)).inc()
         if not request.path.startswith("/socket.io"):
             log.info(
@@ -93,6 +99,56 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         return resp
     finally:
         logs.request_id.reset(token)
+
+
+UNLIMITED_PATHS = ("/health", "/ready", "/metrics", "/socket.io", "/console")
+
+
+async def _rate_limit(request: web.Request, route: str) -> web.Response | None:
+    """Token buckets for HTTP: an API key has its own (large) bucket; a user token takes from
+    the user's and the IP's; anything else from the IP's. 429 + Retry-After when empty."""
+    if request.path.startswith(UNLIMITED_PATHS):
+        return None
+    node = request.app[NODE]
+    name = f"{request.method} {route}"
+    ip = (
+        request.remote
+        if not node.settings.trust_forwarded_for
+        else (request.headers.get("X-Forwarded-For", "").split(",")[0].strip() or request.remote)
+    )
+    try:
+        key_id = require_api_key(request)
+    except ApiError:
+        key_id = None
+    if key_id is not None:
+        decision = await node.limits.limiter.take(
+            f"key:{key_id}", node.settings.rate_api_key_per_min, 60
+        )
+    else:
+        user = None
+        try:
+            user = node.verifier.verify(_bearer(request)).user_id
+        except ApiError:
+            pass
+        decision = await node.limits.check(user, ip, name)
+    request[RATE] = decision
+    if decision.allowed:
+        return None
+    retry = max(1, math.ceil(decision.retry_after))
+    err = ApiError(
+        Code.RATE_LIMITED,
+        f"too many requests; retry in {retry}s",
+        {"retry_after": round(decision.retry_after, 3)},
+    )
+    return error_response(request, err, {"Retry-After": str(retry)})
+
+
+def _rate_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    decision = request.get(RATE)
+    if decision is not None and not resp.prepared:
+        resp.headers["X-RateLimit-Limit"] = str(decision.limit)
+        resp.headers["X-RateLimit-Remaining"] = str(decision.remaining)
+        resp.headers["X-RateLimit-Reset"] = str(math.ceil(decision.reset))
 
 
 def require_api_key(request: web.Request) -> str:
@@ -205,7 +261,9 @@ async def dlq_list(request: web.Request) -> web.Response:
 async def dlq_replay(request: web.Request) -> web.Response:
     actor = require_admin(request)
     raw = await read_json(request) if request.can_read_body else {}
-    ids = raw.get("ids") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        raise ApiError(Code.BAD_REQUEST, 'body must be an object: {} for all or {"ids": [...]}')
+    ids = raw.get("ids")
     if ids is not None and not (
         isinstance(ids, list) and all(isinstance(i, str) and len(i) < 64 for i in ids)
     ):

@@ -1,21 +1,189 @@
-"""Socket.IO client managers with cluster-wide user-room control.
+"""Socket.IO client managers: how a room emit reaches sockets, on one node or many.
 
-`join_user` / `leave_user` put every socket of a user (all devices, on every node) into a room
-or take them out; `disconnect_user` closes them. Locally that walks the `user:{id}` room; across
-nodes the request rides python-socketio's Redis pub/sub channel as a reserved emit that each
-node applies to its own sockets.
+Both managers share `Delivery`:
+- room events get an offset in the room log and carry `{"offsets": {room: offset}}` as an
+  extra last argument (JS: `socket.on("message:new", (msg, meta) => ...)`); volatile emits
+  (typing, counts, bursts) carry none and are not kept;
+- the packet is encoded once and framed once; websocket sockets get the shared frame through
+  the coalescing fast path (server/transport.py), others the engineio queue;
+- a socket that is recovering a room gets live events buffered until its replay is sent, so it
+  sees every event once and in order;
+- user control: put every socket of a user (any node) into a room, take them out, disconnect.
+
+`LocalManager` is the embedded default (in-process room log). `RedisManager` appends to the
+Redis room log and publishes in one Lua call; every node, this one included, delivers what it
+receives from the channel, so all nodes see a room's events in the same order.
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
+import redis.asyncio as aioredis
 import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+from server.roomlog import MemoryRoomLog, Replay
+from server.roomlog_redis import RedisRoomLog
+from server.rooms import ROOM_RE
+from server.transport import CONNECTIONS, text_frame
+
+log = logging.getLogger("ours.fanout")
 
 CONTROL_EVENT = "__ours_control__"
+MAX_SLOW_QUEUE = 5000  # packets waiting in engineio's queue before a socket counts as slow
 
 
-async def _apply(manager: Any, namespace: str, op: dict[str, Any]) -> None:
+def room_targets(room: Any) -> list[str] | None:
+    """The project's rooms an emit targets, or None for anything else (a sid, everyone)."""
+    if isinstance(room, str):
+        return [room] if ROOM_RE.match(room) else None
+    if isinstance(room, list | tuple) and room and all(isinstance(r, str) for r in room):
+        return list(room) if all(ROOM_RE.match(r) for r in room) else None
+    return None
+
+
+class _Recovering:
+    __slots__ = ("buffer", "rooms")
+
+    def __init__(self) -> None:
+        self.rooms: set[str] = set()
+        self.buffer: list[tuple[str, bytes, Any]] = []  # (eid, frame, eio packet)
+
+
+class Delivery:
+    """Local delivery shared by both managers (mixed into socketio managers)."""
+
+    server: Any
+    rooms: dict[str, Any]
+
+    def _init_delivery(self) -> None:
+        self.recovering: dict[tuple[str, str], _Recovering] = {}
+        self.slow_disconnects = 0
+
+    def _encode(self, ns: str, event: str, args: list[Any]) -> tuple[bytes, Any]:
+        pkt = self.server.packet_class(sio_packet.EVENT, namespace=ns, data=[event, *args])
+        encoded = pkt.encode()
+        eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+        return text_frame(b"4" + encoded.encode()), eio_pkt
+
+    async def deliver_local(
+        self,
+        ns: str,
+        rooms: list[str],
+        event: str,
+        data: Any,
+        skip: Any,
+        offsets: dict[str, str],
+        eid: str,
+    ) -> int:
+        """Send one room event to this node's sockets in `rooms`; return how many got it."""
+        if self.server is None or ns not in self.rooms:
+            return 0
+        args = [data, {"offsets": offsets}] if offsets else [data]
+        frame, eio_pkt = self._encode(ns, event, args)
+        recovering = self.recovering
+        sent = 0
+        slow: list[str] = []
+        for sid, eio_sid in self.get_participants(ns, rooms if len(rooms) > 1 else rooms[0]):  # type: ignore[attr-defined]
+            if skip and sid in skip:
+                continue
+            if recovering:
+                state = recovering.get((ns, sid))
+                if state is not None:
+                    state.buffer.append((eid, frame, eio_pkt))
+                    continue
+            conn = CONNECTIONS.get(eio_sid)
+            if conn is not None and conn.fast() and conn.write(frame):
+                sent += 1
+                continue
+            if not await self._send_slow(eio_sid, eio_pkt):
+                slow.append(eio_sid)
+            else:
+                sent += 1
+        for eio_sid in slow:
+            await self._drop_slow(eio_sid)
+        return sent
+
+    async def _send_slow(self, eio_sid: str, eio_pkt: Any) -> bool:
+        sock = self.server.eio.sockets.get(eio_sid)
+        if sock is None or sock.closed:
+            return True
+        if sock.queue.qsize() > MAX_SLOW_QUEUE:
+            return False
+        await sock.send(eio_pkt)
+        return True
+
+    async def _drop_slow(self, eio_sid: str) -> None:
+        self.slow_disconnects += 1
+        log.warning("slow consumer disconnected", extra={"eio_sid": eio_sid})
+        await self.server.eio.disconnect(eio_sid)
+
+    async def _send_one(self, eio_sid: str, frame: bytes, eio_pkt: Any) -> None:
+        conn = CONNECTIONS.get(eio_sid)
+        if conn is not None and conn.fast() and conn.write(frame):
+            return
+        await self._send_slow(eio_sid, eio_pkt)
+
+    async def send_to(self, ns: str, sid: str, event: str, data: Any) -> None:
+        """Send one event to one socket in line with its room events (same path, same order)."""
+        eio_sid = self.eio_sid_from_sid(sid, ns)  # type: ignore[attr-defined]
+        if eio_sid is not None:
+            await self._send_one(eio_sid, *self._encode(ns, event, [data]))
+
+    def begin_recovery(self, ns: str, sid: str) -> None:
+        """From now on, hold this socket's live room events until `recover` releases them."""
+        self.recovering.setdefault((ns, sid), _Recovering())
+
+    def end_recovery(self, ns: str, sid: str) -> None:
+        self.recovering.pop((ns, sid), None)
+
+    async def recover(
+        self, sid: str, ns: str, wanted: dict[str, str], roomlog: Any
+    ) -> dict[str, dict[str, Any]]:
+        """Join `wanted` rooms and replay what the socket missed since each offset, then
+        release the live events that arrived meanwhile (each event once, in order)."""
+        eio_sid = self.eio_sid_from_sid(sid, ns)  # type: ignore[attr-defined]
+        state = self.recovering.setdefault((ns, sid), _Recovering())
+        for room in wanted:
+            state.rooms.add(room)
+            self.basic_enter_room(sid, ns, room)  # type: ignore[attr-defined]
+        sent_eids: set[str] = set()
+        results: dict[str, dict[str, Any]] = {}
+        try:
+            for room, offset in wanted.items():
+                replay: Replay = await roomlog.since(ns, room, offset)
+                epoch = replay.head.rpartition(":")[0] if replay.head else ""
+                for entry in replay.entries:
+                    m = entry.message
+                    if m["eid"] in sent_eids:
+                        continue
+                    sent_eids.add(m["eid"])
+                    meta = {"offsets": {room: f"{epoch}:{entry.id}"}}
+                    frame, eio_pkt = self._encode(ns, m["event"], [m["data"], meta])
+                    await self._send_one(eio_sid, frame, eio_pkt)
+                results[room] = {
+                    "recovered": replay.recovered,
+                    "replayed": len(replay.entries),
+                    "offset": replay.head,
+                    **({"reason": replay.reason} if replay.reason else {}),
+                }
+        finally:
+            while True:
+                pending, state.buffer = state.buffer, []
+                if not pending:
+                    self.recovering.pop((ns, sid), None)
+                    break
+                for eid, frame, eio_pkt in pending:
+                    if eid not in sent_eids:
+                        await self._send_one(eio_sid, frame, eio_pkt)
+        return results
+
+
+async def _apply_control(manager: Any, namespace: str, op: dict[str, Any]) -> None:
     server = manager.server
     if server is None or namespace not in manager.rooms:
         return
@@ -36,33 +204,141 @@ async def _apply(manager: Any, namespace: str, op: dict[str, Any]) -> None:
             await server.disconnect(sid, namespace=namespace, ignore_queue=True)
 
 
-class LocalManager(socketio.AsyncManager):
-    """One process: user-room control applied directly."""
+class LocalManager(Delivery, socketio.AsyncManager):
+    """One process: in-process room log, direct delivery."""
+
+    def __init__(self, window_s: float = 120.0) -> None:
+        super().__init__()
+        self._init_delivery()
+        self.roomlog = MemoryRoomLog(window_s)
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        volatile: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        room = to or room
+        rooms = room_targets(room)
+        if rooms is None or callback is not None or _binary(data):
+            await super().emit(
+                event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
+            )
+            return
+        eid = uuid.uuid4().hex
+        offsets: dict[str, str] = {}
+        if not volatile:
+            message = {"ns": namespace, "event": event, "data": data, "eid": eid}
+            offsets = {r: self.roomlog.append(namespace, r, message) for r in rooms}
+        await self.deliver_local(namespace, rooms, event, data, _skip(skip_sid), offsets, eid)
 
     async def user_control(self, namespace: str, op: dict[str, Any]) -> None:
-        await _apply(self, namespace, op)
+        await _apply_control(self, namespace, op)
 
 
-class RedisManager(socketio.AsyncRedisManager):
-    """Several processes: user-room control published to every node."""
+class RedisManager(Delivery, socketio.AsyncRedisManager):
+    """Several processes: Redis room log + ordered publish; every node delivers locally."""
 
-    async def user_control(self, namespace: str, op: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        channel: str,
+        prefix: str,
+        write_only: bool = False,
+        json: Any = None,
+        window_s: float = 120.0,
+    ) -> None:
+        super().__init__(url, channel=channel, write_only=write_only, json=json)
+        self._init_delivery()
+        self.log_redis = aioredis.from_url(url, decode_responses=True)
+        self.roomlog = RedisRoomLog(self.log_redis, prefix, channel, window_s)
+
+    async def emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str | None = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        volatile: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        room = to or room
+        rooms = room_targets(room)
+        if rooms is None or callback is not None or _binary(data) or kwargs.get("ignore_queue"):
+            await super().emit(
+                event,
+                data,
+                namespace=namespace,
+                room=room,
+                skip_sid=skip_sid,
+                callback=callback,
+                **kwargs,
+            )
+            return
+        skip = skip_sid if isinstance(skip_sid, list) else ([skip_sid] if skip_sid else [])
         message = {
-            "method": "emit",
-            "event": CONTROL_EVENT,
-            "data": [op],
-            "binary": False,
-            "namespace": namespace,
-            "room": None,
-            "skip_sid": None,
-            "callback": None,
-            "host_id": self.host_id,
+            "ns": namespace or "/",
+            "rooms": rooms,
+            "event": event,
+            "data": data,
+            "skip": skip,
+            "eid": uuid.uuid4().hex,
         }
-        await _apply(self, namespace, op)
-        await self._publish(message)
+        if volatile:
+            await self.roomlog.publish_volatile(message)
+        else:
+            await self.roomlog.append_publish(rooms, message)
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
+        if message.get("ours"):
+            m = message["m"]
+            await self.deliver_local(
+                m["ns"],
+                m["rooms"],
+                m["event"],
+                m["data"],
+                set(m["skip"]),
+                message["offsets"],
+                m["eid"],
+            )
+            return
         if message.get("event") == CONTROL_EVENT:
-            await _apply(self, message["namespace"], message["data"][0])
+            await _apply_control(self, message["namespace"], message["data"][0])
             return
         await super()._handle_emit(message)
+
+    async def user_control(self, namespace: str, op: dict[str, Any]) -> None:
+        await _apply_control(self, namespace, op)
+        await self._publish(
+            {
+                "method": "emit",
+                "event": CONTROL_EVENT,
+                "data": [op],
+                "binary": False,
+                "namespace": namespace,
+                "room": None,
+                "skip_sid": None,
+                "callback": None,
+                "host_id": self.host_id,
+            }
+        )
+
+
+def _skip(skip_sid: Any) -> set[str] | None:
+    if not skip_sid:
+        return None
+    return set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+
+
+def _binary(data: Any) -> bool:
+    return bool(sio_packet.Packet.data_is_binary(data))

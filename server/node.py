@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+import redis.asyncio as aioredis
 import socketio
 
 import namespaces
@@ -22,8 +23,10 @@ from server.feature import Feature
 from server.features import feature_classes
 from server.jsonutil import SocketJSON
 from server.managers import LocalManager, RedisManager
+from server.ratelimit import MemoryLimiter, RateLimits, RedisLimiter
 from server.scheduler import Scheduler
 from server.storage import Storage
+from server.transport import FastWebSocket
 
 log = logging.getLogger("ours.node")
 
@@ -38,6 +41,14 @@ class Node:
         self.keyring = Keyring(settings.master_key or "", settings.master_key_previous)
         self.scheduler = Scheduler(self.storage, poll_interval=settings.scheduler_poll_interval)
         self.audit = AuditLog(self.storage)
+        self.limits = RateLimits(
+            settings,
+            RedisLimiter(
+                aioredis.from_url(settings.redis_url, decode_responses=True), settings.redis_prefix
+            )
+            if settings.redis_url
+            else MemoryLimiter(),
+        )
         self.with_sockets = with_sockets
         self.draining = False
         self.inflight = 0  # client events being handled (drained before shutdown)
@@ -59,7 +70,7 @@ class Node:
                     json=SocketJSON,
                 )
             )
-        self.bus.subscribe("fanout", self.fanout.deliver)
+        self.bus.subscribe("fanout", self.fanout.deliver, exclusive=True)
         if settings.redis_url:  # the in-process bus writes the log itself on publish
             self.bus.subscribe("eventlog", self._log_event)
         self.features: dict[str, Feature] = {}
@@ -68,12 +79,18 @@ class Node:
 
     def _make_sio(self) -> socketio.AsyncServer:
         s = self.settings
-        manager = (
-            RedisManager(s.redis_url, channel=s.sio_channel, json=SocketJSON)
+        manager: LocalManager | RedisManager = (
+            RedisManager(
+                s.redis_url,
+                channel=s.sio_channel,
+                prefix=s.redis_prefix,
+                json=SocketJSON,
+                window_s=s.recovery_window_s,
+            )
             if s.redis_url
-            else LocalManager()
+            else LocalManager(s.recovery_window_s)
         )
-        return socketio.AsyncServer(
+        sio = socketio.AsyncServer(
             async_mode="aiohttp",
             client_manager=manager,
             json=SocketJSON,
@@ -86,6 +103,9 @@ class Node:
             logger=False,
             engineio_logger=False,
         )
+        # the fast path needs each websocket's transport (server/transport.py)
+        sio.eio._async = {**sio.eio._async, "websocket": FastWebSocket}
+        return sio
 
     async def _log_event(self, event: Any) -> None:
         await self.storage.log_event(event)
@@ -126,6 +146,18 @@ class Node:
                 ignore_queue=True,
             )
         await self._wait_inflight(self.settings.shutdown_timeout / 2)
+        # close every transport (not a Socket.IO disconnect): clients see "transport close"
+        # and reconnect, through the load balancer, to another process
+        sockets = list(self.sio.eio.sockets.values())
+        if sockets:
+            # a long-polling client that went away never collects its CLOSE packet: do not
+            # wait for it past the budget
+            _, late = await asyncio.wait(
+                [asyncio.ensure_future(s.close(wait=True)) for s in sockets],
+                timeout=self.settings.shutdown_timeout / 4,
+            )
+            for task in late:
+                task.cancel()
         await self.sio.shutdown()
 
     async def _wait_inflight(self, timeout: float) -> None:

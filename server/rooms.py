@@ -7,8 +7,10 @@ import re
 from server.auth import Principal
 from server.errors import ApiError, Code
 
-KINDS = ("user", "zone", "content", "live", "conversation", "audio")
-ROOM_RE = re.compile(r"^(user|zone|content|live|conversation|audio):[A-Za-z0-9_.\-]{1,64}$")
+KINDS = ("user", "zone", "content", "live", "conversation", "audio", "presence")
+ROOM_RE = re.compile(
+    r"^(user|zone|content|live|conversation|audio|presence):[A-Za-z0-9_.\-]{1,64}$"
+)
 OPEN_KINDS = frozenset({"zone", "content", "live"})
 
 

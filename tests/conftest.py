@@ -108,6 +108,10 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "bus_max_deliveries": 3,
         "shutdown_timeout": 3,
         "log_level": "WARNING",
+        # tests connect hundreds of clients from one IP; test_rate_limits sets real limits
+        "rate_user_per_min": 1_000_000,
+        "rate_ip_per_min": 1_000_000,
+        "rate_connect_per_min": 1_000_000,
     }
     base.update(overrides)
     return load_settings(**base)

@@ -87,6 +87,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "OURS_BUS_MAX_DELIVERIES": str(settings.bus_max_deliveries),
             "OURS_SHUTDOWN_TIMEOUT": str(settings.shutdown_timeout),
             "OURS_LOG_LEVEL": "WARNING",
+            "OURS_RATE_USER_PER_MIN": str(settings.rate_user_per_min),
+            "OURS_RATE_IP_PER_MIN": str(settings.rate_ip_per_min),
+            "OURS_RATE_CONNECT_PER_MIN": str(settings.rate_connect_per_min),
         }
     )
     if settings.redis_url:
@@ -147,6 +150,8 @@ class Client:
     sio: socketio.AsyncClient
     namespace: str
     received: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    #: the meta argument of room events ({"offsets": {room: offset}}), per event name
+    meta: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
     _waiters: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
 
     async def call(self, event: str, data: Any = None, timeout: float = 5) -> Any:
@@ -178,7 +183,8 @@ async def connect(
     client = Client(sio, namespace)
 
     async def catch_all(event: str, *args: Any) -> None:
-        client.received[event].append(args[0] if len(args) == 1 else list(args))
+        client.received[event].append(args[0] if args else None)
+        client.meta[event].append(args[1] if len(args) > 1 else None)
         client._waiters[event].set()
 
     sio.on("*", catch_all, namespace=namespace)
@@ -186,7 +192,7 @@ async def connect(
     if token is not None:
         payload["token"] = token
     await sio.connect(
-        url, namespaces=[namespace], auth=payload, transports=["websocket"], wait_timeout=5
+        url, namespaces=[namespace], auth=payload, transports=["websocket"], wait_timeout=15
     )
     return client
 

@@ -75,7 +75,11 @@ async def test_embedded_default_starts_with_nothing_configured(tmp_path: Path) -
         stderr=subprocess.PIPE,
     )
     try:
-        await wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=60)
+        try:
+            await wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=60)
+        except RuntimeError:
+            assert proc.stderr is not None
+            raise AssertionError(proc.stderr.read().decode()[-3000:]) from None
         secrets_file = tmp_path / "var" / "dev-secrets.env"
         assert secrets_file.exists()
         assert oct(secrets_file.stat().st_mode & 0o777) == "0o600"
@@ -149,7 +153,9 @@ async def test_bad_setting_stops_startup_naming_the_variable(tmp_path: Path) -> 
 async def test_sigterm_drains_clients_and_exits_within_10s(
     tmp_path: Path, pg_clusters: dict[str, PgCluster]
 ) -> None:
-    settings = make_settings(tmp_path, database_url=await pg_clusters["embedded"].fresh())
+    settings = make_settings(
+        tmp_path, database_url=await pg_clusters["embedded"].fresh(), shutdown_timeout=10
+    )
     srv = await spawn_server(settings, free_port())
     sio = socketio.AsyncClient(reconnection=False)
     notices: list[object] = []

@@ -10,13 +10,15 @@ from tests.helpers import Client, ServerHandle, connect
 
 async def still_works(c: Client) -> None:
     ack = await c.call("room:join", {"room": "zone:health"})
-    assert ack == {"ok": True, "data": {"room": "zone:health"}}
+    assert ack["ok"] is True and ack["data"]["room"] == "zone:health"
+    assert ack["data"]["offset"]
 
 
 async def test_join_open_rooms(server: ServerHandle) -> None:
     c = await connect(server.url, "/live", server.token("u1"))
     for room in ("zone:music", "content:c_1", "live:l-9"):
-        assert await c.call("room:join", {"room": room}) == {"ok": True, "data": {"room": room}}
+        ack = await c.call("room:join", {"room": room})
+        assert ack["ok"] and ack["data"]["room"] == room
     assert await c.call("room:leave", {"room": "zone:music"}) == {
         "ok": True,
         "data": {"room": "zone:music"},
@@ -81,4 +83,12 @@ async def test_unknown_event_without_ack_does_not_break_connection(server: Serve
     await c.sio.emit("whatever", {"x": 1}, namespace="/presence")
     ack = await c.call("room:join", {"room": "zone:a"})  # /presence has no room:join
     assert ack["error"]["code"] == "unknown_event"
+    await c.close()
+
+
+async def test_binary_payload_is_a_bad_request(server: ServerHandle) -> None:
+    c = await connect(server.url, "/feed", server.token("me"))
+    ack = await c.call("room:join", b"\x00\x01binary")
+    assert ack["ok"] is False and ack["error"]["code"] == "bad_request"
+    await still_works(c)
     await c.close()

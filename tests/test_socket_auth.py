@@ -118,3 +118,9 @@ async def test_user_id_comes_from_token_not_payload(server: ServerHandle) -> Non
     assert ack["ok"] is False and ack["error"]["code"] == "forbidden"
     assert (await c.call("room:join", {"room": "user:alice"}))["ok"] is True
     await c.close()
+
+
+async def test_sub_must_be_room_safe(server: ServerHandle) -> None:
+    token = jwt.encode({"sub": "auth0|123", "exp": time.time() + 3600}, JWT_SECRET)
+    err = await connect_error(server.url, "/feed", {"token": token})
+    assert err["code"] == "unauthorized" and "sub" in err["message"]

@@ -106,6 +106,7 @@ function parseArgs(argv) {
     drainMax: 30, // s after publishing ends => give up, rest is lost
     label: '',
     eventType: 'content.created',
+    clientDeflate: 'on', // on: offer permessage-deflate like browsers and socket.io-client do
   };
   const map = {
     '--url': ['url', String], '--namespace': ['namespace', String], '--room': ['room', String],
@@ -115,6 +116,7 @@ function parseArgs(argv) {
     '--jwt-secret': ['jwtSecret', String], '--connect-concurrency': ['connectConcurrency', Number],
     '--connect-timeout': ['connectTimeout', Number], '--drain-idle': ['drainIdle', Number],
     '--drain-max': ['drainMax', Number], '--label': ['label', String], '--event-type': ['eventType', String],
+    '--client-deflate': ['clientDeflate', String],
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -127,6 +129,7 @@ function parseArgs(argv) {
     if (!m) throw new Error(`unknown option ${a}`);
     o[m[0]] = m[1](argv[++i]);
   }
+  if (!['on', 'off'].includes(o.clientDeflate)) throw new Error('--client-deflate must be on or off');
   if (!['rate', 'saturate'].includes(o.mode)) throw new Error('--mode must be rate or saturate');
   if (o.mode === 'rate' && !(o.rate > 0)) throw new Error('--rate must be > 0 in rate mode');
   return o;
@@ -220,6 +223,8 @@ function runWorker() {
         auth: { token },
         reconnection: false,
         timeout: 20000,
+        // socket.io-client's default ({threshold: 1024}) offers permessage-deflate
+        ...(cfg.clientDeflate === 'off' ? { perMessageDeflate: false } : {}),
       });
       c.socket = s;
       s.on(cfg.eventType, (env) => onEvent(c, env));
@@ -424,7 +429,7 @@ async function coordinator(o) {
       type: 'start',
       cfg: {
         url: o.url, namespace: o.namespace, room: o.room, eventType: o.eventType, jwtSecret: o.jwtSecret,
-        first, count, seqCapacity, connectConcurrency: o.connectConcurrency,
+        first, count, seqCapacity, connectConcurrency: o.connectConcurrency, clientDeflate: o.clientDeflate,
         drainIdle: o.drainIdle, drainMax: o.drainMax,
       },
     });
@@ -445,7 +450,8 @@ async function coordinator(o) {
       if (Date.now() - t > timeoutMs) throw new Error(`timeout during ${what}`);
       if (Date.now() - lastLog > 5000) {
         lastLog = Date.now();
-        progress(`${what}: waiting`, { ready: workers.filter((w) => w.ready).length });
+        const delivered = workers.reduce((a, w) => a + w.unique, 0);
+        progress(`${what}: waiting (${workers.filter((w) => w.ready).length}/${workers.length} workers ready, ${delivered} delivered)`);
       }
       await sleep(50);
     }
@@ -627,6 +633,7 @@ async function coordinator(o) {
     duration_s: o.duration,
     payload_bytes: pub.payloadBytes,
     envelope_bytes: envelopeBytes,
+    client_deflate: o.clientDeflate,
     ws_extensions: wsExtensions,
     sent,
     accepted,

@@ -123,6 +123,33 @@ def _proc_stat(pid: int) -> tuple[int, float, int] | None:
     return ppid, cpu, rss
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (all cores) since boot."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
+    steal = f[7] if len(f) > 7 else 0
+    return (sum(f[:8]) - idle - steal) / CLK_TCK
+
+
+def busy_cores(seconds: float) -> float:
+    m0, t0 = machine_busy(), time.time()
+    time.sleep(seconds)
+    return (machine_busy() - m0) / (time.time() - t0)
+
+
+def wait_for_quiet(args, kind: str, scenario: str) -> float:
+    """Before a scenario (server idle, no load yet) wait up to --quiet-wait seconds for the
+    rest of the machine to drop under --quiet-cores busy cores. Returns the last reading."""
+    deadline = time.time() + args.quiet_wait
+    busy = busy_cores(2)
+    while busy > args.quiet_cores and time.time() < deadline:
+        log(f"{kind} | {scenario} | machine busy with other work ({busy:.2f} cores): waiting")
+        busy = busy_cores(5)
+    if busy > args.quiet_cores:
+        log(f"{kind} | {scenario} | still {busy:.2f} busy cores of other work: running anyway")
+    return round(busy, 2)
+
+
 def pids_matching(needle: str) -> set[int]:
     """pids whose command line contains `needle` (a unique temp path of ours)."""
     out = set()
@@ -393,11 +420,13 @@ def run_loadgen(server: Server, sc: dict, args, sampler: Sampler) -> dict:
         "--payload-bytes", str(args.payload_bytes),
         "--drain-max", str(args.drain_max),
         "--label", server.kind,
+        "--client-deflate", args.client_deflate,
     ]  # fmt: skip
     env = dict(os.environ, BENCH_API_KEY=args.api_key, BENCH_JWT_SECRET=args.jwt_secret)
     # connect (<=60 s) + warmup + publish + unanswered POSTs (<= drain-max) + drain (<= drain-max)
     hard_timeout = 60 + 10 + args.duration + 2 * args.drain_max + 60
     p = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
+    lg_sampler = Sampler(p.pid, None)
     killer = threading.Timer(hard_timeout, lambda: _kill_group(p, 2))
     killer.start()
     result, error, marks = None, None, {}
@@ -416,7 +445,7 @@ def run_loadgen(server: Server, sc: dict, args, sampler: Sampler) -> dict:
                 log(f"  {server.kind} | {sc['name']} | {ev['msg']}")
             elif kind == "phase":
                 cpu, rss = sampler.sample()
-                marks[ev["phase"]] = (time.time(), cpu, rss)
+                marks[ev["phase"]] = (time.time(), cpu, rss, lg_sampler.sample()[0], machine_busy())
             elif kind == "result":
                 result = ev
             elif kind == "error":
@@ -430,13 +459,22 @@ def run_loadgen(server: Server, sc: dict, args, sampler: Sampler) -> dict:
         tail = "".join(stderr_lines)[-800:]
         raise RuntimeError(f"loadgen failed: {error or 'no result'} (rc={p.returncode}) {tail}")
     if "publish_start" in marks and "drain_end" in marks:
-        (t0, c0, _), (t1, c1, rss1) = marks["publish_start"], marks["drain_end"]
+        (t0, c0, _, l0, m0), (t1, c1, rss1, l1, m1) = marks["publish_start"], marks["drain_end"]
+        wall = max(t1 - t0, 1e-6)
         result["server_cpu_s"] = round(c1 - c0, 2)
-        result["server_cpu_pct"] = round(100 * (c1 - c0) / max(t1 - t0, 1e-6), 1)
+        result["server_cpu_pct"] = round(100 * (c1 - c0) / wall, 1)
         if "publish_end" in marks:
-            t2, c2, _ = marks["publish_end"]
+            t2, c2 = marks["publish_end"][:2]
             result["server_cpu_pct_publish"] = round(100 * (c2 - c0) / max(t2 - t0, 1e-6), 1)
         result["server_rss_mib_end"] = round(rss1 / 2**20, 1)
+        # busy cores over [publish start, drain end]: this server, the load generator, and
+        # everything else on the machine (other work running at the same time skews results)
+        result["busy_cores"] = {
+            "machine": round((m1 - m0) / wall, 2),
+            "server": round((c1 - c0) / wall, 2),
+            "loadgen": round((l1 - l0) / wall, 2),
+            "other": round(max(0.0, (m1 - m0) - (c1 - c0) - (l1 - l0)) / wall, 2),
+        }
     result["server_rss_mib_peak"] = round(sampler.peak_rss / 2**20, 1)
     result["scenario"] = sc["name"]
     result.pop("event", None)
@@ -456,6 +494,15 @@ def fmt(x, nd=1):
 
 def row(*cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def cores(r: dict) -> str:
+    c = r.get("busy_cores")
+    if not c:
+        return "n/a"
+    before = r.get("background_busy_cores_before")
+    tail = f" ({before:.2f})" if before is not None else ""
+    return f"{c['server']:.2f} / {c['loadgen']:.2f} / {c['other']:.2f}{tail}"
 
 
 def msgs_per_s(r: dict) -> int:
@@ -478,8 +525,7 @@ MAIN_COLS = (
     "max ms",
     "drain s",
     "kept up",
-    "server CPU",
-    "loadgen CPU s",
+    "CPU cores: server / loadgen / other (other before)",
 )
 SAT_COLS = (
     "server",
@@ -514,9 +560,11 @@ def render_md(report: dict) -> str:
         f"git {m['git_commit']}{dirty}.",
         "",
         f"Load: {a['clients']} socket.io-client connections (websocket only) in {a['workers']} "
-        f"worker processes, one room; payload {a['payload_bytes']} B; {a['duration']:g} s per "
-        "scenario; latency = client receive time - publish time (same clock, carried in the "
-        "title).",
+        f"worker processes, one room; clients offer permessage-deflate: {a['client_deflate']}; "
+        f"payload {a['payload_bytes']} B; {a['duration']:g} s per scenario; latency = client "
+        "receive time - publish time (same clock, carried in the title); lost = not received "
+        f"{a['drain_max']:g} s after the last POST was answered; CPU cores = busy cores over "
+        "the publish + drain window (other = everything else running on the machine).",
         "",
         row(*MAIN_COLS),
         row(*(["---"] * 2 + ["---:"] * (len(MAIN_COLS) - 2))),
@@ -529,8 +577,6 @@ def render_md(report: dict) -> str:
             lines.append(row(r["server"], r["scenario"], err, *([""] * (len(MAIN_COLS) - 3))))
             continue
         lat = r["latency_ms"]
-        lg = r["loadgen"]
-        lg_cpu = (sum(lg["worker_cpu_ms"]) + lg["coordinator_cpu_ms"]) / 1000
         lines.append(
             row(
                 r["server"],
@@ -547,8 +593,7 @@ def render_md(report: dict) -> str:
                 fmt(lat["max"]),
                 fmt(r["drain_s"], 2),
                 "yes" if r.get("kept_up") else "no",
-                f"{fmt(r.get('server_cpu_pct'))} %",
-                f"{lg_cpu:.1f}",
+                cores(r),
             )
         )
     sat = [r for r in report["results"] if "error" not in r and r["mode"] != "rate"]
@@ -652,6 +697,13 @@ def main() -> int:
         default=64,
         help="publisher keep-alive sockets; saturated mode skips a due event when all are busy",
     )
+    ap.add_argument(
+        "--client-deflate",
+        choices=("on", "off"),
+        default="on",
+        help="on: clients offer permessage-deflate, as browsers and socket.io-client do "
+        "(servers that accept it compress every frame per client); off: they do not",
+    )
     ap.add_argument("--workers", type=int, default=2, help="load generator client processes")
     ap.add_argument("--payload-bytes", type=int, default=200)
     ap.add_argument(
@@ -659,6 +711,18 @@ def main() -> int:
     )
     ap.add_argument(
         "--reuse-server", action="store_true", help="one server start for all scenarios"
+    )
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120,
+        help="max seconds to wait before each scenario for other work on the machine to stop",
+    )
+    ap.add_argument(
+        "--quiet-cores",
+        type=float,
+        default=0.3,
+        help="busy cores (outside the benchmark) under which the machine counts as quiet",
     )
     ap.add_argument("--ours-bin", default=str(REPO / ".venv" / "bin" / "ours"))
     ap.add_argument("--ours-startup-timeout", type=float, default=120)
@@ -725,6 +789,7 @@ def main() -> int:
                     log(f"{kind}: healthy after {time.time() - t:.1f}s")
                 elif not srv.alive():
                     raise RuntimeError(f"{kind} is not healthy any more")
+                background = wait_for_quiet(args, kind, sc["name"])
                 sampler = Sampler(srv.proc.pid, srv.datadir)
                 sampler.sample()
                 sampler.start()
@@ -734,6 +799,7 @@ def main() -> int:
                 finally:
                     sampler.halt()
                 r["server"] = kind
+                r["background_busy_cores_before"] = background
                 results.append(r)
                 lat = r["latency_ms"]
                 log(

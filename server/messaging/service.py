@@ -461,6 +461,7 @@ class Messaging:
             namespace=NS,
             room=room(conv_id),
             skip_sid=skip_sid,
+            volatile=True,
         )
 
     # -- HOURS --------------------------------------------------------------------------

@@ -15,18 +15,28 @@ function reply(seq, body) {
   process.stdout.write(JSON.stringify({ seq, ...body }) + "\n");
 }
 
+// room events carry (data, meta) where meta = {offsets: {room: offset}}; keep both
+const metas = new Map(); // id -> Map(event -> [meta|null])
+
+function plain(v) {
+  return v instanceof ArrayBuffer || ArrayBuffer.isView(v)
+    ? { binary: Buffer.from(v).toString("base64") } : v;
+}
+
 function record(id, event, args) {
   const box = inbox.get(id);
   if (!box.has(event)) box.set(event, []);
-  const v = args.length === 1 ? args[0] : args;
-  box.get(event).push(v instanceof ArrayBuffer || ArrayBuffer.isView(v)
-    ? { binary: Buffer.from(v).toString("base64") } : v);
+  box.get(event).push(plain(args[0] ?? null));
+  const mbox = metas.get(id);
+  if (!mbox.has(event)) mbox.set(event, []);
+  mbox.get(event).push(args.length > 1 ? plain(args[args.length - 1]) : null);
 }
 
 async function handle(msg) {
   const { seq, cmd, id } = msg;
   if (cmd === "connect") {
     inbox.set(id, new Map());
+    metas.set(id, new Map());
     const socket = io(msg.url + msg.ns, {
       auth: msg.auth ?? {},
       transports: msg.transports ?? ["websocket"],
@@ -59,9 +69,15 @@ async function handle(msg) {
     while (list().length < (msg.count ?? 1) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 10));
     }
-    reply(seq, { ok: list().length >= (msg.count ?? 1), events: list() });
+    reply(seq, {
+      ok: list().length >= (msg.count ?? 1), events: list(),
+      metas: metas.get(id).get(msg.event) ?? [],
+    });
   } else if (cmd === "received") {
-    reply(seq, { ok: true, events: inbox.get(id).get(msg.event) ?? [] });
+    reply(seq, {
+      ok: true, events: inbox.get(id).get(msg.event) ?? [],
+      metas: metas.get(id).get(msg.event) ?? [],
+    });
   } else if (cmd === "close") {
     sockets.get(id)?.disconnect();
     sockets.delete(id);

@@ -1,0 +1,73 @@
+"""The media feature: LiveKit audio rooms and Cloudflare Stream video, wired into the node.
+Without LiveKit or Cloudflare settings the routes and events stay, and answer `unavailable`
+naming the settings to set."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from media import cloudflare, http, livekit
+from media.cloudflare import StreamAPI
+from media.livekit import LiveKit
+from media.stage import AudioRooms
+from media.stage_store import StageStore
+from media.video import Videos
+from media.video_store import VideoStore
+from server.feature import Feature
+
+if TYPE_CHECKING:
+    from server.node import Node
+
+log = logging.getLogger("ours.media")
+
+PRUNE_JOB = "media.receipts_prune"
+RECEIPT_DAYS = 7  # providers retry for hours; signatures are valid for minutes
+
+
+class MediaFeature(Feature):
+    name = "media"
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node)
+        s = node.settings
+        self.livekit = None if livekit.missing_settings(s) else LiveKit(s)
+        self.stream = None if cloudflare.missing_settings(s) else StreamAPI(s)
+        self.stage_store = StageStore(node.storage)
+        self.audio = AudioRooms(node, self.stage_store, self.livekit)
+        self.videos = Videos(node, VideoStore(node.storage), self.stream)
+
+    def routes(self, app: web.Application) -> None:
+        http.add_routes(app)
+
+    async def start(self) -> None:
+        self.node.scheduler.register(PRUNE_JOB, self._prune_receipts)
+        await self._schedule_prune()
+        if self.livekit is not None:
+            await self.livekit.start()
+        if self.stream is not None:
+            await self.stream.start()
+        log.info(
+            "media ready",
+            extra={"livekit": self.livekit is not None, "cloudflare": self.stream is not None},
+        )
+
+    async def stop(self) -> None:
+        if self.livekit is not None:
+            await self.livekit.close()
+        if self.stream is not None:
+            await self.stream.close()
+
+    async def _prune_receipts(self, payload: dict[str, Any]) -> None:
+        removed = await self.stage_store.prune_receipts(RECEIPT_DAYS)
+        log.info("webhook receipts pruned", extra={"removed": removed})
+        await self._schedule_prune()
+
+    async def _schedule_prune(self) -> None:
+        """Once a day at 03:00 UTC; the key makes every process schedule the same job."""
+        day = datetime.now(UTC).date() + timedelta(days=1)
+        run_at = datetime.combine(day, time(3, 0), tzinfo=UTC)
+        await self.node.scheduler.schedule(PRUNE_JOB, f"{PRUNE_JOB}:{day.isoformat()}", run_at)

@@ -1,0 +1,1 @@
+"""Delivery channels, one module each, behind the small interface in `base`."""

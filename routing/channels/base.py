@@ -1,0 +1,115 @@
+"""The interface every outward channel (push, email, SMS, Telegram) implements.
+
+A channel sends one `Message` to one user and either returns `Sent` or raises:
+  Skip            nothing to send to (no device, no verified number, not linked): not retried
+  PermanentError  the provider refused for good (invalid token, bad number): not retried
+  TransientError  try again later (429, 5xx, network); `retry_after` when the provider said
+The dispatcher turns these into delivery-log states and retries.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from routing.preferences import Preferences
+from routing.priorities import Channel, Priority
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Message:
+    """One send to one user: a single notification, or a summary of several (`items`)."""
+
+    user_id: str
+    priority: Priority
+    title: str
+    body: str
+    items: list[dict[str, Any]]
+    key: str  # stable across retries: collapse key / idempotency key
+    data: dict[str, str] = field(default_factory=dict)
+    heading: str = "New on OURS"
+    address: Any = None  # what `OutboundChannel.addresses` found for this user (push: devices)
+
+
+@dataclass(slots=True)
+class Sent:
+    provider_id: str | None = None
+    detail: str | None = None
+
+
+class Skip(Exception):
+    """Not an error: there is nothing to send to."""
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+        self.detail = detail or reason
+
+
+class PermanentError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class TransientError(Exception):
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.reason = "provider_error"
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (delta-seconds form; HTTP dates are read as unknown)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class OutboundChannel(abc.ABC):
+    """A channel with a provider behind it."""
+
+    name: Channel
+    #: at most this many sends at once on this channel (threads for blocking SDKs)
+    concurrency: int = 8
+
+    def __init__(self) -> None:
+        # the channel's own threads: a slow provider cannot starve the loop's default executor
+        # (DNS lookups, other features) nor another channel
+        self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"ours-{self.name}")
+
+    def unavailable(self) -> str | None:
+        """Why this channel cannot send at all (not configured), or None when it can."""
+        return None
+
+    async def start(self) -> None:  # noqa: B027 - an optional hook
+        """Create SDK clients (called once the node starts)."""
+
+    async def close(self) -> None:
+        """Release SDK clients (subclasses call this last)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def addresses(self, user_ids: list[str]) -> dict[str, Any]:
+        """Where each user is reached on this channel, looked up for many users at once before
+        their sends (push: the registered devices); users without an address are left out."""
+        return {}
+
+    @abc.abstractmethod
+    async def send(self, msg: Message, prefs: Preferences) -> Sent: ...
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking SDK call in one of the channel's `concurrency` worker threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(fn, *args, **kwargs))

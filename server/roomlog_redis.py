@@ -1,0 +1,116 @@
+"""Room logs in Redis Streams, appended atomically with the cluster publish.
+
+One Lua call per room emit: for each target room XADD the message (with the previous entry's
+id) to `<prefix>:rl:<ns>:<room>` trimmed to the window (MINID), then PUBLISH the message with
+its offsets on the Socket.IO channel. Redis runs scripts one at a time, so every node receives
+a room's events in offset order. Volatile emits (typing, counts) publish without a log entry.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from server import jsonutil
+from server.roomlog import Entry, Replay, split
+
+APPEND_PUBLISH_LUA = """
+local n = tonumber(ARGV[5])
+local offsets = {}
+for i = 1, n do
+  local skey = KEYS[2 * i - 1]
+  local ekey = KEYS[2 * i]
+  redis.call('SET', ekey, ARGV[3], 'NX')
+  local epoch = redis.call('GET', ekey)
+  local last = redis.call('XREVRANGE', skey, '+', '-', 'COUNT', 1)
+  local prev = '0-0'
+  if last[1] then prev = last[1][1] end
+  local id = redis.call('XADD', skey, 'MINID', '~', ARGV[2], '*', 'm', ARGV[1], 'p', prev)
+  redis.call('EXPIRE', skey, ARGV[4])
+  redis.call('EXPIRE', ekey, ARGV[4])
+  offsets[i] = '"' .. ARGV[5 + i] .. '":"' .. epoch .. ':' .. id .. '"'
+end
+local out = '{"method":"emit","host_id":null,"ours":1,"offsets":{' ..
+  table.concat(offsets, ',') .. '},"m":' .. ARGV[1] .. '}'
+redis.call('PUBLISH', KEYS[#KEYS], out)
+return out
+"""
+
+
+class RedisRoomLog:
+    def __init__(self, redis: Any, prefix: str, channel: str, window_s: float = 120.0) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.channel = channel
+        self.window_ms = int(window_s * 1000)
+        self._script = redis.register_script(APPEND_PUBLISH_LUA)
+
+    def _keys(self, ns: str, room: str) -> tuple[str, str]:
+        base = f"{self.prefix}:rl:{ns}:{room}"
+        return base, base + ":epoch"
+
+    async def append_publish(self, rooms: list[str], message: dict[str, Any]) -> None:
+        keys: list[str] = []
+        for room in rooms:
+            keys.extend(self._keys(message["ns"], room))
+        keys.append(self.channel)
+        minid = int(time.time() * 1000) - self.window_ms
+        ttl = max(60, self.window_ms // 1000 * 4)
+        await self._script(
+            keys=keys,
+            args=[jsonutil.dumps(message), minid, uuid.uuid4().hex[:12], ttl, len(rooms), *rooms],
+        )
+
+    async def publish_volatile(self, message: dict[str, Any]) -> None:
+        body = {"method": "emit", "host_id": None, "ours": 1, "offsets": {}, "m": message}
+        await self.redis.publish(self.channel, jsonutil.dumps(body))
+
+    async def current(self, ns: str, room: str) -> str:
+        skey, ekey = self._keys(ns, room)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(ekey)
+            pipe.xrevrange(skey, "+", "-", count=1)
+            epoch, last = await pipe.execute()
+        if epoch is None:  # no log yet: claim the epoch so later offsets chain from here
+            candidate = uuid.uuid4().hex[:12]
+            await self.redis.set(ekey, candidate, nx=True, ex=max(60, self.window_ms // 250))
+            epoch = await self.redis.get(ekey)
+        return f"{epoch}:{last[0][0] if last else '0-0'}"
+
+    async def since(self, ns: str, room: str, offset: str) -> Replay:
+        skey, ekey = self._keys(ns, room)
+        epoch, after = split(offset)
+        current = await self.redis.get(ekey)
+        head = await self.current(ns, room)
+        if current is None or current != epoch:
+            return Replay(False, [], head, "epoch changed")
+        if not _older("0-0", after) and after != "0-0":
+            return Replay(False, [], head, "bad offset")
+        rows = await self.redis.xrange(skey, min=f"({after}" if after != "0-0" else "-")
+        oldest_ms = int(time.time() * 1000) - self.window_ms  # MINID trims only on append
+        entries = [
+            Entry(i, f["p"], jsonutil.loads(f["m"]))
+            for i, f in rows
+            if int(i.partition("-")[0]) >= oldest_ms
+        ]
+        if entries and entries[0].prev != after:
+            return Replay(False, [], head, "outside the recovery window")
+        head_id = split(head)[1]
+        if not entries and head_id != after:
+            reason = "outside the recovery window" if _older(after, head_id) else "bad offset"
+            return Replay(False, [], head, reason)
+        return Replay(True, entries, head)
+
+    async def close(self) -> None:
+        pass
+
+
+def _older(a: str, b: str) -> bool:
+    """Stream id a < b (False for anything that is not a stream id)."""
+    try:
+        ams, _, aseq = a.partition("-")
+        bms, _, bseq = b.partition("-")
+        return (int(ams), int(aseq or 0)) < (int(bms), int(bseq or 0))
+    except ValueError:
+        return False

@@ -1,0 +1,106 @@
+"""The WebSocket fast path: a room event is encoded once, framed once (server frames are
+unmasked, so every client gets the same bytes) and written to each socket's transport, with
+everything a socket is sent within one loop tick coalesced into one write.
+
+`FastWebSocket` replaces engineio's aiohttp WebSocket wrapper so the manager can reach each
+connection's transport; permessage-deflate is off (as in Node's socket.io default), which is
+what makes the shared frame possible. Sockets on long-polling, or not yet upgraded, take the
+ordinary engineio queue. A socket whose unsent bytes exceed the bound is disconnected as a slow
+consumer instead of growing memory or delaying the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import WSCloseCode
+from aiohttp.web import WebSocketResponse
+from engineio.async_drivers.aiohttp import WebSocket
+
+log = logging.getLogger("ours.transport")
+
+#: eio sid -> live fast connection
+CONNECTIONS: dict[str, FastWebSocket] = {}
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One final, unmasked RFC 6455 text frame."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 65536:
+        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return header + payload
+
+
+class FastWebSocket(WebSocket):
+    """engineio's aiohttp WebSocket, registered by eio sid, with a coalescing outbox."""
+
+    max_buffer = 4 * 1024 * 1024  # bytes not yet written before a socket counts as slow
+
+    def __init__(self, handler: Any, server: Any) -> None:
+        super().__init__(handler, server)
+        self.socket: Any = handler.__self__  # the engineio AsyncSocket this connection serves
+        self.eio_sid: str = self.socket.sid
+        self.transport: asyncio.Transport | None = None
+        self._pending: list[bytes] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.slow = False
+
+    async def __call__(self, environ: dict[str, Any]) -> Any:
+        request = environ["aiohttp.request"]
+        self._sock = WebSocketResponse(
+            max_msg_size=self.server.max_http_buffer_size, compress=False
+        )
+        await self._sock.prepare(request)
+        writer = getattr(self._sock, "_writer", None)
+        self.transport = getattr(writer, "transport", None)
+        self._loop = asyncio.get_running_loop()
+        self.environ = environ
+        if self.transport is not None:
+            CONNECTIONS[self.eio_sid] = self
+        try:
+            await self.handler(self)
+        finally:
+            CONNECTIONS.pop(self.eio_sid, None)
+            self._pending.clear()
+        return self._sock
+
+    def fast(self) -> bool:
+        """True when frames may bypass engineio's queue without overtaking what is in it."""
+        s = self.socket
+        return bool(s.upgraded and not s.upgrading and s.queue.empty())
+
+    def write(self, frame: bytes) -> bool:
+        """Queue a frame for this tick's write; False if the connection is gone or slow."""
+        t = self.transport
+        if t is None or t.is_closing() or self.slow:
+            return False
+        if not self._pending:
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+        self._pending.append(frame)
+        return True
+
+    def _flush(self) -> None:
+        t = self.transport
+        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending.clear()
+        if t is None or t.is_closing():
+            return
+        if t.get_write_buffer_size() + len(data) > self.max_buffer:
+            self._drop_slow()
+            return
+        t.write(data)
+
+    def _drop_slow(self) -> None:
+        self.slow = True
+        log.warning("slow consumer disconnected", extra={"eio_sid": self.eio_sid})
+        assert self._loop is not None
+        self._loop.create_task(
+            self._sock.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"slow consumer")
+        )
