@@ -75,6 +75,11 @@ class JoinRequest(RoomRequest):
     since: str | None = None  # an offset from an earlier event's meta: replay what was missed
 
 
+class RefreshRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+    token: str
+
+
 class Namespace(socketio.AsyncNamespace):
     """Base of the five namespaces."""
 
@@ -257,6 +262,37 @@ class Namespace(socketio.AsyncNamespace):
             payload = raw
         return await getattr(self, attr)(sid, principal, payload)
 
+    # -- token lifetime ---------------------------------------------------------------------
+
+    @handles("auth:refresh", RefreshRequest)
+    async def auth_refresh(self, sid: str, principal: Principal, req: RefreshRequest) -> Any:
+        """Swap in a fresh token before `exp`: the same user, a new expiry (and role)."""
+        fresh = self.node.verifier.verify(req.token)
+        if fresh.user_id != principal.user_id:
+            raise ApiError(Code.FORBIDDEN, "the new token is for another user")
+        self.principals[sid] = fresh
+        return {"expires_at": fresh.expires_at}
+
+    async def expire_tokens(self, now: float) -> int:
+        """Disconnect sockets whose token expired (and was not refreshed)."""
+        expired = [
+            sid
+            for sid, p in list(self.principals.items())
+            if p.expires_at is not None and p.expires_at + 5 < now
+        ]
+        for sid in expired:
+            await self.node.fanout.manager.send_to(
+                self.namespace,
+                sid,
+                "server:disconnect",
+                {
+                    "code": Code.TOKEN_EXPIRED.value,
+                    "message": "token expired; reconnect with a fresh one",
+                },
+            )
+            await self.disconnect(sid)
+        return len(expired)
+
     # -- rooms ------------------------------------------------------------------------------
 
     def rooms_of(self, sid: str) -> list[str]:
@@ -284,7 +320,10 @@ class RoomsNamespace(Namespace):
     @handles("room:join", JoinRequest)
     async def room_join(self, sid: str, principal: Principal, req: JoinRequest) -> dict[str, Any]:
         if req.since is None:
+            fresh = req.room not in self.rooms_of(sid)
             await self.join_checked(sid, principal, req.room)
+            if fresh:
+                await self.node.features["watching"].viewed(req.room)  # type: ignore[attr-defined]
             offset = await self.node.fanout.current_offset(self.namespace, req.room)
             return {"room": req.room, "offset": offset}
         self.check_join(sid, principal, req.room)

@@ -3,8 +3,31 @@
 
 from __future__ import annotations
 
-from namespaces.base import RoomsNamespace
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from namespaces.activity import ActivityHandlers
+from namespaces.base import RoomsNamespace, handles
+from server.auth import Principal
+
+Zone = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 
 
-class FeedNamespace(RoomsNamespace):
-    pass
+class ZonesReq(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    zones: Annotated[list[Zone], Field(max_length=50)]
+
+
+class FeedNamespace(ActivityHandlers, RoomsNamespace):
+    @handles("feed:subscribe", ZonesReq)
+    async def feed_subscribe(self, sid: str, p: Principal, req: ZonesReq) -> Any:
+        """Set this socket's zones at once: join the new ones, leave the others."""
+        wanted = {f"zone:{z}" for z in req.zones}
+        current = {r for r in self.rooms_of(sid) if r.startswith("zone:")}
+        for room in current - wanted:
+            await self.leave_room(sid, room)
+        for room in sorted(wanted - current):
+            await self.join_checked(sid, p, room)
+        offsets = {r: await self.node.fanout.current_offset(self.namespace, r) for r in wanted}
+        return {"zones": sorted(req.zones), "offsets": offsets}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from namespaces.base import RoomsNamespace
 from namespaces.live_audio import AudioHandlers
+from namespaces.live_chat import ChatHandlers
 
 
-class LiveNamespace(AudioHandlers, RoomsNamespace):
+class LiveNamespace(ChatHandlers, AudioHandlers, RoomsNamespace):
     pass

@@ -435,16 +435,19 @@ class RouterStore:
         self, conn: asyncpg.Connection, user_ids: list[str]
     ) -> dict[str, tuple[datetime | None, datetime | None]]:
         """Per user: (earliest due time of a queued email batch, when the last email went)."""
-        rows = await conn.fetch(
-            "SELECT u AS user_id,"
-            " (SELECT min(not_before) FROM deliveries d WHERE d.user_id = u"
-            "   AND d.channel = 'email' AND d.state = 'queued') AS pending,"
-            " (SELECT max(sent_at) FROM deliveries d WHERE d.user_id = u"
-            "   AND d.channel = 'email' AND d.state = 'sent') AS last_sent"
-            " FROM unnest($1::text[]) AS u",
+        pending = await conn.fetch(
+            "SELECT user_id, min(not_before) AS t FROM deliveries WHERE user_id = ANY($1::text[])"
+            " AND channel = 'email' AND state = 'queued' GROUP BY user_id",
             user_ids,
         )
-        return {r["user_id"]: (r["pending"], r["last_sent"]) for r in rows}
+        sent = await conn.fetch(
+            "SELECT user_id, max(sent_at) AS t FROM deliveries WHERE user_id = ANY($1::text[])"
+            " AND channel = 'email' AND state = 'sent' GROUP BY user_id",
+            user_ids,
+        )
+        first = {r["user_id"]: r["t"] for r in pending}
+        last = {r["user_id"]: r["t"] for r in sent}
+        return {u: (first.get(u), last.get(u)) for u in user_ids}
 
     async def take_in_app(
         self, event_id: str, user_ids: list[str], now: datetime
@@ -455,11 +458,13 @@ class RouterStore:
         rows = await self.db.fetch(
             "WITH taken AS (UPDATE deliveries SET state = 'delivered', updated_at = $3,"
             "  sent_at = $3 WHERE event_id = $1 AND channel = 'in_app' AND state = 'queued'"
-            "  AND user_id = ANY($2::text[]) RETURNING user_id, notification_id)"
-            f" SELECT t.user_id AS recipient, {N_COLUMNS},"
-            "  (SELECT count(*) FROM notifications u WHERE u.user_id = t.user_id"
-            "   AND u.read_at IS NULL AND NOT u.hidden) AS unread"
-            " FROM taken t JOIN notifications n ON n.id = t.notification_id",
+            "  AND user_id = ANY($2::text[]) RETURNING user_id, notification_id),"
+            " unread AS (SELECT user_id, count(*) AS n FROM notifications"
+            "  WHERE user_id = ANY($2::text[]) AND read_at IS NULL AND NOT hidden"
+            "  GROUP BY user_id)"
+            f" SELECT t.user_id AS recipient, {N_COLUMNS}, COALESCE(u.n, 0) AS unread"
+            " FROM taken t JOIN notifications n ON n.id = t.notification_id"
+            " LEFT JOIN unread u ON u.user_id = t.user_id",
             event_id,
             user_ids,
             now,
@@ -484,21 +489,31 @@ class RouterStore:
                 limit,
                 lease_s,
             )
-            batched = await conn.fetch(
-                "WITH due AS (SELECT DISTINCT user_id, batch_key FROM deliveries"
-                "  WHERE channel = $1 AND state = 'queued' AND batch_key IS NOT NULL"
-                "  AND not_before <= $2 AND (locked_until IS NULL OR locked_until < now())"
-                "  LIMIT $3)"
-                " UPDATE deliveries d SET locked_until = now() + make_interval(secs => $4)"
-                " FROM due WHERE d.channel = $1 AND d.state = 'queued'"
-                " AND d.user_id = due.user_id AND d.batch_key = due.batch_key"
-                " AND (d.locked_until IS NULL OR d.locked_until < now())"
-                " RETURNING d.*",
+            # batches: find the due (user, batch) pairs, then lease all their waiting rows; two
+            # index-friendly statements (a join of the table with itself planned on stale
+            # statistics can turn quadratic while the table grows fast)
+            due = await conn.fetch(
+                "SELECT DISTINCT user_id, batch_key FROM deliveries"
+                " WHERE channel = $1 AND state = 'queued' AND batch_key IS NOT NULL"
+                " AND not_before <= $2 AND (locked_until IS NULL OR locked_until < now())"
+                " LIMIT $3",
                 channel,
                 now,
                 limit,
-                lease_s,
             )
+            batched: list[asyncpg.Record] = []
+            if due:
+                batched = await conn.fetch(
+                    "UPDATE deliveries SET locked_until = now() + make_interval(secs => $4)"
+                    " WHERE user_id = ANY($2::text[]) AND channel = $1 AND state = 'queued'"
+                    " AND user_id || chr(31) || batch_key = ANY($3::text[])"
+                    " AND (locked_until IS NULL OR locked_until < now())"
+                    " RETURNING *",
+                    channel,
+                    list({r["user_id"] for r in due}),
+                    [f"{r['user_id']}\x1f{r['batch_key']}" for r in due],
+                    lease_s,
+                )
         return [*singles, *batched]
 
     async def finish(self, outcomes: list[Outcome]) -> None:
@@ -516,7 +531,7 @@ class RouterStore:
             " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bool[], $5::text[],"
             "  $6::text[], $7::timestamptz[], $8::bool[], $9::timestamptz[])"
             "  AS x(id, state, reason, keep, detail, pid, nb, att, at)"
-            " WHERE d.id = x.id",
+            " WHERE d.id = x.id AND d.id = ANY($1::bigint[])",
             [i for i, _ in rows],
             [o.state for _, o in rows],
             [o.reason for _, o in rows],

@@ -20,10 +20,9 @@ import socket
 import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from server import jsonutil
+from server import jsonutil, redis_client
 from server.bus import Bus, Consumer
 from server.events import Event
 
@@ -56,7 +55,7 @@ class RedisBus(Bus):
         block_ms: int = 1000,
     ) -> None:
         super().__init__(max_deliveries)
-        self.redis: Any = aioredis.from_url(url, decode_responses=True)  # untyped replies
+        self.redis: Any = redis_client.connect(url)  # untyped replies
         self.stream = stream
         self.dlq = f"{stream}:dlq"
         self.maxlen = maxlen

@@ -24,6 +24,7 @@ from server.events import build_event, schemas
 from server.node import Node
 from server.openapi import openapi_document
 from server.ratelimit import Decision
+from server.rooms import is_room
 
 log = logging.getLogger("ours.http")
 
@@ -297,7 +298,16 @@ async def audit_list(request: web.Request) -> web.Response:
     return envelope(request, rows)
 
 
+async def room_count(request: web.Request) -> web.Response:
+    room = request.match_info["room"]
+    if not room.startswith(("content:", "live:")) or not is_room(room):
+        raise ApiError(Code.BAD_REQUEST, "counts exist for content:<id> and live:<id> rooms")
+    watching = request.app[NODE].features["watching"]
+    return envelope(request, {"room": room, "count": await watching.count(room)})  # type: ignore[attr-defined]
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/rooms/{room}/count", room_count)
     app.router.add_get("/v1/admin/audit", audit_list)
     app.router.add_post("/v1/events", post_event)
     app.router.add_get("/v1/events/types", event_types)

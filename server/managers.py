@@ -21,11 +21,11 @@ import logging
 import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from server import redis_client
 from server.roomlog import MemoryRoomLog, Replay
 from server.roomlog_redis import RedisRoomLog
 from server.rooms import ROOM_RE
@@ -257,7 +257,7 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
     ) -> None:
         super().__init__(url, channel=channel, write_only=write_only, json=json)
         self._init_delivery()
-        self.log_redis = aioredis.from_url(url, decode_responses=True)
+        self.log_redis = redis_client.connect(url)
         self.roomlog = RedisRoomLog(self.log_redis, prefix, channel, window_s)
 
     async def emit(

@@ -8,12 +8,11 @@ import logging
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
 import socketio
 
 import namespaces
 from config import Settings
-from server import metrics
+from server import metrics, redis_client
 from server.audit import AuditLog
 from server.auth import TokenVerifier
 from server.bus import Bus, make_bus
@@ -43,15 +42,14 @@ class Node:
         self.audit = AuditLog(self.storage)
         self.limits = RateLimits(
             settings,
-            RedisLimiter(
-                aioredis.from_url(settings.redis_url, decode_responses=True), settings.redis_prefix
-            )
+            RedisLimiter(redis_client.connect(settings.redis_url), settings.redis_prefix)
             if settings.redis_url
             else MemoryLimiter(),
         )
         self.with_sockets = with_sockets
         self.draining = False
         self.inflight = 0  # client events being handled (drained before shutdown)
+        self.sweep_interval = 5.0  # metrics sampling and expired-token sweep
         self.sio: socketio.AsyncServer | None = None
         self.namespaces: dict[str, namespaces.Namespace] = {}
         self._metrics_task: asyncio.Task[None] | None = None
@@ -178,6 +176,12 @@ class Node:
 
     async def _sample_metrics(self) -> None:
         while True:
+            now = time.time()
+            for ns in self.namespaces.values():
+                try:
+                    await ns.expire_tokens(now)
+                except Exception:
+                    log.warning("token expiry sweep failed", exc_info=True)
             try:
                 for group, lag in (await self.bus.lag()).items():
                     metrics.CONSUMER_LAG.labels(group).set(lag)
@@ -186,4 +190,4 @@ class Node:
                 raise
             except Exception:
                 log.debug("metrics sample failed", exc_info=True)
-            await asyncio.sleep(5)
+            await asyncio.sleep(self.sweep_interval)

@@ -31,13 +31,10 @@ class Presence:
         )
         self.store: PresenceStore
         if s.redis_url:
-            import redis.asyncio as aioredis
-
+            from server import redis_client
             from server.presence_redis import RedisPresence
 
-            self.store = RedisPresence(
-                aioredis.from_url(s.redis_url, decode_responses=True), s.redis_prefix
-            )
+            self.store = RedisPresence(redis_client.connect(s.redis_url), s.redis_prefix)
         else:
             self.store = MemoryPresence()
         self._tasks: list[asyncio.Task[None]] = []

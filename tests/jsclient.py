@@ -25,6 +25,8 @@ class JsClients:
         self.proc: asyncio.subprocess.Process | None = None
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> JsClients:
         self.proc = await asyncio.create_subprocess_exec(
@@ -35,11 +37,26 @@ class JsClients:
             stdout=asyncio.subprocess.PIPE,
             limit=16 * 1024 * 1024,
         )
+        self._reader = asyncio.create_task(self._read())
         return self
+
+    async def _read(self) -> None:
+        """Route each reply to the call waiting for its seq (calls may overlap)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            reply = json.loads(line)
+            fut = self._waiting.pop(reply.get("seq"), None)
+            if fut is not None and not fut.done():
+                fut.set_result(reply)
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(RuntimeError("JS driver exited"))
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.proc is not None and self.proc.stdin is not None
         self.proc.stdin.close()
+        if self._reader is not None:
+            self._reader.cancel()
         try:
             await asyncio.wait_for(self.proc.wait(), 5)
         except TimeoutError:
@@ -48,16 +65,12 @@ class JsClients:
     async def _call(self, **msg: Any) -> dict[str, Any]:
         assert self.proc is not None and self.proc.stdin and self.proc.stdout
         seq = next(self._seq)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[seq] = fut
         self.proc.stdin.write((json.dumps({"seq": seq, **msg}) + "\n").encode())
         await self.proc.stdin.drain()
         timeout = msg.get("timeout", 5000) / 1000 + 10
-        while True:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-            if not line:
-                raise RuntimeError("JS driver exited")
-            reply = json.loads(line)
-            if reply.get("seq") == seq:
-                return dict(reply)
+        return dict(await asyncio.wait_for(fut, timeout))
 
     async def connect(
         self, url: str, ns: str, auth: Any, **opts: Any

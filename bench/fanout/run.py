@@ -36,6 +36,13 @@ KNOWN_SERVERS = ("ours", "bare", "bare-nodeflate", "node")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
+OURS_BENCH_ENV = {
+    "OURS_RATE_CONNECT_PER_MIN": "1000000",
+    "OURS_RATE_IP_PER_MIN": "1000000",
+    "OURS_RATE_USER_PER_MIN": "1000000",
+    "OURS_RATE_API_KEY_PER_MIN": "10000000",
+}
+
 _children: list[subprocess.Popen] = []  # process-group leaders we started
 _extra_pids: set[int] = set()  # e.g. a daemonised postgres found by its data dir
 
@@ -328,6 +335,10 @@ class Server:
                 OURS_JWT_SECRET=self.args.jwt_secret,
                 OURS_API_KEYS=self.args.api_key,
             )
+            # every client connects from 127.0.0.1: lift the per-IP / per-key rate limits,
+            # this measures fan-out, not the limiter (overridable with --ours-env)
+            self.env.update(OURS_BENCH_ENV)
+            self.env.update(dict(kv.split("=", 1) for kv in self.args.ours_env))
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         fh = open(self.logfile, "ab")
         self.proc = spawn(
@@ -496,6 +507,13 @@ def row(*cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def spread(r: dict, key: str, nd: int) -> str:
+    vals = r.get(key) or []
+    if len(vals) < 2:
+        return ""
+    return f" ({fmt(float(min(vals)), nd)}-{fmt(float(max(vals)), nd)})"
+
+
 def cores(r: dict) -> str:
     c = r.get("busy_cores")
     if not c:
@@ -565,11 +583,20 @@ def render_md(report: dict) -> str:
         "receive time - publish time (same clock, carried in the title); lost = not received "
         f"{a['drain_max']:g} s after the last POST was answered; CPU cores = busy cores over "
         "the publish + drain window (other = everything else running on the machine).",
+        *(
+            [
+                "",
+                f"Each row is the median of {a['repeat']} runs by msgs/s (servers run each "
+                "scenario back to back); brackets give the min-max over the runs.",
+            ]
+            if a.get("repeat", 1) > 1
+            else []
+        ),
         "",
         row(*MAIN_COLS),
         row(*(["---"] * 2 + ["---:"] * (len(MAIN_COLS) - 2))),
     ]
-    for r in report["results"]:
+    for r in report["summary"]:
         if "error" in r:
             err = r["error"].replace("|", "/").replace("\n", " ")[:160]
             if err.startswith("pending"):
@@ -587,16 +614,16 @@ def render_md(report: dict) -> str:
                 fmt(r["expected"]),
                 fmt(r["delivered"]),
                 fmt(r["lost"]),
-                fmt(msgs_per_s(r)),
+                fmt(msgs_per_s(r)) + spread(r, "msgs_per_s_all", 0),
                 fmt(lat["p50"]),
-                fmt(lat["p99"]),
+                fmt(lat["p99"]) + spread(r, "p99_ms_all", 1),
                 fmt(lat["max"]),
                 fmt(r["drain_s"], 2),
                 "yes" if r.get("kept_up") else "no",
                 cores(r),
             )
         )
-    sat = [r for r in report["results"] if "error" not in r and r["mode"] != "rate"]
+    sat = [r for r in report["summary"] if "error" not in r and r["mode"] != "rate"]
     if sat:
         lines += [
             "",
@@ -642,6 +669,27 @@ def render_md(report: dict) -> str:
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def summarize(results: list[dict], servers: list[str], scs: list[dict]) -> list[dict]:
+    """One row per (server, scenario): the median run by delivered msgs/s, with the spread of
+    all repeats; or the first error when no repeat succeeded."""
+    out = []
+    for kind in servers:
+        for sc in scs:
+            runs = [r for r in results if r["server"] == kind and r["scenario"] == sc["name"]]
+            ok = sorted((r for r in runs if "error" not in r), key=msgs_per_s)
+            if not ok:
+                if runs:
+                    out.append(runs[0])
+                continue
+            row = dict(ok[(len(ok) - 1) // 2])
+            row["runs"] = len(ok)
+            row["failed_runs"] = len(runs) - len(ok)
+            row["msgs_per_s_all"] = [msgs_per_s(r) for r in ok]
+            row["p99_ms_all"] = sorted(r["latency_ms"]["p99"] for r in ok)
+            out.append(row)
+    return out
 
 
 def compute_ratios(results: list[dict]) -> list[dict]:
@@ -710,7 +758,10 @@ def main() -> int:
         "--drain-max", type=float, default=30, help="max seconds to wait for late deliveries"
     )
     ap.add_argument(
-        "--reuse-server", action="store_true", help="one server start for all scenarios"
+        "--repeat",
+        type=int,
+        default=1,
+        help="run everything N times; the tables show the median run per server and scenario",
     )
     ap.add_argument(
         "--quiet-wait",
@@ -725,6 +776,14 @@ def main() -> int:
         help="busy cores (outside the benchmark) under which the machine counts as quiet",
     )
     ap.add_argument("--ours-bin", default=str(REPO / ".venv" / "bin" / "ours"))
+    ap.add_argument(
+        "--ours-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for `ours serve` (repeatable); defaults lift rate limits: "
+        + " ".join(f"{k}={v}" for k, v in OURS_BENCH_ENV.items()),
+    )
     ap.add_argument("--ours-startup-timeout", type=float, default=120)
     ap.add_argument("--python", default=venv_python(), help="python for the bare server")
     ap.add_argument(
@@ -759,70 +818,73 @@ def main() -> int:
     results: list[dict] = []
     notes: list[str] = []
 
-    for kind in servers:
-        if kind == "ours":
-            if not ours_bin:
-                msg = f"{args.ours_bin} not found: ours pending — run `bench/fanout/run`"
-                log(msg)
-                notes.append(msg)
-                for sc in scs:
-                    results.append(
-                        {
-                            "server": kind,
-                            "scenario": sc["name"],
-                            "error": "pending (ours not installed)",
-                        }
-                    )
-                continue
+    runnable = list(servers)
+    if "ours" in servers:
+        if not ours_bin:
+            msg = f"{args.ours_bin} not found: ours pending, run `bench/fanout/run`"
+            log(msg)
+            notes.append(msg)
+            runnable.remove("ours")
+            for sc in scs:
+                results.append(
+                    {
+                        "server": "ours",
+                        "scenario": sc["name"],
+                        "error": "pending (ours not installed)",
+                    }
+                )
+        else:
             problem = preflight_ours(args)
             if problem:
                 log(f"ours preflight: {problem}")
                 notes.append(f"ours preflight: {problem}")
-        srv = None
-        for i, sc in enumerate(scs):
-            try:
-                if srv is None or not args.reuse_server:
-                    srv = Server(kind, args, logdir)
-                    log(f"{kind}: starting on {srv.url}")
-                    t = time.time()
-                    srv.start()
-                    log(f"{kind}: healthy after {time.time() - t:.1f}s")
-                elif not srv.alive():
-                    raise RuntimeError(f"{kind} is not healthy any more")
-                background = wait_for_quiet(args, kind, sc["name"])
-                sampler = Sampler(srv.proc.pid, srv.datadir)
-                sampler.sample()
-                sampler.start()
-                log(f"{kind} | {sc['name']} | start")
-                try:
-                    r = run_loadgen(srv, sc, args, sampler)
-                finally:
-                    sampler.halt()
-                r["server"] = kind
-                r["background_busy_cores_before"] = background
-                results.append(r)
-                lat = r["latency_ms"]
-                log(
-                    f"{kind} | {sc['name']} | delivered {r['delivered']:,}/{r['expected']:,} "
-                    f"lost {r['lost']:,} msgs/s {r['delivered_per_s']:,} "
-                    f"(window {r['window_delivered_per_s']:,}) p50 {lat['p50']} p99 {lat['p99']} "
-                    f"max {lat['max']} ms, server CPU {r.get('server_cpu_pct')}%"
-                )
-            except Exception as e:
-                log(f"{kind} | {sc['name']} | FAILED: {e}")
-                entry = {"server": kind, "scenario": sc["name"], "error": str(e)}
-                if srv is not None:
-                    entry["server_log_tail"] = srv.log_tail()
-                    log(f"{kind} log tail:\n{entry['server_log_tail']}")
-                results.append(entry)
-                if srv is not None:
-                    srv.stop()
-                    srv = None
-            finally:
-                if srv is not None and (not args.reuse_server or i == len(scs) - 1):
-                    srv.stop()
-                    srv = None
 
+    # scenario-major order (every server runs a scenario back to back), repeated --repeat
+    # times, so that whatever else the machine is doing hits all servers alike
+    plan = [(rep, sc, kind) for rep in range(args.repeat) for sc in scs for kind in runnable]
+    for n, (rep, sc, kind) in enumerate(plan, 1):
+        tag = f"{kind} | {sc['name']}" + (
+            f" | run {rep + 1}/{args.repeat}" if args.repeat > 1 else ""
+        )
+        log(f"[{n}/{len(plan)}] {tag}")
+        srv = None
+        try:
+            srv = Server(kind, args, logdir)
+            log(f"{tag} | starting server on {srv.url}")
+            t = time.time()
+            srv.start()
+            log(f"{tag} | healthy after {time.time() - t:.1f}s")
+            background = wait_for_quiet(args, kind, sc["name"])
+            sampler = Sampler(srv.proc.pid, srv.datadir)
+            sampler.sample()
+            sampler.start()
+            log(f"{tag} | start")
+            try:
+                r = run_loadgen(srv, sc, args, sampler)
+            finally:
+                sampler.halt()
+            r["server"] = kind
+            r["repeat"] = rep + 1
+            r["background_busy_cores_before"] = background
+            results.append(r)
+            lat = r["latency_ms"]
+            log(
+                f"{tag} | delivered {r['delivered']:,}/{r['expected']:,} "
+                f"lost {r['lost']:,} msgs/s {msgs_per_s(r):,} p50 {lat['p50']} p99 {lat['p99']} "
+                f"max {lat['max']} ms, busy cores {r.get('busy_cores')}"
+            )
+        except Exception as e:
+            log(f"{tag} | FAILED: {e}")
+            entry = {"server": kind, "scenario": sc["name"], "repeat": rep + 1, "error": str(e)}
+            if srv is not None:
+                entry["server_log_tail"] = srv.log_tail()
+                log(f"{kind} log tail:\n{entry['server_log_tail']}")
+            results.append(entry)
+        finally:
+            if srv is not None:
+                srv.stop()
+
+    summary = summarize(results, servers, scs)
     report = {
         "benchmark": "bench/fanout",
         "started_at": started.isoformat(timespec="seconds"),
@@ -834,8 +896,10 @@ def main() -> int:
             if k not in ("api_key", "jwt_secret", "python", "out")
         },
         "machine": machine,
+        "ours_env": {**OURS_BENCH_ENV, **dict(kv.split("=", 1) for kv in args.ours_env)},
         "results": results,
-        "ratios": compute_ratios(results),
+        "summary": summary,
+        "ratios": compute_ratios(summary),
         "notes": notes,
         "server_logs": str(logdir),
     }

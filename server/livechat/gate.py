@@ -62,15 +62,13 @@ class Gate(Protocol):
     async def give_back(self, live_id: str, user_id: str, stamp: str) -> None:
         """Undo the slow-mode mark `stamp` (the send turned out to be a retry)."""
 
-    async def close(self) -> None: ...
-
 
 def decide(snap: Snapshot, user_id: str, now_ms: int) -> Verdict | None:
     """Everything but slow mode; None when the user may send."""
-    if snap.state != "live":
-        return Verdict("ended" if snap.state == "ended" else "none")
     if user_id in snap.bans:
         return Verdict("banned")
+    if snap.state != "live":
+        return Verdict("ended" if snap.state == "ended" else "none")
     until = snap.timeouts.get(user_id)
     if until is not None and until > now_ms:
         return Verdict("timeout", (until - now_ms) / 1000)
@@ -122,9 +120,6 @@ class MemoryGate:
     async def give_back(self, live_id: str, user_id: str, stamp: str) -> None:
         if self._last.get((live_id, user_id)) == stamp:
             del self._last[(live_id, user_id)]
-
-    async def close(self) -> None:
-        pass
 
     def _sweep(self) -> None:
         """Forget last-send times older than the longest slow mode (an hour), once a minute."""

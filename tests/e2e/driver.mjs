@@ -17,6 +17,7 @@ function reply(seq, body) {
 
 // room events carry (data, meta) where meta = {offsets: {room: offset}}; keep both
 const metas = new Map(); // id -> Map(event -> [meta|null])
+const times = new Map(); // id -> Map(event -> [receive time ms])
 
 function plain(v) {
   return v instanceof ArrayBuffer || ArrayBuffer.isView(v)
@@ -30,6 +31,9 @@ function record(id, event, args) {
   const mbox = metas.get(id);
   if (!mbox.has(event)) mbox.set(event, []);
   mbox.get(event).push(args.length > 1 ? plain(args[args.length - 1]) : null);
+  const tbox = times.get(id);
+  if (!tbox.has(event)) tbox.set(event, []);
+  tbox.get(event).push(Date.now());
 }
 
 async function handle(msg) {
@@ -37,6 +41,7 @@ async function handle(msg) {
   if (cmd === "connect") {
     inbox.set(id, new Map());
     metas.set(id, new Map());
+    times.set(id, new Map());
     const socket = io(msg.url + msg.ns, {
       auth: msg.auth ?? {},
       transports: msg.transports ?? ["websocket"],
@@ -77,6 +82,7 @@ async function handle(msg) {
     reply(seq, {
       ok: true, events: inbox.get(id).get(msg.event) ?? [],
       metas: metas.get(id).get(msg.event) ?? [],
+      times: times.get(id).get(msg.event) ?? [],
     });
   } else if (cmd === "close") {
     sockets.get(id)?.disconnect();

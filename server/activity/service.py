@@ -1,0 +1,224 @@
+"""Activity streams (seed 000): opt-in sharing of what a user is doing, kept 24 hours; the ack
+says how many others share the same thing today, and opted-in people who share it get a
+`match` notification through the router (its daily cap of 3 applies there, in one place).
+
+"Today" is the retention window: the last 24 hours. An entry is invisible the moment it
+expires and deleted by the next `activity.purge` run (every few minutes, a durable job)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from server.activity import store
+from server.activity.similarity import label, similarity_key
+from server.errors import ApiError, Code
+
+if TYPE_CHECKING:
+    from server.node import Node
+
+log = logging.getLogger("ours.activity")
+
+RETENTION = timedelta(hours=24)
+MAX_LIVE_ENTRIES = 100  # per user in the window
+MAX_MATCHES_PER_SHARE = 10  # seed 000: "only notify first 10 matches"
+NOTIFY_JOB = "activity.notify"
+PURGE_JOB = "activity.purge"
+
+TITLES = {
+    "listening": "Someone's listening too",
+    "watching": "Someone's watching too",
+    "reading": "Someone's reading too",
+    "playing": "Someone's playing too",
+    "eating": "Someone's eating the same",
+    "doing": "Someone's doing the same thing",
+}
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+class Activity:
+    def __init__(self, node: Node, now: Callable[[], datetime]) -> None:
+        self.node = node
+        self.now = now
+        self.purge_every = timedelta(minutes=5)
+
+    @property
+    def db(self) -> Any:
+        return self.node.storage.db
+
+    def _router(self) -> Any:
+        """The notification router's feature, when this node has one."""
+        return self.node.features.get("router")
+
+    # -- consent ----------------------------------------------------------------------------
+
+    async def set_optin(self, user_id: str, enabled: bool, matches: bool | None) -> dict[str, Any]:
+        """Opt in or out. Opting out deletes every entry at once. `matches` (default: the
+        same as `enabled`) switches `match` notifications in the user's preferences."""
+        removed = 0
+        async with self.db.acquire() as conn, conn.transaction():
+            if enabled:
+                await store.opt_in(conn, user_id, self.now())
+            else:
+                removed = await store.opt_out(conn, user_id)
+        wanted = enabled if matches is None else matches
+        await self._set_match_notifications(user_id, wanted)
+        return {
+            "enabled": enabled,
+            "matches": await self._match_notifications(user_id),
+            "removed": removed,
+        }
+
+    async def _set_match_notifications(self, user_id: str, on: bool) -> None:
+        router = self._router()
+        if router is None:
+            return
+        from routing.preferences import PreferencesUpdate
+
+        await router.inbox.set_preferences(user_id, PreferencesUpdate(types={"match": on}))
+
+    async def _match_notifications(self, user_id: str) -> bool:
+        router = self._router()
+        if router is None:
+            return False
+        prefs = await router.inbox.preferences(user_id)
+        return bool(prefs["types"].get("match", False))
+
+    async def status(self, user_id: str) -> dict[str, Any]:
+        now = self.now()
+        row = await store.optin_row(self.db, user_id)
+        entries = []
+        for e in await store.entries_of(self.db, user_id, now):
+            others = await store.others_sharing(self.db, e["hash"], user_id, now)
+            entries.append({**self.wire(e), "similar": others, "label": label(others)})
+        return {
+            "enabled": row is not None,
+            "opted_in_at": _iso(row["opted_in_at"]) if row else None,
+            "matches": await self._match_notifications(user_id),
+            "entries": entries,
+        }
+
+    # -- sharing ----------------------------------------------------------------------------
+
+    async def share(self, user_id: str, kind: str, text: str) -> dict[str, Any]:
+        try:
+            key = similarity_key(text, kind)
+        except ValueError:
+            raise ApiError(Code.BAD_REQUEST, "say what you are doing in words") from None
+        now = self.now()
+        async with self.db.acquire() as conn, conn.transaction():
+            if not await store.lock_user(conn, user_id):
+                raise ApiError(
+                    Code.FORBIDDEN,
+                    "activity streams are opt-in: send activity:optin {enabled: true} first",
+                )
+            count, oldest = await store.live_count(conn, user_id, now)
+            if count >= MAX_LIVE_ENTRIES:
+                wait = max(1.0, ((oldest or now) - now).total_seconds())
+                raise ApiError(
+                    Code.RATE_LIMITED,
+                    f"at most {MAX_LIVE_ENTRIES} activities in 24 hours",
+                    {"retry_after": round(wait, 3)},
+                )
+            row = await store.insert_entry(conn, user_id, kind, text, key, now, now + RETENTION)
+            others = await store.others_sharing(conn, key, user_id, now)
+            entry_id = str(row["id"])
+            # durable and after the ack: the job finds the people to tell (real time, not the
+            # feature clock: the scheduler compares run_at with the database's now())
+            await self.node.scheduler.schedule(
+                NOTIFY_JOB,
+                f"{NOTIFY_JOB}:{entry_id}",
+                datetime.now(UTC),
+                {"entry_id": entry_id},
+                conn=conn,
+            )
+        return {**self.wire(row), "similar": others, "label": label(others)}
+
+    async def delete(self, user_id: str, entry_id: str) -> dict[str, Any]:
+        if not await store.delete_entry(self.db, user_id, entry_id):
+            raise ApiError(Code.NOT_FOUND, "no such activity of yours")
+        return {"id": entry_id, "deleted": True}
+
+    @staticmethod
+    def wire(row: Any) -> dict[str, Any]:
+        return {
+            "id": str(row["id"]),
+            "kind": row["kind"],
+            "text": row["text"],
+            "created_at": _iso(row["created_at"]),
+            "expires_at": _iso(row["expires_at"]),
+        }
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    async def notify_matches(self, payload: dict[str, Any]) -> None:
+        """Job: tell the opted-in people who share the same thing (at most 10 per share; the
+        router drops what is over a recipient's 3 a day). Anonymous: no actor, and each
+        recipient's notification quotes their own words."""
+        row = await store.entry(self.db, payload["entry_id"])
+        now = self.now()
+        if row is None or row["expires_at"] <= now:
+            return
+        router = self._router()
+        if router is None:
+            log.warning("no notification router: match notifications are not sent")
+            return
+        recipients = await store.match_recipients(
+            self.db, row["hash"], row["user_id"], now, MAX_MATCHES_PER_SHARE
+        )
+        for r in recipients:
+            await router.router.notify(
+                [r["user_id"]],
+                "match",
+                {
+                    "title": TITLES.get(row["kind"], TITLES["doing"]),
+                    "text": f'Another person shares what you shared: "{r["text"][:80]}"',
+                    "kind": row["kind"],
+                },
+                key=f"activity:{row['id']}:{r['user_id']}",
+            )
+        if recipients:
+            log.info("activity matches sent", extra={"recipients": len(recipients)})
+
+    async def purge(self) -> int:
+        """Delete every expired entry now; also tidy this feature's finished jobs."""
+        async with self.db.acquire() as conn:
+            removed = await store.purge(conn, self.now())
+            await conn.execute(
+                "DELETE FROM jobs WHERE kind = ANY($1::text[]) AND state IN ('done', 'cancelled')"
+                " AND finished_at < now() - interval '1 day'",
+                [NOTIFY_JOB, PURGE_JOB],
+            )
+        if removed:
+            log.info("expired activities deleted", extra={"removed": removed})
+        return removed
+
+    async def purge_job(self, payload: dict[str, Any]) -> None:
+        await self.purge()
+        await self.schedule_purge()
+
+    async def schedule_purge(self) -> None:
+        """The next run on the `purge_every` grid; the key makes every process schedule the
+        same job, and each run schedules the next."""
+        step = self.purge_every.total_seconds()
+        now = datetime.now(UTC).timestamp()
+        run_at = datetime.fromtimestamp((now // step + 1) * step, UTC)
+        await self.node.scheduler.schedule(PURGE_JOB, f"{PURGE_JOB}:{run_at.isoformat()}", run_at)
+
+    # -- a user's data ----------------------------------------------------------------------
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        row = await store.optin_row(self.db, user_id)
+        return {
+            "opted_in_at": _iso(row["opted_in_at"]) if row else None,
+            "entries": [self.wire(e) for e in await store.entries_of(self.db, user_id, None)],
+        }
+
+    async def delete_user(self, conn: Any, user_id: str) -> int:
+        """Remove the user's opt-in and entries (inside the caller's transaction)."""
+        return await store.opt_out(conn, user_id)

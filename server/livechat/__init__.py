@@ -1,0 +1,1 @@
+"""Live chat on /live: messages, history, slow mode, moderation and reaction bursts."""

@@ -1,0 +1,1 @@
+"""A user's data: export everything of theirs, erase everything of theirs."""
