@@ -204,11 +204,28 @@ class Dispatcher:
         live = [r for r in rows if notes[r["notification_id"]]["read_at"] is None]
         if not live:
             return
-        ids = [r["id"] for r in live]
         user = live[0]["user_id"]
+        prefs = ctx.prefs[user]
+        # the user may have changed their mind while this waited (quiet hours, a batch, retries)
+        refused = [r["id"] for r in live if prefs.refuses(ch, notes[r["notification_id"]]["kind"])]
+        if refused:
+            await self._record(
+                Outcome(
+                    refused,
+                    "skipped",
+                    now,
+                    reason="preference",
+                    detail="preferences changed before it went out",
+                    attempted=False,
+                )
+            )
+            self._count(ch, "skipped", "preference", len(refused))
+            live = [r for r in live if r["id"] not in refused]
+            if not live:
+                return
+        ids = [r["id"] for r in live]
         msg = self._message(ch, live, notes)
         msg.address = ctx.addresses.get(user)
-        prefs = ctx.prefs[user]
         started = time.perf_counter()
         try:
             sent = await channel.send(msg, prefs)

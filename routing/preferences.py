@@ -104,6 +104,16 @@ class Preferences(BaseModel):
     def channel_on(self, channel: Channel) -> bool:
         return self.channels.get(channel, True)
 
+    def refuses(self, channel: Channel, kind: str) -> str | None:
+        """Why these preferences keep a `kind` notification off an outward `channel`."""
+        if not self.channel_on(channel):
+            return f"{channel} is switched off"
+        if self.level in ("none", "daily"):
+            return f"notification level is {self.level}"
+        if self.level == "matches" and kind != "match":
+            return "notification level is matches: only match notifications go out"
+        return None
+
     def effective_digest(self) -> DigestMode:
         if self.level == "none":
             return "off"

@@ -12,6 +12,7 @@ rows still `queued` (a crash between commit and emit) are emitted on the redeliv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ours.router")
 
 CHUNK = 500
+EMIT_BATCH = 100
 MAX_ACTORS = 10
 
 
@@ -100,11 +102,10 @@ class Router:
         feature). `key` makes it idempotent; returns the id used in the delivery log."""
         if kind not in KINDS:
             raise ValueError(f"unknown notification kind {kind!r}")
-        event_id = (
-            str(uuid.uuid5(uuid.NAMESPACE_URL, f"ours:router:{kind}:{key}"))
-            if key
-            else (str(uuid.uuid4()))
-        )
+        if key:
+            event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"ours:router:{kind}:{key}"))
+        else:
+            event_id = str(uuid.uuid4())
         users = [u for u in dict.fromkeys(user_ids) if u and u != actor]
         await self.route(event_id, kind, users, actor, payload, group)
         return event_id
@@ -305,12 +306,9 @@ class Router:
         if ch not in CHANNELS_FOR[priority]:
             where = "the digest" if priority is Priority.BATCH else "the in-app inbox"
             return "priority", f"{priority} notifications do not use {ch} (they go to {where})"
-        if not p.channel_on(ch):
-            return "preference", f"{ch} is switched off"
-        if p.level in ("none", "daily"):
-            return "preference", f"notification level is {p.level}"
-        if p.level == "matches" and kind_name != "match":
-            return "preference", "notification level is matches: only match notifications go out"
+        refused = p.refuses(ch, kind_name)
+        if refused is not None:
+            return "preference", refused
         why = self.channels[ch].unavailable()
         if why is not None:
             return "not_configured", why
@@ -356,11 +354,14 @@ class Router:
 
     async def _tell_sockets(self, event_id: str, users: list[str]) -> None:
         taken = await self.store.take_in_app(event_id, users, self.now())
+        emits = []
         for user, row, unread in taken:
             payload = item(row)
-            if row["event_count"] > 1:
-                await self.in_app.updated(user, payload, unread)
-            else:
-                await self.in_app.new(user, payload, unread)
+            tell = self.in_app.updated if row["event_count"] > 1 else self.in_app.new
+            emits.append(tell(user, payload, unread))
+        # one room per user: independent emits, sent concurrently (with Redis each is a round
+        # trip)
+        for start in range(0, len(emits), EMIT_BATCH):
+            await asyncio.gather(*emits[start : start + EMIT_BATCH])
         if taken:
             metrics.DELIVERIES.labels("in_app", "delivered", "").inc(len(taken))

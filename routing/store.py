@@ -354,7 +354,7 @@ class RouterStore:
 
     async def notifications(self, ids: list[int]) -> dict[int, asyncpg.Record]:
         rows = await self.db.fetch(
-            f"SELECT {NOTIFICATION_COLUMNS}, user_id, hidden FROM notifications"
+            f"SELECT {NOTIFICATION_COLUMNS}, hidden FROM notifications"
             " WHERE id = ANY($1::bigint[])",
             ids,
         )
@@ -640,7 +640,5 @@ class RouterStore:
         ):
             await conn.execute(f"DELETE FROM {table} WHERE user_id = $1", user_id)
         await conn.execute(
-            "DELETE FROM jobs WHERE kind = $1 AND starts_with(key, $2) AND state = 'pending'",
-            DIGEST_JOB,
-            f"{DIGEST_JOB}:{user_id}:%",
+            "DELETE FROM jobs WHERE kind = $1 AND payload->>'user_id' = $2", DIGEST_JOB, user_id
         )

@@ -274,7 +274,13 @@ def cmd_dlq_list(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     async def run(storage: Any, bus: Any) -> int:
-        return int(await bus.replay(args.ids or None))
+        from server.audit import AuditLog
+
+        count = int(await bus.replay(args.ids or None))
+        await AuditLog(storage).record(
+            "cli", "dlq.replay", None, None, {"ids": args.ids or None, "count": count}
+        )
+        return count
 
     count = _with_node(settings, run)
     print(f"replayed {count} dead letter(s)")

@@ -47,6 +47,7 @@ class Node:
             else MemoryLimiter(),
         )
         self.with_sockets = with_sockets
+        self.consuming = False
         self.draining = False
         self.inflight = 0  # client events being handled (drained before shutdown)
         self.sweep_interval = 5.0  # metrics sampling and expired-token sweep
@@ -117,6 +118,7 @@ class Node:
     async def start(self, *, consume: bool | None = None) -> None:
         await self.storage.open(migrate=True)
         consume = self.consumes if consume is None else consume
+        self.consuming = consume  # features with background senders run only where this is set
         await self.bus.start(consume=consume)
         for feature in self.features.values():
             await feature.start()

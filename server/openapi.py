@@ -133,6 +133,79 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _resp("data: {replayed}"), **_errors(400, 401, 403)},
                 }
             },
+            "/v1/admin/audit": {
+                "get": {
+                    "summary": "The audit log, newest first (admin/moderator actions, erasures)",
+                    "security": [*api_key, {"userJwt": []}],
+                    "parameters": [
+                        {"name": n, "in": "query", "schema": {"type": t}, "description": d}
+                        for n, t, d in (
+                            ("actor", "string", "actor_id equals (a user id, cli, key0)"),
+                            ("target", "string", "target equals, e.g. user:u_1 or audio:a_1"),
+                            ("action", "string", "e.g. chat.ban, audio.mute, privacy.erase"),
+                            ("since", "string", "ISO 8601 time: entries at or after it"),
+                            ("before_id", "integer", "page: entries with a smaller id"),
+                            ("limit", "integer", "1-500, default 100"),
+                        )
+                    ],
+                    "responses": {
+                        "200": _resp(
+                            "data: [{id, at, actor_id, actor_role, action, target, reason,"
+                            " details}]"
+                        ),
+                        **_errors(400, 401, 403),
+                    },
+                }
+            },
+            "/v1/me/export": {
+                "get": {
+                    "summary": "Everything this server holds about the caller, as one JSON"
+                    " document (docs/protocol-privacy.md lists the sections); audited",
+                    "security": [{"userJwt": []}],
+                    "responses": {"200": _resp("data: the archive"), **_errors(401)},
+                }
+            },
+            "/v1/me": {
+                "delete": {
+                    "summary": "Erase the caller's data in one transaction (rows removed or"
+                    " anonymized), their Redis keys, and close their sockets; audited",
+                    "security": [{"userJwt": []}],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"reason": {"type": "string", "maxLength": 500}},
+                                    "additionalProperties": False,
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _resp("data: {erased, pseudonym, rows: {table: count}}"),
+                        **_errors(400, 401),
+                    },
+                }
+            },
+            "/v1/admin/users/{user_id}": {
+                "delete": {
+                    "summary": "Erase a user (as DELETE /v1/me); body {reason} optional",
+                    "security": [*api_key, {"userJwt": []}],
+                    "parameters": [
+                        {
+                            "name": "user_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _resp("data: {erased, pseudonym, rows}"),
+                        **_errors(400, 401, 403),
+                    },
+                }
+            },
             "/health": {"get": {"summary": "Liveness", "responses": {"200": _resp("ok")}}},
             "/ready": {
                 "get": {

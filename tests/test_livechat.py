@@ -419,6 +419,9 @@ async def test_lives_follow_the_newest_event_and_the_trim_keeps_the_latest(
     rest = await store.recent(svc.db, "l9", 50)
     assert [r["body"] for r in rest] == ["m5", "m6", "m7"]
     assert await store.recent(svc.db, "other", 50) == []
+    # the trim runs as a scheduled job, every 10 minutes
+    jobs = await svc.db.fetch("SELECT state FROM jobs WHERE kind = 'livechat.trim'")
+    assert [j["state"] for j in jobs] == ["pending"]
 
 
 # -- across processes -------------------------------------------------------------------------

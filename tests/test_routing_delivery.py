@@ -295,3 +295,15 @@ async def test_a_provider_down_blocks_nobody_and_ends_in_a_dead_letter(env: Env)
     assert (email["state"], email["reason"], email["attempts"]) == ("failed", "provider_error", 3)
     assert email["detail"].startswith("gave up after 3 attempts: Resend 500")
     assert len(env.resend.requests) == 3
+
+
+async def test_held_push_respects_a_preference_changed_meanwhile(env: Env) -> None:
+    await env.device("ana", "tok-a")
+    env.clock.set(datetime(2030, 3, 4, 23, 30, tzinfo=UTC))
+    eid = await env.publish(FOLLOWED, followed("bo", "ana"))
+    await env.prefs("ana", channels={"push": False})
+    env.clock.set(datetime(2030, 3, 5, 8, 30, tzinfo=UTC))
+    await env.settle()
+    push = (await env.deliveries(eid, "ana"))["push"]
+    assert (push["state"], push["reason"]) == ("skipped", "preference")
+    assert env.fcm.requests == []

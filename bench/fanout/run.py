@@ -5,8 +5,7 @@ Starts each server in turn on a free 127.0.0.1 port (fresh for every scenario;
 (loadgen.js) against it, stops it, and writes a JSON + markdown report.
 Standard library only; invoked through the `run` wrapper next to this file.
 
-    bench/fanout/run --clients 1000 --rates 10,50 --duration 10 \
-        --servers ours,bare,node --saturate
+    bench/fanout/run --clients 1000 --rates 10,50 --duration 10 --servers ours,bare,node --saturate
 """
 
 from __future__ import annotations

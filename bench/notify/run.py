@@ -206,6 +206,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 async with http.post(f"{url}/v1/events", json=body) as r:
                     assert r.status == 202, await r.text()
 
+            load_before = round(os.getloadavg()[0], 2)
             t0 = time.time()
             await asyncio.gather(*(post(b) for b in bodies))
             t_published = time.time()
@@ -241,6 +242,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "machine": f"{platform.machine()}, {os.cpu_count()} cpu, Python "
             f"{platform.python_version()}",
             "bus": "redis streams" if args.redis else "in-process",
+            "load_avg_1m_before": load_before,
             "followers": n,
             "events": len(bodies),
             "publish_s": round(t_published - t0, 3),
@@ -295,18 +297,44 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "Reproduce: `bench/notify/run --followers 10000 --sockets 200` (add `--redis` for the",
         "Redis Streams bus). Needs the machine's PostgreSQL (and Redis for `--redis`).",
         "",
-        "| bus | followers | events | time to last in-app | time to last push |"
-        " time to last delivery | deliveries/s | sample sockets: received, p50, max |",
-        "|---|---|---|---|---|---|---|---|",
+        "| when (UTC) | load | bus | followers | events | time to last in-app |"
+        " time to last push | time to last delivery | deliveries/s |"
+        " sample sockets: received, p50, max |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['bus']} | {r['followers']} | {r['events']} | {r['in_app_last_s']} s |"
+            f"| {r['when'][:16]} | {r.get('load_avg_1m_before')} | {r['bus']} | {r['followers']} |"
+            f" {r['events']} | {r['in_app_last_s']} s |"
             f" {r['push_last_s']} s | {r['last_delivery_s']} s | {r['deliveries_per_s']} |"
             f" {r['socket_received']}/{r['sockets']}, {r['socket_p50_s']} s,"
             f" {r['socket_max_s']} s |"
         )
-    lines += ["", f"Machine: {results[0]['machine']}; measured {results[0]['when']}.", ""]
+    lines += [
+        "",
+        f"Machine: {results[0]['machine']}. The machine was shared: other suites ran at the same"
+        " time (the 1-minute load average before each run is in the raw results), which is why"
+        " runs of the same code differ; take the figures as an order of magnitude.",
+        "",
+    ]
+    lines += [
+        "Where the time goes (cProfile and timers in-process on the same machine):",
+        "",
+        "- routing one 100-recipient event takes ~28 ms with the in-process bus: one transaction",
+        "  (claim, prefs, 100 inbox rows, 500 delivery-log rows ~8.5 ms, 100 digest jobs), then",
+        "  one statement that marks the in-app rows delivered and reads the unread counts, then",
+        "  100 emits. With Redis the emits cost ~0.3 ms each through the Redis client manager",
+        "  and dominate (~42 ms of ~69 ms per event). The bus consumer handles one event at a",
+        "  time, so N/100 events are routed one after another.",
+        "- a push costs ~2 ms of this process: the leasing and outcome writes are batched per",
+        "  pass (3 lookups per pass, one UPDATE per group of finished sends), the rest is",
+        "  firebase-admin's sync `messaging.send` (requests) in 16 worker threads, which compete",
+        "  with the event loop for the GIL. firebase-admin's `send_each_async` (httpx) measured",
+        "  ~3x slower here, and 64 threads were no faster than 16.",
+        "- in-app and push share one process and one core's worth of GIL; PostgreSQL, the fake",
+        "  FCM and the 200 sample clients share the other core.",
+        "",
+    ]
     lines += ["Raw results:", "", "```json", json.dumps(results, indent=1), "```", ""]
     return "\n".join(lines)
 
@@ -328,9 +356,12 @@ def main() -> None:
     results_dir.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (results_dir / f"notify-{stamp}.json").write_text(json.dumps(results, indent=1))
-    if args.out:
-        args.out.write_text(markdown(results))
-        log(f"wrote {args.out}")
+    if args.out:  # every run kept in results/, newest last
+        runs = [
+            r for f in sorted(results_dir.glob("notify-*.json")) for r in json.loads(f.read_text())
+        ]
+        args.out.write_text(markdown(runs))
+        log(f"wrote {args.out} ({len(runs)} runs)")
 
 
 if __name__ == "__main__":

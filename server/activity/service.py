@@ -200,15 +200,21 @@ class Activity:
 
     async def purge_job(self, payload: dict[str, Any]) -> None:
         await self.purge()
-        await self.schedule_purge()
+        slot = payload.get("at")
+        await self.schedule_purge(after=datetime.fromisoformat(slot) if slot else None)
 
-    async def schedule_purge(self) -> None:
-        """The next run on the `purge_every` grid; the key makes every process schedule the
-        same job, and each run schedules the next."""
+    async def schedule_purge(self, after: datetime | None = None) -> None:
+        """The next run on the `purge_every` grid (after the slot that just ran, so clock skew
+        never schedules the same slot twice); the key makes every process schedule the same
+        job, and each run schedules the next."""
         step = self.purge_every.total_seconds()
         now = datetime.now(UTC).timestamp()
+        if after is not None:
+            now = max(now, after.timestamp())
         run_at = datetime.fromtimestamp((now // step + 1) * step, UTC)
-        await self.node.scheduler.schedule(PURGE_JOB, f"{PURGE_JOB}:{run_at.isoformat()}", run_at)
+        await self.node.scheduler.schedule(
+            PURGE_JOB, f"{PURGE_JOB}:{run_at.isoformat()}", run_at, {"at": run_at.isoformat()}
+        )
 
     # -- a user's data ----------------------------------------------------------------------
 

@@ -38,8 +38,8 @@ STOP_WORDS = frozenset(
     today tonight still also too very so really""".split()
 )
 
-_POSSESSIVE = re.compile(r"['’]s\b")
-_APOSTROPHE = re.compile(r"['’]")
+_POSSESSIVE = re.compile(r"['\u2019]s\b")  # ' and the typographic apostrophe
+_APOSTROPHE = re.compile(r"['\u2019]")
 _NON_WORD = re.compile(r"[^\w]+|_+")
 _VOWELS = frozenset("aeiouy")
 

@@ -54,8 +54,8 @@ class LiveChatFeature(Feature):
             await self._redis.aclose()
 
     async def _trim(self, payload: dict[str, Any]) -> None:
+        await self._schedule_trim()  # the next one first: a failing trim does not stop them
         await self.service.trim()
-        await self._schedule_trim()
 
     async def _schedule_trim(self) -> None:
         """Every TRIM_EVERY_S; the key names the slot, so every process schedules the same."""

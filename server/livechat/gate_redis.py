@@ -17,7 +17,7 @@ GEN_TTL_S = 86_400
 ADMIT_LUA = """
 local s = redis.call('HMGET', KEYS[1], 'ld', 'state', 'slow', 'b:' .. ARGV[1], 't:' .. ARGV[1])
 if not s[1] then return {'load'} end
--- mutated
+if s[4] then return {'banned'} end
 if s[2] ~= 'live' then
   if s[2] == 'ended' then return {'ended'} end
   return {'none'}

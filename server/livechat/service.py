@@ -125,7 +125,12 @@ class LiveChat:
                 return self._duplicate(first)
         if verdict.outcome != "ok":
             raise _refusal(verdict, live_id)
-        row = await store.insert_message(self.db, live_id, user_id, client_msg_id, body)
+        try:
+            row = await store.insert_message(self.db, live_id, user_id, client_msg_id, body)
+        except BaseException:  # not stored: it does not count for slow mode either
+            if verdict.stamp is not None:
+                await self.gate.give_back(live_id, user_id, verdict.stamp)
+            raise
         if row is None:  # a retry: nothing new goes out, and it does not count for slow mode
             if verdict.stamp is not None:
                 await self.gate.give_back(live_id, user_id, verdict.stamp)

@@ -3,7 +3,8 @@
   <prefix>:bucket:u:<id>[:<event>]        rate-limit buckets (server/ratelimit.py)
   <prefix>:rl:<ns>:user:<id>[:epoch]      their user room's log (server/roomlog_redis.py)
   <prefix>:rl:<ns>:<room>                 entries of shared rooms' logs that name them
-  <prefix>:pres:...                       presence (server/presence_redis.py `forget`)
+  <prefix>:pres:...                       presence (server/presence_redis.py `forget`, and
+                                          the "<id>|<device>" members of its expiry index)
   <prefix>:chat:{<live>}:last:<id>        live-chat slow-mode marks (server/livechat/gate_redis.py)
   {<prefix>:tg:<bot>}:chat:<chat id>      Telegram send limits of their linked chat (bots/)
 
@@ -65,6 +66,9 @@ async def _redis_keys(redis: Any, prefix: str, user_id: str, erased: Erased) -> 
         keys = [k async for k in redis.scan_iter(match=pattern, count=1000)]
         if keys:
             removed += int(await redis.delete(*keys))
+    # presence's expiry index holds "<user>|<device>" members (server/presence_redis.py)
+    async for member, _ in redis.zscan_iter(f"{prefix}:pres:all", match=f"{user_id}|*"):
+        removed += int(await redis.zrem(f"{prefix}:pres:all", member))
     # entries of shared rooms' logs (conversations, audio rooms, ...) that name them
     named = names(user_id)
     async for key in redis.scan_iter(match=f"{prefix}:rl:*", count=1000, _type="stream"):

@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -116,7 +115,8 @@ async def _core(conn: Any, uid: str, ps: str, out: Erased) -> None:
         "jobs",
         _count(
             await conn.execute(
-                "DELETE FROM jobs WHERE payload IS DISTINCT FROM privacy_erase_json(payload, $1, $2)",
+                "DELETE FROM jobs"
+                " WHERE payload IS DISTINCT FROM privacy_erase_json(payload, $1, $2)",
                 uid,
                 ps,
             )
@@ -250,7 +250,8 @@ async def _messaging(conn: Any, uid: str, ps: str, out: Erased) -> None:
         "hours_transfers",
         _count(
             await conn.execute(
-                "UPDATE hours_transfers SET from_account = privacy_erase_ident(from_account, $1, $2),"
+                "UPDATE hours_transfers"
+                " SET from_account = privacy_erase_ident(from_account, $1, $2),"
                 " to_account = privacy_erase_ident(to_account, $1, $2),"
                 " actor_id = privacy_erase_ident(actor_id, $1, $2),"
                 # tips: "tip:<sender>:<conversation>:<client id>" (server/messaging/service.py)
@@ -356,10 +357,9 @@ async def erase_rows(conn: Any, node: Node, uid: str, ps: str) -> Erased:
 
 
 class Eraser:
-    def __init__(self, node: Node, redis: Any, now: Callable[[], datetime]) -> None:
+    def __init__(self, node: Node, redis: Any) -> None:
         self.node = node
         self.redis = redis
-        self.now = now
         self.sweeps: tuple[timedelta, ...] = (timedelta(seconds=30), timedelta(minutes=10))
 
     def pseudonym(self, user_id: str) -> str:

@@ -120,7 +120,7 @@ class FakeFCM:
 
     async def _stats(self, request: web.Request) -> web.Response:
         times = sorted(self.arrivals)
-        gap = max(((b - a, a) for a, b in zip(times, times[1:], strict=False)), default=(0, 0))
+        gap = max(((b - a, a) for a, b in itertools.pairwise(times)), default=(0, 0))
         return web.json_response(
             {
                 "longest_gap_s": round(gap[0], 3),

@@ -1,0 +1,814 @@
+"""bench/idle runner: memory per idle socket.
+
+For every server in --servers: raises the open-files limit (inherited by the servers and the
+load generator), starts the server on a free 127.0.0.1 port exactly as bench/fanout/run.py does
+(`ours serve` with a fresh temporary OURS_DATA_DIR and the connect / IP / user rate limits
+raised; bench/fanout/bare_server.py; bench/fanout/node_server.js), waits for its resident memory
+to settle and reads VmRSS from /proc/<pid>/status ("before"); connects --clients official
+socket.io-client sockets to /feed (websocket, --workers Node processes, each socket joins
+`zone:idle`), waits until VmRSS is stable again ("after"), holds --hold seconds, checks that every
+socket is still connected and that a sample answers a `room:join` ack, and reports
+(after - before) / connected sockets in KiB. Writes results/idle-<UTC stamp>.{json,md}; with
+--write-doc also the results section of docs/benchmarks-idle.md. Standard library only; bounded
+in time; stops every child process on exit, error, SIGINT or SIGTERM.
+
+    bench/idle/run --clients 5000 --workers 4 --servers ours,bare,node
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import platform
+import queue
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+FANOUT = REPO / "bench" / "fanout"
+DOC = REPO / "docs" / "benchmarks-idle.md"
+DOC_BEGIN = "<!-- bench/idle results: written by `bench/idle/run --write-doc` -->"
+DOC_END = "<!-- /bench/idle results -->"
+KNOWN_SERVERS = ("ours", "bare", "bare-nodeflate", "node")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+RAISED = "1000000"  # the rate-limit settings' maximum (config/__init__.py)
+OURS_BENCH_ENV = {
+    "OURS_RATE_CONNECT_PER_MIN": RAISED,
+    "OURS_RATE_IP_PER_MIN": RAISED,
+    "OURS_RATE_USER_PER_MIN": RAISED,
+}
+NOFILE = 65536
+
+_children: list[subprocess.Popen] = []  # process-group leaders we started
+_datadirs: list[str] = []  # temporary data dirs of running servers
+
+
+def log(msg: str) -> None:
+    print(f"[idle {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------ processes
+def kill_group(p: subprocess.Popen, grace: float) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    try:  # the leader may be gone while other members of its group live on
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def pids_using(needle: str) -> set[int]:
+    """pids whose command line mentions `needle` (our unique temporary data dir)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if needle in cmd:
+                out.add(int(d.name))
+    return out
+
+
+def kill_pids(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def spawn(cmd: list[str], **kw) -> subprocess.Popen:
+    p = subprocess.Popen(cmd, start_new_session=True, **kw)
+    _children.append(p)
+    return p
+
+
+def stop(p: subprocess.Popen, grace: float = 15) -> None:
+    kill_group(p, grace)
+    if p in _children:
+        _children.remove(p)
+
+
+def release_datadir(datadir: str) -> None:
+    """Stop anything still using a server's data dir (e.g. its PostgreSQL) and remove it."""
+    leftovers = pids_using(datadir)
+    if leftovers:
+        log(f"stopping {len(leftovers)} leftover process(es) using {datadir}")
+        kill_pids(leftovers)
+    shutil.rmtree(datadir, ignore_errors=True)
+    if datadir in _datadirs:
+        _datadirs.remove(datadir)
+
+
+def cleanup() -> None:
+    while _children:
+        kill_group(_children.pop(), grace=5)
+    for d in list(_datadirs):
+        release_datadir(d)
+
+
+def _on_signal(signum, _frame):
+    log(f"signal {signum}: stopping children")
+    cleanup()
+    sys.exit(128 + signum)
+
+
+def raise_nofile() -> tuple[int, int]:
+    """Raise RLIMIT_NOFILE to 65536 (children inherit it); the hard limit only if allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for want in ((NOFILE, max(hard, NOFILE)), (min(NOFILE, hard), hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, want)
+            break
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def vmrss_kib(pid: int) -> int | None:
+    """VmRSS of one process in KiB (from /proc/<pid>/status), None if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def proc_stat(pid: int) -> tuple[int, float, int] | None:
+    """(ppid, cpu seconds, rss bytes) of one process, None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rindex(")") + 2 :].split()
+    return int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK, int(rest[21]) * PAGE
+
+
+def tree(root: int, also: str | None = None) -> set[int]:
+    """root, its descendants and processes whose command line mentions `also`."""
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            st = proc_stat(int(d.name))
+            if st:
+                kids.setdefault(st[0], []).append(int(d.name))
+    seen: set[int] = set()
+    stack = [root, *(pids_using(also) if also else ())]
+    while stack:
+        pid = stack.pop()
+        if pid not in seen:
+            seen.add(pid)
+            stack.extend(kids.get(pid, []))
+    return seen
+
+
+def tree_rss_kib(root: int, also: str | None) -> int:
+    """Summed VmRSS of a process tree (shared pages count once per process)."""
+    return sum(vmrss_kib(p) or 0 for p in tree(root, also))
+
+
+def cpu_s(pid: int) -> float:
+    st = proc_stat(pid)
+    return st[1] if st else 0.0
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (all cores) since boot."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
+    steal = f[7] if len(f) > 7 else 0
+    return (sum(f[:8]) - idle - steal) / CLK_TCK
+
+
+def busy_cores(seconds: float) -> float:
+    m0, t0 = machine_busy(), time.time()
+    time.sleep(seconds)
+    return (machine_busy() - m0) / (time.time() - t0)
+
+
+def wait_for_quiet(args, tag: str) -> float:
+    """With the server up and idle, wait up to --quiet-wait s for the rest of the machine to
+    drop under --quiet-cores busy cores (as bench/fanout does). Returns the last reading."""
+    deadline = time.time() + args.quiet_wait
+    busy = busy_cores(2)
+    while busy > args.quiet_cores and time.time() < deadline:
+        log(f"{tag} | machine busy with other work ({busy:.2f} cores): waiting")
+        busy = busy_cores(5)
+    if busy > args.quiet_cores:
+        log(f"{tag} | still {busy:.2f} busy cores of other work: running anyway")
+    return round(busy, 2)
+
+
+def wait_stable(pid: int, window: int, tol_kib: int, max_s: float) -> tuple[int, bool, list]:
+    """Sample VmRSS once a second until the last `window` samples lie within `tol_kib`
+    (or `max_s` passed). Returns (last sample, stable?, samples)."""
+    samples: list[int] = []
+    deadline = time.time() + max_s
+    while True:
+        v = vmrss_kib(pid)
+        if v is None:
+            raise RuntimeError("server exited")
+        samples.append(v)
+        last = samples[-window:]
+        if len(last) == window and max(last) - min(last) <= tol_kib:
+            return v, True, samples
+        if time.time() >= deadline:
+            return v, False, samples
+        time.sleep(1)
+
+
+# ------------------------------------------------------------------ helpers
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_ok(url: str, timeout: float = 2) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def sh(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def venv_python() -> str:
+    p = REPO / ".venv" / "bin" / "python"
+    return str(p) if p.exists() else sys.executable
+
+
+def npm_version(base: Path, name: str) -> str | None:
+    pj = base / "node_modules" / name / "package.json"
+    return json.loads(pj.read_text())["version"] if pj.exists() else None
+
+
+def machine_info(py: str) -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "",
+    )
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    pyver = sh(
+        [
+            py,
+            "-c",
+            "import json,sys;from importlib import metadata as m\n"
+            "d={'python':sys.version.split()[0]}\n"
+            "for n in ('python-socketio','python-engineio','aiohttp','uvloop'):\n"
+            "  try: d[n]=m.version(n)\n"
+            "  except Exception: d[n]=None\n"
+            "print(json.dumps(d))",
+        ]
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "mem_total_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": sh(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "node": sh(["node", "--version"]),
+        "python_packages": json.loads(pyver) if pyver else {},
+        "socket.io-client": npm_version(HERE, "socket.io-client"),
+        "socket.io (node server)": npm_version(FANOUT, "socket.io"),
+        "git_commit": sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]) or None,
+        "git_dirty": bool(sh(["git", "-C", str(REPO), "status", "--porcelain", "--", "server"])),
+    }
+
+
+def ensure_npm() -> None:
+    if (HERE / "node_modules" / "socket.io-client" / "package.json").exists():
+        return
+    log("installing npm dependencies (npm ci) in bench/idle")
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True, timeout=600)
+
+
+# ------------------------------------------------------------------ servers
+class Server:
+    """One server under test, started as bench/fanout/run.py starts it."""
+
+    def __init__(self, kind: str, args, logdir: Path) -> None:
+        self.kind, self.args = kind, args
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.datadir: str | None = None
+        self.logfile = logdir / f"{kind}-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        host = ["--host", "127.0.0.1", "--port", str(self.port)]
+        if self.kind == "ours":
+            return [self.args.ours_bin, "serve", *host]
+        if self.kind == "bare":
+            return [self.args.python, str(FANOUT / "bare_server.py"), *host]
+        if self.kind == "bare-nodeflate":
+            return [self.args.python, str(FANOUT / "bare_server.py"), *host, "--no-ws-compress"]
+        if self.kind == "node":
+            return ["node", str(FANOUT / "node_server.js"), *host]
+        raise ValueError(self.kind)
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.kind == "ours":
+            self.datadir = tempfile.mkdtemp(prefix="ours-bench-idle-")
+            _datadirs.append(self.datadir)
+            env.update(
+                OURS_DATA_DIR=self.datadir,
+                OURS_JWT_SECRET=self.args.jwt_secret,
+                OURS_API_KEYS=self.args.api_key,
+            )
+            env.update(OURS_BENCH_ENV)
+            env.update(dict(kv.split("=", 1) for kv in self.args.ours_env))
+        with open(self.logfile, "ab") as fh:
+            self.proc = spawn(
+                self.command(),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        timeout = self.args.ours_startup_timeout if self.kind == "ours" else 30
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode} during startup")
+            if http_ok(self.url + "/health"):
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.kind} not healthy after {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+        if self.datadir:
+            release_datadir(self.datadir)
+            self.datadir = None
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+# ------------------------------------------------------------------ load generator
+class Loadgen:
+    """The Node load generator, driven by commands on its stdin."""
+
+    def __init__(self, srv: Server, args) -> None:
+        cmd = [
+            "node", str(HERE / "loadgen.js"),
+            "--url", srv.url,
+            "--clients", str(args.clients),
+            "--workers", str(args.workers),
+            "--connect-timeout", f"{args.connect_timeout:g}",
+            "--client-deflate", args.client_deflate,
+        ]  # fmt: skip
+        env = dict(os.environ, BENCH_JWT_SECRET=args.jwt_secret)
+        self.tag = srv.kind
+        self.p = spawn(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=HERE,
+        )
+        self.events: queue.Queue = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=lambda: self.stderr.extend(self.p.stderr), daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.p.stdout is not None
+        for line in self.p.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except json.JSONDecodeError:
+                log(f"  loadgen: {line.rstrip()}")
+        self.events.put(None)
+
+    def expect(self, kind: str, timeout: float) -> dict:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                ev = self.events.get(timeout=max(0.1, deadline - time.time()))
+            except queue.Empty:
+                if time.time() >= deadline:
+                    raise RuntimeError(f"loadgen: no {kind} within {timeout:g}s") from None
+                continue
+            if ev is None:
+                tail = "".join(self.stderr)[-800:]
+                raise RuntimeError(f"loadgen exited (rc={self.p.poll()}) before {kind}: {tail}")
+            if ev.get("event") == "progress":
+                log(f"  {self.tag} | {ev['msg']}")
+            elif ev.get("event") == "error":
+                raise RuntimeError(f"loadgen: {ev.get('error')}")
+            elif ev.get("event") == kind:
+                return ev
+
+    def command(self, line: str) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+
+    def close(self) -> None:
+        try:
+            self.command("close")
+            self.p.wait(timeout=15)
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            pass
+        stop(self.p, grace=2)
+
+
+# ------------------------------------------------------------------ one server
+def measure(srv: Server, args) -> dict:
+    assert srv.proc is not None
+    pid = srv.proc.pid
+    r: dict = {"server": srv.kind, "clients": args.clients}
+    before, settled, _ = wait_stable(pid, 5, args.stable_tol_kib, 30)
+    r["rss_before_kib"], r["settled_before"] = before, settled
+    r["tree_rss_before_kib"] = tree_rss_kib(pid, srv.datadir)
+    r["loadavg_before"] = loadavg()
+    log(f"{srv.kind} | VmRSS before {before / 1024:.1f} MiB (settled: {settled}); connecting")
+    lg = Loadgen(srv, args)
+    try:
+        m0 = machine_busy()
+        t0 = time.time()
+        ready = lg.expect("ready", args.connect_timeout + 30)
+        r.update(
+            joined=ready["joined"],
+            connect_failed=ready["failed"],
+            connect_errors=ready["errors"],
+            connect_s=ready["connect_s"],
+            ws_extensions=ready["ws_extensions"],
+            connect_busy_cores=round((machine_busy() - m0) / max(1e-6, time.time() - t0), 2),
+        )
+        log(
+            f"{srv.kind} | {ready['joined']:,}/{args.clients:,} joined in {ready['connect_s']} s "
+            f"(errors {ready['errors'] or 'none'}); waiting for VmRSS to settle"
+        )
+        after, stable, samples = wait_stable(
+            pid, args.stable_window, args.stable_tol_kib, args.stable_max
+        )
+        r.update(rss_after_kib=after, stable=stable, stable_wait_s=len(samples))
+        r["tree_rss_after_kib"] = tree_rss_kib(pid, srv.datadir)
+        log(
+            f"{srv.kind} | VmRSS after {after / 1024:.1f} MiB (stable: {stable}, "
+            f"{len(samples)} s); holding {args.hold:g} s"
+        )
+        # hold: sample VmRSS and the server's CPU (heartbeats only)
+        c0, hold0, m0 = cpu_s(pid), time.time(), machine_busy()
+        hold: list[int] = []
+        while time.time() - hold0 < args.hold:
+            v = vmrss_kib(pid)
+            if v is None:
+                raise RuntimeError("server exited during the hold")
+            hold.append(v)
+            time.sleep(1)
+        wall = time.time() - hold0
+        r.update(
+            rss_hold_end_kib=hold[-1],
+            rss_hold_min_kib=min(hold),
+            rss_hold_max_kib=max(hold),
+            hold_s=round(wall, 1),
+            server_cores_idle=round((cpu_s(pid) - c0) / wall, 3),
+            machine_busy_cores_hold=round((machine_busy() - m0) / wall, 2),
+        )
+        lg.command("status")
+        st = lg.expect("status", 40)
+        lg.command(f"verify {args.verify}")
+        ver = lg.expect("verify", 60)
+        r.update(
+            connected_after_hold=st["connected"],
+            joined_after_hold=st["joined"],
+            disconnects=st["disconnects"],
+            disconnect_reasons=st["disconnect_reasons"],
+            pings_received=st["pings"],
+            loadgen_worker_rss_mib=st["worker_rss_mib"],
+            verify=ver,
+            loadavg_after=loadavg(),
+        )
+        n = r["joined"]
+        if n:
+            r["kib_per_socket"] = round((after - before) / n, 1)
+            r["kib_per_socket_hold_end"] = round((hold[-1] - before) / n, 1)
+            r["kib_per_socket_tree"] = round(
+                (r["tree_rss_after_kib"] - r["tree_rss_before_kib"]) / n, 1
+            )
+        log(
+            f"{srv.kind} | after hold: {st['connected']:,} connected, {st['disconnects']} "
+            f"disconnects, {st['pings']:,} pings; verify {ver['ok']}/{ver['picked']} acks "
+            f"(p50 {ver['rtt_ms']['p50']} ms); VmRSS {before / 1024:.1f} -> {after / 1024:.1f} "
+            f"MiB = {r.get('kib_per_socket')} KiB/socket"
+        )
+    finally:
+        lg.close()
+    return r
+
+
+# ------------------------------------------------------------------ report
+def fmt(x, nd: int = 1) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+COLS = (
+    "server",
+    "sockets joined",
+    "connect s",
+    "VmRSS before MiB",
+    "VmRSS after MiB",
+    "KiB per idle socket",
+    "KiB/socket at hold end",
+    "connected after hold",
+    "room:join acks",
+    "ack p50 / max ms",
+    "server CPU idle (cores)",
+    "ws extensions",
+    "load avg before → after",
+)
+
+
+def render_md(report: dict, heading: str = "#") -> str:
+    m, a = report["machine"], report["args"]
+    pk = m["python_packages"]
+    pkgs = ", ".join(f"{k} {v}" for k, v in pk.items() if k != "python")
+    dirty = " (server/ dirty)" if m["git_dirty"] else ""
+    lim = report["nofile"]
+    lines = [
+        f"{heading} Idle sockets benchmark, {report['started_at']}",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Machine: {m['nproc']} vCPU {m['cpu_model']}, {m['mem_total_gib']} GiB RAM, {m['os']}, "
+        f"kernel {m['kernel']}; Node {m['node']}, Python {pk.get('python')}; {pkgs}; "
+        f"socket.io-client {m['socket.io-client']}, socket.io {m['socket.io (node server)']} "
+        f"(node server); git {m['git_commit']}{dirty}; open files limit {lim[0]}/{lim[1]}.",
+        "",
+        f"Load: {a['clients']:,} socket.io-client connections to `/feed` (websocket only; "
+        f"clients offer permessage-deflate: {a['client_deflate']}) from {a['workers']} Node "
+        "processes, each joins `zone:idle`; VmRSS of the server process (/proc/<pid>/status) "
+        "once settled before connecting, and once stable after (the last "
+        f"{a['stable_window']} one-second samples within {a['stable_tol_kib']} KiB); then a "
+        f"{a['hold']:g} s hold, a connection count and {a['verify']} `room:join` ack round trips "
+        "spread over the sockets. KiB per idle socket = (after - before) / sockets joined.",
+        "",
+        row(*COLS),
+        row(*(["---"] + ["---:"] * (len(COLS) - 1))),
+    ]
+    for r in report["results"]:
+        if "error" in r:
+            err = r["error"].replace("|", "/").replace("\n", " ")[:200]
+            lines.append(row(r["server"], err, *([""] * (len(COLS) - 2))))
+            continue
+        v = r["verify"]
+        lb, la = r.get("loadavg_before") or [], r.get("loadavg_after") or []
+        lines.append(
+            row(
+                r["server"],
+                f"{fmt(r['joined'])}/{fmt(r['clients'])}",
+                fmt(r["connect_s"]),
+                fmt(r["rss_before_kib"] / 1024),
+                fmt(r["rss_after_kib"] / 1024) + ("" if r["stable"] else " (not stable)"),
+                fmt(r.get("kib_per_socket")),
+                fmt(r.get("kib_per_socket_hold_end")),
+                fmt(r["connected_after_hold"]),
+                f"{v['ok']}/{v['picked']}",
+                f"{fmt(v['rtt_ms']['p50'])} / {fmt(v['rtt_ms']['max'])}",
+                fmt(r["server_cores_idle"], 3),
+                r.get("ws_extensions") or "none",
+                f"{lb[0] if lb else 'n/a'} → {la[0] if la else 'n/a'}",
+            )
+        )
+    lines += ["", "Details:", ""]
+    for r in report["results"]:
+        if "error" in r:
+            continue
+        tree_note = (
+            f"; server + embedded PostgreSQL summed VmRSS {fmt(r['tree_rss_before_kib'] / 1024)}"
+            f" -> {fmt(r['tree_rss_after_kib'] / 1024)} MiB "
+            f"({fmt(r.get('kib_per_socket_tree'))} KiB/socket)"
+            if r["server"] == "ours"
+            else ""
+        )
+        lines.append(
+            f"- {r['server']}: VmRSS during the hold {fmt(r['rss_hold_min_kib'] / 1024)}-"
+            f"{fmt(r['rss_hold_max_kib'] / 1024)} MiB{tree_note}; settled after "
+            f"{r['stable_wait_s']} s; disconnects {r['disconnects']}"
+            f"{' ' + json.dumps(r['disconnect_reasons']) if r['disconnect_reasons'] else ''}; "
+            f"Engine.IO pings received by the clients {fmt(r['pings_received'])}; connect errors "
+            f"{json.dumps(r['connect_errors']) if r['connect_errors'] else 'none'}; busy cores "
+            f"during the hold (whole machine) {fmt(r['machine_busy_cores_hold'], 2)}; other work "
+            f"before {fmt(r.get('background_busy_cores_before'), 2)} busy cores; load generator "
+            f"worker RSS {', '.join(str(x) for x in r['loadgen_worker_rss_mib'])} MiB."
+        )
+    notes = report.get("notes") or []
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(md: str) -> None:
+    """Replace the generated results section of docs/benchmarks-idle.md."""
+    block = f"{DOC_BEGIN}\n\n{md}\n{DOC_END}"
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks: idle sockets\n"
+    pattern = re.compile(re.escape(DOC_BEGIN) + r".*?" + re.escape(DOC_END), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
+    DOC.write_text(text)
+
+
+# ------------------------------------------------------------------ main
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--clients", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=4, help="load generator processes")
+    ap.add_argument(
+        "--servers", default="ours,bare,node", help=f"comma list of {','.join(KNOWN_SERVERS)}"
+    )
+    ap.add_argument("--hold", type=float, default=30, help="seconds to hold the idle sockets")
+    ap.add_argument("--verify", type=int, default=100, help="room:join ack round trips")
+    ap.add_argument("--connect-timeout", type=float, default=300)
+    ap.add_argument("--stable-window", type=int, default=10, help="samples (1/s) in the window")
+    ap.add_argument("--stable-tol-kib", type=int, default=1024, help="max spread in the window")
+    ap.add_argument("--stable-max", type=float, default=120, help="max s to wait for stable")
+    ap.add_argument("--client-deflate", choices=("on", "off"), default="on")
+    ap.add_argument("--quiet-wait", type=float, default=120, help="max s to wait for quiet")
+    ap.add_argument("--quiet-cores", type=float, default=0.3, help="busy cores counting as quiet")
+    ap.add_argument("--ours-bin", default=str(REPO / ".venv" / "bin" / "ours"))
+    ap.add_argument(
+        "--ours-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for `ours serve` (repeatable); defaults raise the limits: "
+        + " ".join(f"{k}={v}" for k, v in OURS_BENCH_ENV.items()),
+    )
+    ap.add_argument("--ours-startup-timeout", type=float, default=120)
+    ap.add_argument("--python", default=venv_python(), help="python for the bare server")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument(
+        "--write-doc",
+        action="store_true",
+        help="also replace the results section of docs/benchmarks-idle.md",
+    )
+    args = ap.parse_args()
+    args.api_key = "bench-" + secrets.token_hex(8)
+    args.jwt_secret = secrets.token_hex(32)
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    for s in servers:
+        if s not in KNOWN_SERVERS:
+            ap.error(f"unknown server {s!r}")
+    if "ours" in servers and not os.access(args.ours_bin, os.X_OK):
+        ap.error(f"{args.ours_bin} not found (create the venv: see README.md)")
+    if "node" in servers and not npm_version(FANOUT, "socket.io"):
+        ap.error(
+            "the node server needs bench/fanout's npm dependencies: (cd bench/fanout && npm ci)"
+        )
+
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    nofile = raise_nofile()
+    ensure_npm()
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    outdir = Path(args.out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    logdir = Path(tempfile.mkdtemp(prefix="bench-idle-logs-"))
+    machine = machine_info(args.python)
+    log(
+        f"{len(servers)} server(s), {args.clients:,} idle clients each; open files limit "
+        f"{nofile[0]}/{nofile[1]}; load average {loadavg()}; server logs in {logdir}"
+    )
+    notes: list[str] = []
+    if nofile[0] < args.clients + 1024:
+        notes.append(f"open files limit {nofile[0]} is low for {args.clients} sockets")
+    results: list[dict] = []
+    for n, kind in enumerate(servers, 1):
+        tag = f"[{n}/{len(servers)}] {kind}"
+        srv = None
+        try:
+            srv = Server(kind, args, logdir)
+            log(f"{tag} | starting on {srv.url}")
+            t = time.time()
+            srv.start()
+            log(f"{tag} | healthy after {time.time() - t:.1f}s")
+            background = wait_for_quiet(args, tag)
+            r = measure(srv, args)
+            r["background_busy_cores_before"] = background
+            results.append(r)
+        except Exception as e:
+            log(f"{tag} | FAILED: {e}")
+            entry = {"server": kind, "error": str(e)}
+            if srv is not None:
+                entry["server_log_tail"] = srv.log_tail()
+                log(f"{kind} log tail:\n{entry['server_log_tail']}")
+            results.append(entry)
+        finally:
+            if srv is not None:
+                srv.stop()
+
+    report = {
+        "benchmark": "bench/idle",
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "bench/idle/run " + " ".join(sys.argv[1:]),
+        "args": {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("api_key", "jwt_secret", "out", "python")
+        },
+        "machine": machine,
+        "nofile": list(nofile),
+        "ours_env": {**OURS_BENCH_ENV, **dict(kv.split("=", 1) for kv in args.ours_env)},
+        "results": results,
+        "notes": notes,
+        "server_logs": str(logdir),
+    }
+    jpath = outdir / f"idle-{stamp}.json"
+    mpath = outdir / f"idle-{stamp}.md"
+    jpath.write_text(json.dumps(report, indent=2) + "\n")
+    md = render_md(report)
+    mpath.write_text(md)
+    print()
+    print(md)
+    if args.write_doc:
+        write_doc(render_md(report, heading="###"))
+        log(f"wrote the results section of {DOC.relative_to(REPO)}")
+    log(f"wrote {jpath} and {mpath.name}")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,389 @@
+"""bench/liveroom runner: one live room, V viewers, chat messages and reactions.
+
+Starts `ours serve` on a free 127.0.0.1 port (fresh temporary OURS_DATA_DIR: embedded
+PostgreSQL; with --redis, Redis for the bus, fan-out, the chat gate and reaction bursts), with the
+per-user / per-IP / connect rate limits raised (every viewer comes from 127.0.0.1), announces the
+live with `POST /v1/events` (live.started), runs the Node load generator (loadgen.js), stops the
+server and writes results/liveroom-<UTC stamp>.{json,md}. Standard library only; bounded in time
+(connect <= 120 s, send = --duration, drain <= --drain-max, a hard kill after that).
+
+    bench/liveroom/run --viewers 2000 --chat-rate 50 --reaction-rate 500 --duration 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+RAISED = "1000000"  # the rate-limit settings' maximum
+
+
+def log(msg: str) -> None:
+    print(f"[liveroom {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sh(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def machine() -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "",
+    )
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    client = HERE / "node_modules" / "socket.io-client" / "package.json"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "mem_total_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": sh(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "node": sh(["node", "--version"]),
+        "python": platform.python_version(),
+        "socket.io-client": json.loads(client.read_text())["version"] if client.exists() else None,
+        "git_commit": sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]) or None,
+        "git_dirty": bool(sh(["git", "-C", str(REPO), "status", "--porcelain", "--", "server"])),
+        "load_before": os.getloadavg(),
+    }
+
+
+# ------------------------------------------------------------------ processes
+def kill_group(p: subprocess.Popen, grace: float) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def pids_using(needle: str) -> set[int]:
+    """pids whose command line mentions `needle` (our unique temporary data dir)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if needle in cmd:
+                out.add(int(d.name))
+    return out
+
+
+def proc_stat(pid: int) -> tuple[int, float, int] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rindex(")") + 2 :].split()
+    return int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK, int(rest[21]) * PAGE
+
+
+class Sampler(threading.Thread):
+    """CPU seconds and RSS of the server process (+ its embedded PostgreSQL)."""
+
+    def __init__(self, root: int, also: str) -> None:
+        super().__init__(daemon=True)
+        self.root, self.also = root, also
+        self.cpu: dict[int, float] = {}
+        self.peak_rss = 0
+        self.halt = threading.Event()
+
+    def sample(self) -> float:
+        pids = {self.root} | pids_using(self.also)
+        rss = 0
+        for pid in pids:
+            st = proc_stat(pid)
+            if st:
+                self.cpu[pid] = st[1]
+                rss += st[2]
+        self.peak_rss = max(self.peak_rss, rss)
+        return sum(self.cpu.values())
+
+    def run(self) -> None:
+        while not self.halt.wait(1):
+            self.sample()
+
+
+def machine_busy() -> float:
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(f[:8]) - f[3] - f[4] - f[7]) / CLK_TCK
+
+
+# ------------------------------------------------------------------ run
+def start_server(args, datadir: str, logfile: Path) -> tuple[subprocess.Popen, str, dict]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OURS_")}
+    env.update(
+        OURS_DATA_DIR=datadir,
+        OURS_JWT_SECRET=args.jwt_secret,
+        OURS_API_KEYS=args.api_key,
+        OURS_RATE_USER_PER_MIN=RAISED,
+        OURS_RATE_IP_PER_MIN=RAISED,
+        OURS_RATE_CONNECT_PER_MIN=RAISED,
+        OURS_LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    if args.redis:
+        env.update(OURS_REDIS_URL=args.redis, OURS_REDIS_PREFIX=args.redis_prefix)
+    ours = str(REPO / ".venv" / "bin" / "ours")
+    cmd = [ours, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with open(logfile, "ab") as fh:
+        p = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if p.poll() is not None:
+            raise RuntimeError(f"ours exited with {p.returncode}; see {logfile}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return p, url, {"cmd": " ".join(cmd), "redis": bool(args.redis)}
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("ours did not become healthy in 90 s")
+
+
+def announce(url: str, args) -> None:
+    body = json.dumps(
+        {
+            "type": "live.started",
+            "subjects": [f"live:{args.live}"],
+            "payload": {"live_id": args.live, "host_id": "bench-host", "title": "bench"},
+        }
+    ).encode()
+    req = urllib.request.Request(
+        url + "/v1/events",
+        data=body,
+        headers={"content-type": "application/json", "authorization": f"Bearer {args.api_key}"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        if r.status not in (200, 202):
+            raise RuntimeError(f"live.started answered {r.status}")
+
+
+def run_loadgen(url: str, args, sampler: Sampler) -> dict:
+    cmd = [
+        "node", str(HERE / "loadgen.js"), "--url", url, "--live", args.live,
+        "--viewers", str(args.viewers), "--workers", str(args.workers),
+        "--senders", str(args.senders), "--chat-rate", str(args.chat_rate),
+        "--reaction-rate", str(args.reaction_rate), "--duration", str(args.duration),
+        "--drain-max", str(args.drain_max),
+    ]  # fmt: skip
+    env = dict(os.environ, BENCH_JWT_SECRET=args.jwt_secret)
+    hard = 120 + 30 + args.duration + 30 + args.drain_max + 60
+    p = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=HERE, start_new_session=True
+    )
+    killer = threading.Timer(hard, lambda: kill_group(p, 2))
+    killer.start()
+    result, error, marks = None, None, {}
+    try:
+        assert p.stdout is not None
+        for line in p.stdout:
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                log(f"  loadgen: {line.rstrip()}")
+                continue
+            if ev.get("event") == "progress":
+                log(f"  {ev['msg']}")
+            elif ev.get("event") == "phase":
+                marks[ev["phase"]] = (time.time(), sampler.sample(), machine_busy())
+            elif ev.get("event") == "result":
+                result = ev
+            elif ev.get("event") == "error":
+                error = ev.get("error")
+        p.wait(timeout=30)
+    finally:
+        killer.cancel()
+        kill_group(p, 2)
+    if result is None:
+        raise RuntimeError(f"loadgen failed: {error or 'no result'}")
+    if "publish_start" in marks and "drain_end" in marks:
+        (t0, c0, m0), (t1, c1, m1) = marks["publish_start"], marks["drain_end"]
+        wall = max(t1 - t0, 1e-6)
+        result["server_cpu_cores"] = round((c1 - c0) / wall, 2)
+        result["machine_busy_cores"] = round((m1 - m0) / wall, 2)
+    result["server_rss_mib_peak"] = round(sampler.peak_rss / 2**20, 1)
+    return result
+
+
+def render_md(report: dict) -> str:
+    m, r, a = report["machine"], report["result"], report["args"]
+    c, x = r["chat"], r["reactions"]
+    lat, ack = c["latency_ms"], c["ack_ms"]
+    dirty = " (server/ dirty)" if m["git_dirty"] else ""
+    return "\n".join(
+        [
+            f"# Live room benchmark, {report['started_at']}",
+            "",
+            f"Command: `{report['command']}`",
+            "",
+            f"Machine: {m['nproc']} vCPU {m['cpu_model']}, {m['mem_total_gib']} GiB RAM, "
+            f"{m['os']}, kernel {m['kernel']}; Node {m['node']}, Python {m['python']}, "
+            f"socket.io-client {m['socket.io-client']}; git {m['git_commit']}{dirty}; load "
+            f"average before {', '.join(f'{v:.2f}' for v in m['load_before'])}.",
+            "",
+            f"Server: `ours serve`, one process, {'Redis' if a['redis'] else 'embedded'} "
+            "backends, rate limits raised to 1,000,000/min per user, per IP and for connects.",
+            "",
+            f"Load: {r['viewers_joined']:,}/{r['viewers']:,} viewers joined `live:{r['live']}` "
+            f"(websocket, {r['workers']} worker processes, connected in {r['connect_s']} s); for "
+            f"{r['duration_s']} s, {a['chat_rate']} chat messages/s from {a['senders']} senders "
+            f"and {a['reaction_rate']} reactions/s, open loop; latency = viewer receive time - "
+            "scheduled send time (same clock).",
+            "",
+            "| chat | value |",
+            "| --- | ---: |",
+            f"| messages sent / accepted | {c['sent']:,} / {c['accepted']:,} |",
+            f"| send errors | {json.dumps(c['errors']) if c['errors'] else 'none'} |",
+            f"| expected deliveries (accepted x viewers) | {c['expected']:,} |",
+            f"| delivered / lost | {c['delivered']:,} / {c['lost']:,} ({c['loss_pct']} %) |",
+            f"| deliveries of sends whose ack timed out (not counted above) | "
+            f"{c['delivered_of_unacked_sends']:,} |",
+            f"| offered deliveries/s | {c['offered_per_s']:,} |",
+            f"| delivered messages/s (send window) | {c['window_delivered_per_s']:,} |",
+            f"| delivered messages/s (to the last) | {c['delivered_per_s']:,} |",
+            f"| latency p50 / p90 / p99 / max ms | {lat['p50']} / {lat['p90']} / {lat['p99']} / "
+            f"{lat['max']} |",
+            f"| chat:send ack p50 / p99 ms | {ack['p50']} / {ack['p99']} |",
+            f"| drain after sending stopped, s | {c['drain_s']} |",
+            "",
+            "| reactions | value |",
+            "| --- | ---: |",
+            f"| sent / accepted | {x['sent']:,} / {x['accepted']:,} |",
+            f"| errors | {json.dumps(x['errors']) if x['errors'] else 'none'} |",
+            f"| reaction:burst frames per viewer (per s) | {x['burst_frames_per_viewer']} "
+            f"({x['burst_frames_per_viewer_per_s']}) |",
+            f"| most bursts one viewer got in one second | {x['max_bursts_one_viewer_one_s']} |",
+            f"| reactions per frame | {x['reactions_per_frame']} |",
+            f"| reactions counted per viewer, mean / min | {x['counted_per_viewer_mean']} / "
+            f"{x['counted_per_viewer_min']} |",
+            "",
+            f"Server CPU {r.get('server_cpu_cores')} cores (machine busy "
+            f"{r.get('machine_busy_cores')} cores, load generator included), peak RSS "
+            f"{r.get('server_rss_mib_peak')} MiB; disconnects {r['disconnects']}.",
+            "",
+        ]
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--viewers", type=int, default=2000)
+    ap.add_argument("--chat-rate", type=float, default=50)
+    ap.add_argument("--reaction-rate", type=float, default=500)
+    ap.add_argument("--senders", type=int, default=100)
+    ap.add_argument("--duration", type=float, default=20)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--drain-max", type=float, default=20)
+    ap.add_argument("--live", default="bench")
+    ap.add_argument("--redis", default=None, help="Redis URL: run the server on Redis backends")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args()
+    args.jwt_secret = secrets.token_hex(24)
+    args.api_key = "bench_" + secrets.token_hex(12)
+    args.redis_prefix = f"benchlr{secrets.token_hex(4)}"
+    if not (HERE / "node_modules" / "socket.io-client").exists():
+        log("installing npm dependencies (npm install) in bench/liveroom")
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=HERE, check=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    info = machine()
+    datadir = tempfile.mkdtemp(prefix="ours-bench-liveroom-")
+    server = None
+    try:
+        server, url, sinfo = start_server(args, datadir, out / f"server-{stamp}.log")
+        log(f"server up at {url} ({'redis' if args.redis else 'embedded'})")
+        announce(url, args)
+        sampler = Sampler(server.pid, datadir)
+        sampler.start()
+        result = run_loadgen(url, args, sampler)
+        sampler.halt.set()
+    finally:
+        if server is not None:
+            kill_group(server, 15)
+        for pid in pids_using(datadir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(datadir, ignore_errors=True)
+        if args.redis:  # the run's keys (bus stream, room logs, chat state) go with it
+            py = REPO / ".venv" / "bin" / "python"
+            script = "import redis,sys; r=redis.from_url(sys.argv[1])\n"
+            script += "for k in r.scan_iter(sys.argv[2] + ':*', count=1000): r.delete(k)"
+            subprocess.run([str(py), "-c", script, args.redis, args.redis_prefix], timeout=60)
+    report = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "bench/liveroom/run " + " ".join(sys.argv[1:]),
+        "machine": info,
+        "server": sinfo,
+        "args": {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("jwt_secret", "api_key", "redis_prefix")
+        },
+        "result": result,
+    }
+    (out / f"liveroom-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"liveroom-{stamp}.md").write_text(render_md(report))
+    log(f"wrote {out}/liveroom-{stamp}.{{json,md}}")
+    print(render_md(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

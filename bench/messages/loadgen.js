@@ -1,0 +1,599 @@
+#!/usr/bin/env node
+// bench/messages load generator: direct messages over many conversations.
+//
+// C direct conversations of two users (a sender "a" and a receiver "b"), each
+// user with one official socket.io-client connection on /messages (websocket
+// only, its own HS256 JWT). The conversations are split over W worker
+// processes; both members of a conversation live in the same worker, so send
+// and receive times come from one clock (performance.timeOrigin + now()).
+//
+// Phases: connect all sockets -> the sender of each conversation emits
+// `conversation:open {user_id: b}` (ack data.id) -> one warm-up message per
+// conversation, waited for at the receiver (proves the receiver's socket is in
+// the conversation room) -> D seconds of sends -> drain.
+//
+// Sends are open loop at a total rate R: message i (i = 0 .. R*D-1) is due at
+// t0 + i/R and goes to conversation i mod C, whatever the server does; its body
+// carries the due time ("t=<ms>;i=<i>;xxx..."), so a slow server (or a late
+// sender) counts as latency: no coordinated omission. The sender lag (emit time
+// - due time) is reported so load-generator lateness can be told apart.
+//
+//   ack latency      = ack received - due time      (message:send acknowledgement)
+//   delivery latency = message:new at the receiver - due time
+//
+// Output: JSON lines on stdout ({"event": "progress" | "phase" | "result" | "error"}).
+// Run `node loadgen.js --help` for options.
+'use strict';
+
+const { fork } = require('child_process');
+const crypto = require('crypto');
+const { performance, monitorEventLoopDelay } = require('perf_hooks');
+
+const nowMs = () => performance.timeOrigin + performance.now();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------- histogram
+// Log-linear buckets on microseconds, 1% wide (as bench/fanout/loadgen.js):
+// percentiles are the bucket's upper bound (<= 1% high). Mergeable by summing.
+const H_BASE = Math.log(1.01);
+const H_SIZE = 2400;
+function hNew() {
+  return { b: new Float64Array(H_SIZE), n: 0, sum: 0, max: 0, min: Infinity, neg: 0 };
+}
+function hAdd(h, ms) {
+  if (ms < 0) { h.neg++; ms = 0; }
+  const us = ms * 1000;
+  let i = us <= 1 ? 0 : Math.ceil(Math.log(us) / H_BASE);
+  if (i >= H_SIZE) i = H_SIZE - 1;
+  h.b[i]++;
+  h.n++;
+  h.sum += ms;
+  if (ms > h.max) h.max = ms;
+  if (ms < h.min) h.min = ms;
+}
+function hToJSON(h) {
+  const nz = [];
+  for (let i = 0; i < H_SIZE; i++) if (h.b[i]) nz.push([i, h.b[i]]);
+  return { nz, n: h.n, sum: h.sum, max: h.max, min: h.min === Infinity ? null : h.min, neg: h.neg };
+}
+function hMerge(into, j) {
+  for (const [i, c] of j.nz) into.b[i] += c;
+  into.n += j.n;
+  into.sum += j.sum;
+  if (j.max > into.max) into.max = j.max;
+  if (j.min !== null && j.min < into.min) into.min = j.min;
+  into.neg += j.neg;
+}
+function hPct(h, p) {
+  if (!h.n) return null;
+  const target = Math.ceil(h.n * p);
+  let acc = 0;
+  for (let i = 0; i < H_SIZE; i++) {
+    acc += h.b[i];
+    if (acc >= target) return Math.min(Math.pow(1.01, i) / 1000, h.max);
+  }
+  return h.max;
+}
+const r3 = (x) => (x === null || x === undefined ? null : Math.round(x * 1000) / 1000);
+function hSummary(h) {
+  return {
+    count: h.n,
+    mean: h.n ? r3(h.sum / h.n) : null,
+    p50: r3(hPct(h, 0.5)),
+    p90: r3(hPct(h, 0.9)),
+    p99: r3(hPct(h, 0.99)),
+    p999: r3(hPct(h, 0.999)),
+    max: h.n ? r3(h.max) : null,
+    negative_clamped: h.neg,
+  };
+}
+const addCount = (obj, k, n = 1) => { obj[k] = (obj[k] || 0) + n; };
+
+// ---------------------------------------------------------------- args
+function parseArgs(argv) {
+  const o = {
+    url: 'http://127.0.0.1:8080',
+    conversations: 200,
+    rate: 500, // messages/s over all conversations
+    duration: 20,
+    workers: 2,
+    bodyBytes: 100,
+    jwtSecret: process.env.BENCH_JWT_SECRET || '',
+    userPrefix: 'bm',
+    connectConcurrency: 25, // per worker
+    openConcurrency: 10, // conversation:open + warm-up in flight, per worker
+    setupTimeout: 120, // s: connect + open + warm-up
+    ackTimeout: 30, // s per message:send
+    drainIdle: 3, // s without a delivery (all acks in) => done
+    drainMax: 30, // s after the last send => give up, the rest is lost
+    clientDeflate: 'on',
+  };
+  const map = {
+    '--url': ['url', String], '--conversations': ['conversations', Number], '--rate': ['rate', Number],
+    '--duration': ['duration', Number], '--workers': ['workers', Number], '--body-bytes': ['bodyBytes', Number],
+    '--jwt-secret': ['jwtSecret', String], '--user-prefix': ['userPrefix', String],
+    '--connect-concurrency': ['connectConcurrency', Number], '--open-concurrency': ['openConcurrency', Number],
+    '--setup-timeout': ['setupTimeout', Number], '--ack-timeout': ['ackTimeout', Number],
+    '--drain-idle': ['drainIdle', Number], '--drain-max': ['drainMax', Number],
+    '--client-deflate': ['clientDeflate', String],
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--help' || a === '-h') {
+      process.stderr.write('usage: BENCH_JWT_SECRET=... node loadgen.js ' + Object.keys(map).map((k) => `[${k} V]`).join(' ') + '\n');
+      process.exit(0);
+    }
+    if (a === '--worker') { o.worker = true; continue; }
+    const m = map[a];
+    if (!m) throw new Error(`unknown option ${a}`);
+    o[m[0]] = m[1](argv[++i]);
+  }
+  if (!o.worker) {
+    if (!o.jwtSecret) throw new Error('set BENCH_JWT_SECRET (or --jwt-secret)');
+    if (!(o.rate > 0) || !(o.duration > 0) || !(o.conversations > 0)) throw new Error('rate, duration, conversations must be > 0');
+    if (!['on', 'off'].includes(o.clientDeflate)) throw new Error('--client-deflate must be on or off');
+    if (!/^[A-Za-z0-9_.-]{1,20}$/.test(o.userPrefix)) throw new Error('bad --user-prefix');
+  }
+  return o;
+}
+
+function b64url(buf) {
+  return Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
+}
+function mintJwt(secret, sub) {
+  const iat = Math.floor(Date.now() / 1000);
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64url(JSON.stringify({ sub: String(sub), role: 'user', iat, exp: iat + 3600 }));
+  const sig = b64url(crypto.createHmac('sha256', secret).update(`${head}.${body}`).digest());
+  return `${head}.${body}.${sig}`;
+}
+
+// ================================================================= worker
+const LOOP_RES_MS = 10;
+function runWorker() {
+  const { io } = require('socket.io-client');
+  let cfg = null;
+  const send = (m) => process.send(m);
+  const convs = []; // {c, a, b, aSock, bSock, id, warmed, warmResolve}
+  const byC = new Map();
+  // per message i (global index): bit 1 = ack ok, 2 = ack error/timeout, 4 = delivered
+  let state = null;
+  let t0 = 0;
+  let tEnd = 0;
+  let sent = 0, acked = 0, ackErr = 0, ackTimeouts = 0, delivered = 0, deliveredUnacked = 0;
+  let dups = 0, wrongConv = 0, wrongSender = 0, withMeta = 0, badBody = 0, disconnects = 0;
+  let lastRecv = 0, firstRecv = 0, lastAck = 0, inWindow = 0;
+  const ackErrors = {};
+  const disconnectReasons = {};
+  const ackHist = hNew();
+  const delHist = hNew();
+  const lagHist = hNew();
+  const timeline = [];
+  let cpu0 = null;
+  let outstanding = 0;
+  const loopDelay = monitorEventLoopDelay({ resolution: LOOP_RES_MS });
+  let pad = '';
+
+  function makeSocket(user) {
+    return io(cfg.url + '/messages', {
+      forceNew: true,
+      multiplex: false,
+      transports: ['websocket'],
+      auth: { token: mintJwt(cfg.jwtSecret, user) },
+      reconnection: false,
+      timeout: 20000,
+      ...(cfg.clientDeflate === 'off' ? { perMessageDeflate: false } : {}),
+    });
+  }
+
+  function connectOne(s) {
+    return new Promise((resolve) => {
+      if (s.connected) return resolve(null);
+      const t = setTimeout(() => resolve('connect timeout'), 30000);
+      s.once('connect', () => { clearTimeout(t); resolve(null); });
+      s.once('connect_error', (e) => {
+        clearTimeout(t);
+        const code = e && e.data && e.data.code;
+        resolve('connect_error: ' + (code || (e && e.message)));
+      });
+    });
+  }
+
+  function onNew(cv, msg, meta) {
+    const now = nowMs();
+    const body = msg && typeof msg.body === 'string' ? msg.body : null;
+    if (body === null) { badBody++; return; }
+    if (body.startsWith('w;')) {
+      if (cv.warmResolve) cv.warmResolve();
+      return;
+    }
+    if (body.charCodeAt(0) !== 116 /* t */) { badBody++; return; }
+    const semi = body.indexOf(';', 2);
+    const due = +body.slice(2, semi);
+    const semi2 = body.indexOf(';', semi + 3);
+    const i = +body.slice(semi + 3, semi2);
+    if (!(i >= 0 && i < state.length) || !(due > 0)) { badBody++; return; }
+    if (msg.conversation_id !== cv.id || i % cfg.conversations !== cv.c) wrongConv++;
+    if (msg.sender_id !== cv.a) wrongSender++;
+    if (meta && meta.offsets) withMeta++;
+    if (state[i] & 4) { dups++; return; }
+    state[i] |= 4;
+    delivered++;
+    if (!(state[i] & 1)) deliveredUnacked++; // ack not (yet) in: the delivery raced the ack
+    hAdd(delHist, now - due);
+    if (now <= tEnd) inWindow++;
+    if (!firstRecv) firstRecv = now;
+    lastRecv = now;
+    const sec = Math.floor((now - t0) / 1000);
+    if (sec >= 0) {
+      while (timeline.length <= sec) timeline.push(0);
+      timeline[sec]++;
+    }
+  }
+
+  async function lanes(items, k, fn) {
+    let next = 0;
+    const lane = async () => {
+      while (next < items.length) {
+        const it = items[next++];
+        await fn(it);
+      }
+    };
+    const ls = [];
+    for (let j = 0; j < Math.min(k, items.length); j++) ls.push(lane());
+    await Promise.all(ls);
+  }
+
+  async function setup() {
+    const t = nowMs();
+    const errors = {};
+    for (let c = cfg.worker; c < cfg.conversations; c += cfg.workers) {
+      const cv = { c, a: `${cfg.userPrefix}-a-${c}`, b: `${cfg.userPrefix}-b-${c}`, id: null, warmed: false, warmResolve: null, ok: true };
+      convs.push(cv);
+      byC.set(c, cv);
+    }
+    // connect: every user its own connection
+    const socks = [];
+    for (const cv of convs) {
+      socks.push([cv, 'aSock', cv.a], [cv, 'bSock', cv.b]);
+    }
+    let connected = 0;
+    await lanes(socks, cfg.connectConcurrency, async ([cv, key, user]) => {
+      const s = makeSocket(user);
+      cv[key] = s;
+      s.on('disconnect', (reason) => {
+        if (s._benchConnected) { disconnects++; addCount(disconnectReasons, reason); }
+      });
+      if (key === 'bSock') s.on('message:new', (msg, meta) => onNew(cv, msg, meta));
+      const err = await connectOne(s);
+      if (err) { addCount(errors, err); cv.ok = false; } else { s._benchConnected = true; connected++; }
+    });
+    const connectMs = nowMs() - t;
+    send({ type: 'progress', msg: `worker ${cfg.worker}: ${connected}/${socks.length} sockets connected in ${(connectMs / 1000).toFixed(1)}s` });
+    // open + warm up
+    let opened = 0, warmed = 0;
+    const t1 = nowMs();
+    await lanes(convs.filter((cv) => cv.ok), cfg.openConcurrency, async (cv) => {
+      let ack;
+      try {
+        ack = await cv.aSock.timeout(30000).emitWithAck('conversation:open', { user_id: cv.b });
+      } catch (e) { addCount(errors, 'conversation:open ack timeout'); cv.ok = false; return; }
+      if (!ack || ack.ok !== true || !ack.data || typeof ack.data.id !== 'string') {
+        addCount(errors, 'conversation:open rejected: ' + JSON.stringify(ack).slice(0, 160));
+        cv.ok = false;
+        return;
+      }
+      cv.id = ack.data.id;
+      opened++;
+      const got = new Promise((resolve) => { cv.warmResolve = resolve; });
+      let wack;
+      try {
+        wack = await cv.aSock.timeout(30000).emitWithAck('message:send', { conversation_id: cv.id, client_msg_id: `w${cv.c}`, body: `w;${cv.c}` });
+      } catch (e) { addCount(errors, 'warm-up ack timeout'); cv.ok = false; return; }
+      if (!wack || wack.ok !== true) {
+        addCount(errors, 'warm-up rejected: ' + JSON.stringify(wack).slice(0, 160));
+        cv.ok = false;
+        return;
+      }
+      const ok = await Promise.race([got.then(() => true), sleep(15000).then(() => false)]);
+      cv.warmResolve = null;
+      if (!ok) { addCount(errors, 'warm-up message not received in 15 s'); cv.ok = false; return; }
+      cv.warmed = true;
+      warmed++;
+    });
+    send({
+      type: 'ready', sockets: socks.length, connected, conversations: convs.length, opened, warmed, errors,
+      connectMs, openMs: nowMs() - t1,
+    });
+  }
+
+  function fire(i, due) {
+    const cv = byC.get(i % cfg.conversations);
+    if (!cv || !cv.ok) return false;
+    const emitAt = nowMs();
+    hAdd(lagHist, emitAt - due);
+    sent++;
+    outstanding++;
+    cv.aSock.timeout(cfg.ackTimeout * 1000).emit(
+      'message:send',
+      { conversation_id: cv.id, client_msg_id: `m${i}`, body: `t=${due.toFixed(3)};i=${i};${pad}` },
+      (err, ack) => {
+        outstanding--;
+        const now = nowMs();
+        if (err) { ackTimeouts++; state[i] |= 2; return; }
+        if (ack && ack.ok === true) {
+          acked++;
+          state[i] |= 1;
+          hAdd(ackHist, now - due);
+          lastAck = now;
+        } else {
+          ackErr++;
+          state[i] |= 2;
+          addCount(ackErrors, (ack && ack.error && ack.error.code) || 'bad ack');
+        }
+      },
+    );
+    return true;
+  }
+
+  async function sendPhase() {
+    const n = Math.round(cfg.rate * cfg.duration);
+    const interval = 1000 / cfg.rate;
+    state = new Uint8Array(n);
+    const mine = [];
+    for (let i = 0; i < n; i++) if ((i % cfg.conversations) % cfg.workers === cfg.worker) mine.push(i);
+    let k = 0;
+    cpu0 = process.cpuUsage();
+    loopDelay.enable();
+    const ticker = setInterval(() => send({ type: 'tick', sent, acked, delivered }), 1000);
+    while (nowMs() < t0) await sleep(1);
+    while (k < mine.length) {
+      const now = nowMs();
+      while (k < mine.length && t0 + mine[k] * interval <= now) {
+        fire(mine[k], t0 + mine[k] * interval);
+        k++;
+      }
+      if (k < mine.length) await sleep(Math.max(0, Math.floor(t0 + mine[k] * interval - nowMs())));
+    }
+    const lastSend = nowMs();
+    send({ type: 'sent', sent });
+    // acks: each resolves (answer or timeout) within ackTimeout
+    while (outstanding > 0 && nowMs() - lastSend < (cfg.ackTimeout + 2) * 1000) await sleep(20);
+    const acksIn = nowMs();
+    // deliveries of acked messages
+    let drainEnd = 'complete';
+    for (;;) {
+      let missing = 0;
+      for (let i = 0; i < state.length; i++) if ((state[i] & 5) === 1) { missing++; break; }
+      if (!missing) break;
+      const now = nowMs();
+      if (now - Math.max(lastRecv, acksIn) > cfg.drainIdle * 1000) { drainEnd = 'idle'; break; }
+      if (now - lastSend > cfg.drainMax * 1000) { drainEnd = 'timeout'; break; }
+      await sleep(50);
+    }
+    clearInterval(ticker);
+    loopDelay.disable();
+    let lost = 0, deliveredAcked = 0, deliveredNotAcked = 0;
+    for (const i of mine) {
+      const s = state[i];
+      if (s & 1) { if (s & 4) deliveredAcked++; else lost++; } else if (s & 4) deliveredNotAcked++;
+    }
+    const cpu = process.cpuUsage(cpu0);
+    let stillConnected = 0;
+    for (const cv of convs) {
+      if (cv.aSock && cv.aSock.connected) stillConnected++;
+      if (cv.bSock && cv.bSock.connected) stillConnected++;
+    }
+    send({
+      type: 'result',
+      sent, acked, ackErr, ackTimeouts, ackErrors, delivered, deliveredAcked, deliveredNotAcked,
+      deliveredBeforeAck: deliveredUnacked, lost, dups, wrongConv, wrongSender, withMeta, badBody,
+      disconnects, disconnectReasons, stillConnected, inWindow, firstRecv, lastRecv, lastAck, lastSend,
+      drainEnd, outstandingAtEnd: outstanding,
+      ackHist: hToJSON(ackHist), delHist: hToJSON(delHist), lagHist: hToJSON(lagHist), timeline,
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      loopDelayP99Ms: Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RES_MS),
+      loopDelayMaxMs: Math.max(0, loopDelay.max / 1e6 - LOOP_RES_MS),
+    });
+  }
+
+  process.on('message', (msg) => {
+    if (msg.type === 'start') {
+      cfg = msg.cfg;
+      const base = `t=${(nowMs() + 1e6).toFixed(3)};i=${Math.round(cfg.rate * cfg.duration)};`.length;
+      pad = 'x'.repeat(Math.max(0, cfg.bodyBytes - base));
+      setup().catch((e) => send({ type: 'fatal', error: String(e && e.stack) }));
+    } else if (msg.type === 'go') {
+      t0 = msg.t0;
+      tEnd = msg.tEnd;
+      sendPhase().catch((e) => send({ type: 'fatal', error: String(e && e.stack) }));
+    } else if (msg.type === 'close') {
+      for (const cv of convs) { if (cv.aSock) cv.aSock.close(); if (cv.bSock) cv.bSock.close(); }
+      setTimeout(() => process.exit(0), 200);
+    }
+  });
+  process.on('disconnect', () => process.exit(0)); // parent died
+}
+
+// ================================================================= coordinator
+function out(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+function progress(msg, extra) {
+  out(Object.assign({ event: 'progress', t: new Date().toISOString(), msg }, extra || {}));
+}
+
+async function coordinator(o) {
+  const startedAt = new Date().toISOString();
+  const nWorkers = Math.max(1, Math.min(o.workers, o.conversations));
+  const workers = [];
+  for (let w = 0; w < nWorkers; w++) {
+    const child = fork(__filename, ['--worker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const wk = { child, ready: null, result: null, tick: { sent: 0, acked: 0, delivered: 0 }, sentDone: false, exited: false };
+    child.on('message', (m) => {
+      if (m.type === 'ready') wk.ready = m;
+      else if (m.type === 'tick') wk.tick = m;
+      else if (m.type === 'sent') wk.sentDone = true;
+      else if (m.type === 'result') wk.result = m;
+      else if (m.type === 'progress') progress(m.msg);
+      else if (m.type === 'fatal') wk.fatal = m.error;
+    });
+    child.on('exit', () => { wk.exited = true; });
+    child.send({
+      type: 'start',
+      cfg: {
+        url: o.url, worker: w, workers: nWorkers, conversations: o.conversations, rate: o.rate, duration: o.duration,
+        bodyBytes: o.bodyBytes, jwtSecret: o.jwtSecret, userPrefix: o.userPrefix, connectConcurrency: o.connectConcurrency,
+        openConcurrency: o.openConcurrency, ackTimeout: o.ackTimeout, drainIdle: o.drainIdle, drainMax: o.drainMax,
+        clientDeflate: o.clientDeflate,
+      },
+    });
+    workers.push(wk);
+  }
+  const killAll = () => { for (const w of workers) if (!w.exited) try { w.child.kill('SIGKILL'); } catch (_) { /* gone */ } };
+  process.on('exit', killAll);
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { killAll(); process.exit(130); });
+
+  const waitFor = async (pred, timeoutMs, what, every) => {
+    const t = Date.now();
+    let lastLog = t;
+    while (!pred()) {
+      for (const w of workers) if (w.fatal) throw new Error('worker failed: ' + w.fatal);
+      if (workers.some((w) => w.exited)) throw new Error(`a worker exited during ${what}`);
+      if (Date.now() - t > timeoutMs) throw new Error(`timeout during ${what}`);
+      if (every && Date.now() - lastLog > every) {
+        lastLog = Date.now();
+        progress(every());
+      }
+      await sleep(50);
+    }
+  };
+
+  // ---- setup
+  progress(`connecting ${2 * o.conversations} sockets (${o.conversations} conversations) via ${nWorkers} worker(s) to ${o.url}/messages`);
+  const ts = nowMs();
+  await waitFor(() => workers.every((w) => w.ready), o.setupTimeout * 1000, 'setup (connect, open, warm-up)',
+    () => `setup: ${workers.filter((w) => w.ready).length}/${nWorkers} workers ready`);
+  const setupS = (nowMs() - ts) / 1000;
+  const sum = (k) => workers.reduce((a, w) => a + w.ready[k], 0);
+  const setupErrors = {};
+  for (const w of workers) for (const [k, v] of Object.entries(w.ready.errors)) addCount(setupErrors, k, v);
+  const warmed = sum('warmed');
+  progress(`setup done in ${setupS.toFixed(1)}s: ${sum('connected')}/${sum('sockets')} sockets, ${sum('opened')} opened, ${warmed} warmed of ${o.conversations} conversations`, { errors: setupErrors });
+  if (warmed === 0) throw new Error('no conversation ready: ' + JSON.stringify(setupErrors));
+  out({ event: 'phase', phase: 'setup_done' });
+
+  // ---- send
+  const t0 = nowMs() + 300;
+  const tEnd = t0 + o.duration * 1000;
+  for (const w of workers) w.child.send({ type: 'go', t0, tEnd });
+  while (nowMs() < t0) await sleep(1);
+  out({ event: 'phase', phase: 'send_start', t: t0 });
+  const cpuC0 = process.cpuUsage();
+  const tick = () => {
+    const s = workers.reduce((a, w) => ({ sent: a.sent + w.tick.sent, acked: a.acked + w.tick.acked, delivered: a.delivered + w.tick.delivered }), { sent: 0, acked: 0, delivered: 0 });
+    return `t=${((nowMs() - t0) / 1000).toFixed(1)}s sent=${s.sent} acked=${s.acked} delivered=${s.delivered}`;
+  };
+  await waitFor(() => workers.every((w) => w.sentDone), (o.duration + 30) * 1000, 'send', () => tick());
+  out({ event: 'phase', phase: 'send_end' });
+  progress(`sending done (${tick()}); waiting for acks and deliveries`);
+  await waitFor(() => workers.every((w) => w.result), (o.drainMax + o.ackTimeout + 20) * 1000, 'drain', () => tick());
+  out({ event: 'phase', phase: 'drain_end' });
+  const cpuC = process.cpuUsage(cpuC0);
+
+  // ---- aggregate
+  const ackH = hNew(), delH = hNew(), lagH = hNew();
+  const agg = {};
+  const numKeys = ['sent', 'acked', 'ackErr', 'ackTimeouts', 'delivered', 'deliveredAcked', 'deliveredNotAcked',
+    'deliveredBeforeAck', 'lost', 'dups', 'wrongConv', 'wrongSender', 'withMeta', 'badBody', 'disconnects',
+    'stillConnected', 'inWindow', 'outstandingAtEnd'];
+  for (const k of numKeys) agg[k] = 0;
+  const ackErrors = {}, disconnectReasons = {}, drainEnds = {};
+  const timeline = [];
+  let lastRecv = 0, lastSend = 0;
+  const workerCpu = [], workerLoop = [];
+  for (const w of workers) {
+    const r = w.result;
+    for (const k of numKeys) agg[k] += r[k];
+    hMerge(ackH, r.ackHist); hMerge(delH, r.delHist); hMerge(lagH, r.lagHist);
+    for (const [k, v] of Object.entries(r.ackErrors)) addCount(ackErrors, k, v);
+    for (const [k, v] of Object.entries(r.disconnectReasons)) addCount(disconnectReasons, k, v);
+    addCount(drainEnds, r.drainEnd);
+    r.timeline.forEach((c, i) => { timeline[i] = (timeline[i] || 0) + c; });
+    if (r.lastRecv > lastRecv) lastRecv = r.lastRecv;
+    if (r.lastSend > lastSend) lastSend = r.lastSend;
+    workerCpu.push(Math.round(r.cpuMs));
+    workerLoop.push({ p99_ms: r3(r.loopDelayP99Ms), max_ms: r3(r.loopDelayMaxMs) });
+  }
+  for (let i = 0; i < timeline.length; i++) timeline[i] = timeline[i] || 0;
+  const spanS = lastRecv > 0 ? (lastRecv - t0) / 1000 : null;
+  const result = {
+    event: 'result',
+    started_at: startedAt,
+    url: o.url,
+    conversations: o.conversations,
+    sockets: sum('sockets'),
+    sockets_connected: sum('connected'),
+    conversations_opened: sum('opened'),
+    conversations_ready: warmed,
+    setup_errors: setupErrors,
+    setup_s: r3(setupS),
+    workers: nWorkers,
+    rate_target: o.rate,
+    duration_s: o.duration,
+    planned: Math.round(o.rate * o.duration),
+    body_bytes: o.bodyBytes,
+    client_deflate: o.clientDeflate,
+    sent: agg.sent,
+    send_window_s: r3((lastSend - t0) / 1000),
+    send_rate: r3(agg.sent / Math.max(1e-3, (lastSend - t0) / 1000)),
+    acked: agg.acked,
+    ack_errors: agg.ackErr,
+    ack_error_codes: ackErrors,
+    ack_timeouts: agg.ackTimeouts,
+    delivered: agg.delivered,
+    delivered_of_acked: agg.deliveredAcked,
+    delivered_not_acked: agg.deliveredNotAcked,
+    delivered_before_ack: agg.deliveredBeforeAck,
+    lost: agg.lost,
+    duplicates: agg.dups,
+    wrong_conversation: agg.wrongConv,
+    wrong_sender: agg.wrongSender,
+    deliveries_with_meta_offsets: agg.withMeta,
+    bad_bodies: agg.badBody,
+    delivered_per_s: spanS ? Math.round(agg.delivered / spanS) : 0,
+    window_delivered_per_s: Math.round(agg.inWindow / o.duration),
+    drain_s: lastRecv > 0 ? r3(Math.max(0, (lastRecv - lastSend) / 1000)) : null,
+    drain_end: drainEnds,
+    ack_latency_ms: hSummary(ackH),
+    delivery_latency_ms: hSummary(delH),
+    sender_lag_ms: hSummary(lagH),
+    disconnects: agg.disconnects,
+    disconnect_reasons: disconnectReasons,
+    sockets_connected_at_end: agg.stillConnected,
+    timeline_per_s: timeline,
+    loadgen: {
+      coordinator_cpu_ms: Math.round((cpuC.user + cpuC.system) / 1000),
+      worker_cpu_ms: workerCpu,
+      worker_event_loop_delay: workerLoop,
+    },
+  };
+  out(result);
+  for (const w of workers) if (!w.exited) w.child.send({ type: 'close' });
+  await sleep(500);
+  killAll();
+}
+
+// ---------------------------------------------------------------- main
+const opts = parseArgs(process.argv.slice(2));
+if (opts.worker) {
+  runWorker();
+} else {
+  coordinator(opts).then(
+    () => process.exit(0),
+    (e) => {
+      out({ event: 'error', error: String(e && e.message), stack: String(e && e.stack) });
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,673 @@
+"""bench/messages runner: message:send -> message:new latency over many direct conversations.
+
+For every rate in --rates: starts `ours serve` on a free 127.0.0.1 port with a fresh temporary
+OURS_DATA_DIR (embedded PostgreSQL) and the per-user / per-IP / connect rate limits raised (every
+client comes from 127.0.0.1), runs the Node load generator (loadgen.js: 2 x --conversations
+socket.io-client connections on /messages, conversation:open, then --duration seconds of
+message:send at the rate, open loop), samples the server's CPU and RSS, stops the server and goes
+on. Writes results/messages-<UTC stamp>.{json,md}; with --write-doc also the results section of
+docs/benchmarks-messages.md. Standard library only; bounded in time; stops every child process
+on exit, error, SIGINT or SIGTERM.
+
+    bench/messages/run --conversations 200 --rates 500,1000 --duration 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+DOC = REPO / "docs" / "benchmarks-messages.md"
+DOC_BEGIN = "<!-- bench/messages results: written by `bench/messages/run --write-doc` -->"
+DOC_END = "<!-- /bench/messages results -->"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+RAISED = "1000000"  # the rate-limit settings' maximum (config/__init__.py)
+OURS_BENCH_ENV = {
+    "OURS_RATE_USER_PER_MIN": RAISED,
+    "OURS_RATE_IP_PER_MIN": RAISED,
+    "OURS_RATE_CONNECT_PER_MIN": RAISED,
+}
+
+_children: list[subprocess.Popen] = []  # process-group leaders we started
+_datadirs: list[str] = []  # temporary data dirs of running servers
+
+
+def log(msg: str) -> None:
+    print(f"[messages {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------ processes
+def kill_group(p: subprocess.Popen, grace: float) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    try:  # the leader may be gone while other members of its group live on
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def pids_using(needle: str) -> set[int]:
+    """pids whose command line mentions `needle` (our unique temporary data dir)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if needle in cmd:
+                out.add(int(d.name))
+    return out
+
+
+def kill_pids(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def spawn(cmd: list[str], **kw) -> subprocess.Popen:
+    p = subprocess.Popen(cmd, start_new_session=True, **kw)
+    _children.append(p)
+    return p
+
+
+def stop(p: subprocess.Popen, grace: float = 15) -> None:
+    kill_group(p, grace)
+    if p in _children:
+        _children.remove(p)
+
+
+def release_datadir(datadir: str) -> None:
+    """Stop anything still using a server's data dir (e.g. its PostgreSQL) and remove it."""
+    leftovers = pids_using(datadir)
+    if leftovers:
+        log(f"stopping {len(leftovers)} leftover process(es) using {datadir}")
+        kill_pids(leftovers)
+    shutil.rmtree(datadir, ignore_errors=True)
+    if datadir in _datadirs:
+        _datadirs.remove(datadir)
+
+
+def cleanup() -> None:
+    while _children:
+        kill_group(_children.pop(), grace=5)
+    for d in list(_datadirs):
+        release_datadir(d)
+
+
+def _on_signal(signum, _frame):
+    log(f"signal {signum}: stopping children")
+    cleanup()
+    sys.exit(128 + signum)
+
+
+def proc_stat(pid: int) -> tuple[int, float, int] | None:
+    """(ppid, cpu seconds, rss bytes) of one process, None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rindex(")") + 2 :].split()
+    return int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK, int(rest[21]) * PAGE
+
+
+def tree(root: int, also: str | None = None) -> set[int]:
+    """root, its descendants and processes whose command line mentions `also`."""
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            st = proc_stat(int(d.name))
+            if st:
+                kids.setdefault(st[0], []).append(int(d.name))
+    seen: set[int] = set()
+    stack = [root, *(pids_using(also) if also else ())]
+    while stack:
+        pid = stack.pop()
+        if pid not in seen:
+            seen.add(pid)
+            stack.extend(kids.get(pid, []))
+    return seen
+
+
+class Sampler(threading.Thread):
+    """CPU seconds and RSS of a process tree (the server + its embedded PostgreSQL)."""
+
+    def __init__(self, root: int, also: str | None) -> None:
+        super().__init__(daemon=True)
+        self.root, self.also = root, also
+        self.pids: set[int] = set()
+        self.cpu_seen: dict[int, float] = {}
+        self.peak_rss = 0
+        self._halt = threading.Event()
+        self.lock = threading.Lock()
+
+    def sample(self) -> tuple[float, int]:
+        with self.lock:
+            self.pids |= tree(self.root, self.also)
+            rss = 0
+            for pid in list(self.pids):
+                st = proc_stat(pid)
+                if st is None:
+                    continue  # exited: keep its last CPU figure
+                self.cpu_seen[pid] = st[1]
+                rss += st[2]
+            self.peak_rss = max(self.peak_rss, rss)
+            return sum(self.cpu_seen.values()), rss
+
+    def run(self) -> None:
+        while not self._halt.wait(0.5):
+            self.sample()
+
+    def halt(self) -> None:
+        self._halt.set()
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (all cores) since boot."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
+    steal = f[7] if len(f) > 7 else 0
+    return (sum(f[:8]) - idle - steal) / CLK_TCK
+
+
+def busy_cores(seconds: float) -> float:
+    m0, t0 = machine_busy(), time.time()
+    time.sleep(seconds)
+    return (machine_busy() - m0) / (time.time() - t0)
+
+
+def wait_for_quiet(args, tag: str) -> float:
+    """With the server up and idle, wait up to --quiet-wait s for the rest of the machine to
+    drop under --quiet-cores busy cores (as bench/fanout does). Returns the last reading."""
+    deadline = time.time() + args.quiet_wait
+    busy = busy_cores(2)
+    while busy > args.quiet_cores and time.time() < deadline:
+        log(f"{tag} | machine busy with other work ({busy:.2f} cores): waiting")
+        busy = busy_cores(5)
+    if busy > args.quiet_cores:
+        log(f"{tag} | still {busy:.2f} busy cores of other work: running anyway")
+    return round(busy, 2)
+
+
+# ------------------------------------------------------------------ helpers
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_ok(url: str, timeout: float = 2) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def sh(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine_info() -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "",
+    )
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    client = HERE / "node_modules" / "socket.io-client" / "package.json"
+    py = REPO / ".venv" / "bin" / "python"
+    pyver = sh(
+        [
+            str(py) if py.exists() else sys.executable,
+            "-c",
+            "import json,sys;from importlib import metadata as m\n"
+            "d={'python':sys.version.split()[0]}\n"
+            "for n in ('python-socketio','python-engineio','aiohttp','uvloop','asyncpg'):\n"
+            "  try: d[n]=m.version(n)\n"
+            "  except Exception: d[n]=None\n"
+            "print(json.dumps(d))",
+        ]
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "mem_total_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": sh(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "node": sh(["node", "--version"]),
+        "python_packages": json.loads(pyver) if pyver else {},
+        "socket.io-client": json.loads(client.read_text())["version"] if client.exists() else None,
+        "git_commit": sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]) or None,
+        "git_dirty": bool(sh(["git", "-C", str(REPO), "status", "--porcelain", "--", "server"])),
+    }
+
+
+def ensure_npm() -> None:
+    if (HERE / "node_modules" / "socket.io-client" / "package.json").exists():
+        return
+    log("installing npm dependencies (npm ci) in bench/messages")
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True, timeout=600)
+
+
+# ------------------------------------------------------------------ server
+class Ours:
+    """One `ours serve` on a free port with a fresh data dir."""
+
+    def __init__(self, args, logdir: Path) -> None:
+        self.args = args
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.datadir = tempfile.mkdtemp(prefix="ours-bench-messages-")
+        _datadirs.append(self.datadir)
+        self.logfile = logdir / f"ours-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(
+            OURS_DATA_DIR=self.datadir,
+            OURS_JWT_SECRET=self.args.jwt_secret,
+            OURS_API_KEYS=self.args.api_key,
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(OURS_BENCH_ENV)
+        env.update(dict(kv.split("=", 1) for kv in self.args.ours_env))
+        with open(self.logfile, "ab") as fh:
+            self.proc = spawn(
+                [self.args.ours_bin, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        deadline = time.time() + self.args.ours_startup_timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ours exited with {self.proc.returncode} during startup")
+            if http_ok(self.url + "/health"):
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"ours not healthy after {self.args.ours_startup_timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+        release_datadir(self.datadir)
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+# ------------------------------------------------------------------ one scenario
+def run_loadgen(srv: Ours, rate: float, args, sampler: Sampler) -> dict:
+    cmd = [
+        "node", str(HERE / "loadgen.js"),
+        "--url", srv.url,
+        "--conversations", str(args.conversations),
+        "--rate", f"{rate:g}",
+        "--duration", f"{args.duration:g}",
+        "--workers", str(args.workers),
+        "--body-bytes", str(args.body_bytes),
+        "--ack-timeout", f"{args.ack_timeout:g}",
+        "--drain-max", f"{args.drain_max:g}",
+        "--setup-timeout", f"{args.setup_timeout:g}",
+        "--client-deflate", args.client_deflate,
+    ]  # fmt: skip
+    env = dict(os.environ, BENCH_JWT_SECRET=args.jwt_secret)
+    # setup + send + acks + drain, plus margin: past this the load generator is killed
+    hard_timeout = args.setup_timeout + args.duration + args.ack_timeout + args.drain_max + 60
+    p = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
+    lg = Sampler(p.pid, None)
+    killer = threading.Timer(hard_timeout, lambda: kill_group(p, 2))
+    killer.start()
+    result, error, marks = None, None, {}
+    stderr_lines: list[str] = []
+    t_err = threading.Thread(target=lambda: stderr_lines.extend(p.stderr), daemon=True)
+    t_err.start()
+    try:
+        for line in p.stdout:
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                log(f"  loadgen: {line.rstrip()}")
+                continue
+            kind = ev.get("event")
+            if kind == "progress":
+                log(f"  {rate:g}/s | {ev['msg']}")
+            elif kind == "phase":
+                cpu, rss = sampler.sample()
+                marks[ev["phase"]] = (time.time(), cpu, rss, lg.sample()[0], machine_busy())
+            elif kind == "result":
+                result = ev
+            elif kind == "error":
+                error = ev.get("error")
+        p.wait(timeout=30)
+    finally:
+        killer.cancel()
+        stop(p, grace=2)
+    t_err.join(timeout=2)
+    if result is None:
+        tail = "".join(stderr_lines)[-800:]
+        raise RuntimeError(f"loadgen failed: {error or 'no result'} (rc={p.returncode}) {tail}")
+    if "send_start" in marks and "drain_end" in marks:
+        (t0, c0, _, l0, m0), (t1, c1, rss1, l1, m1) = marks["send_start"], marks["drain_end"]
+        wall = max(t1 - t0, 1e-6)
+        result["server_cpu_s"] = round(c1 - c0, 2)
+        if "send_end" in marks:
+            t2, c2 = marks["send_end"][:2]
+            result["server_cores_send"] = round((c2 - c0) / max(t2 - t0, 1e-6), 2)
+        result["server_rss_mib_end"] = round(rss1 / 2**20, 1)
+        # busy cores over [send start, drain end]: the server (+ its PostgreSQL), the load
+        # generator and everything else on the machine (other work skews the results)
+        result["busy_cores"] = {
+            "machine": round((m1 - m0) / wall, 2),
+            "server": round((c1 - c0) / wall, 2),
+            "loadgen": round((l1 - l0) / wall, 2),
+            "other": round(max(0.0, (m1 - m0) - (c1 - c0) - (l1 - l0)) / wall, 2),
+        }
+    result["server_rss_mib_peak"] = round(sampler.peak_rss / 2**20, 1)
+    result.pop("event", None)
+    return result
+
+
+# ------------------------------------------------------------------ report
+def fmt(x, nd: int = 1) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+COLS = (
+    "rate (target)",
+    "conversations ready",
+    "sent",
+    "acked",
+    "delivered",
+    "lost",
+    "ack p50 / p99 ms",
+    "delivery p50 / p99 / max ms",
+    "delivered/s",
+    "drain s",
+    "sender lag p99 ms",
+    "CPU cores: server+pg / loadgen / other",
+    "load avg before → after",
+)
+
+
+def render_md(report: dict, heading: str = "#") -> str:
+    m, a = report["machine"], report["args"]
+    pk = m["python_packages"]
+    pkgs = ", ".join(f"{k} {v}" for k, v in pk.items() if k != "python")
+    dirty = " (server/ dirty)" if m["git_dirty"] else ""
+    lines = [
+        f"{heading} Direct messages benchmark, {report['started_at']}",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Machine: {m['nproc']} vCPU {m['cpu_model']}, {m['mem_total_gib']} GiB RAM, {m['os']}, "
+        f"kernel {m['kernel']}; Node {m['node']}, Python {pk.get('python')}; {pkgs}; "
+        f"socket.io-client {m['socket.io-client']}; git {m['git_commit']}{dirty}.",
+        "",
+        f"Load: {a['conversations']} direct conversations, {2 * a['conversations']} users, one "
+        f"socket.io-client connection each on `/messages` (websocket, {a['workers']} worker "
+        f"processes); {a['duration']:g} s of `message:send` per rate, open loop, spread round-"
+        f"robin over the conversations; body {a['body_bytes']} B; latencies from the scheduled "
+        "send time (same clock); lost = acked but no `message:new` at the other member "
+        f"{a['drain_max']:g} s after the last send. A fresh server (and database) per rate.",
+        "",
+        row(*COLS),
+        row(*(["---:"] * len(COLS))),
+    ]
+    for r in report["results"]:
+        if "error" in r:
+            err = r["error"].replace("|", "/").replace("\n", " ")[:200]
+            lines.append(row(f"{r['rate']:g}/s", err, *([""] * (len(COLS) - 2))))
+            continue
+        ack, dl, lag = r["ack_latency_ms"], r["delivery_latency_ms"], r["sender_lag_ms"]
+        c = r.get("busy_cores") or {}
+        lb, la = r.get("loadavg_before") or [], r.get("loadavg_after") or []
+        lines.append(
+            row(
+                f"{r['rate_target']:g}/s",
+                f"{r['conversations_ready']}/{r['conversations']}",
+                fmt(r["sent"]),
+                fmt(r["acked"]),
+                fmt(r["delivered"]),
+                fmt(r["lost"]),
+                f"{fmt(ack['p50'])} / {fmt(ack['p99'])}",
+                f"{fmt(dl['p50'])} / {fmt(dl['p99'])} / {fmt(dl['max'])}",
+                fmt(r["delivered_per_s"]),
+                fmt(r["drain_s"], 2),
+                fmt(lag["p99"]),
+                f"{c.get('server', 0):.2f} / {c.get('loadgen', 0):.2f} / {c.get('other', 0):.2f}"
+                if c
+                else "n/a",
+                f"{lb[0] if lb else 'n/a'} → {la[0] if la else 'n/a'}",
+            )
+        )
+    lines += ["", "Details per rate:", ""]
+    for r in report["results"]:
+        if "error" in r:
+            continue
+        errs = r["ack_error_codes"] or {}
+        lines.append(
+            f"- {r['rate_target']:g}/s: sent {fmt(r['sent'])} in {fmt(r['send_window_s'], 2)} s; "
+            f"ack errors {fmt(r['ack_errors'])}{' ' + json.dumps(errs) if errs else ''}, ack "
+            f"timeouts {fmt(r['ack_timeouts'])}; duplicates {fmt(r['duplicates'])}, wrong "
+            f"conversation/sender {r['wrong_conversation']}/{r['wrong_sender']}, deliveries with "
+            f"`meta.offsets` {fmt(r['deliveries_with_meta_offsets'])}; delivered during the send "
+            f"window {fmt(r['window_delivered_per_s'])}/s; delivery p90 "
+            f"{fmt(r['delivery_latency_ms']['p90'])} ms, p99.9 "
+            f"{fmt(r['delivery_latency_ms']['p999'])} ms; ack max "
+            f"{fmt(r['ack_latency_ms']['max'])} ms; server CPU while sending "
+            f"{fmt(r.get('server_cores_send'), 2)} cores, server+PostgreSQL RSS peak "
+            f"{fmt(r.get('server_rss_mib_peak'))} MiB; other work before the run "
+            f"{fmt(r.get('background_busy_cores_before'), 2)} busy cores; disconnects "
+            f"{r['disconnects']}; setup {fmt(r['setup_s'], 1)} s."
+        )
+    notes = report.get("notes") or []
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(md: str) -> None:
+    """Replace the generated results section of docs/benchmarks-messages.md."""
+    block = f"{DOC_BEGIN}\n\n{md}\n{DOC_END}"
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks: direct messages\n"
+    pattern = re.compile(re.escape(DOC_BEGIN) + r".*?" + re.escape(DOC_END), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
+    DOC.write_text(text)
+
+
+# ------------------------------------------------------------------ main
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--conversations", type=int, default=200)
+    ap.add_argument("--rates", default="500,1000", help="comma list of total messages/s")
+    ap.add_argument("--duration", type=float, default=20, help="send seconds per rate")
+    ap.add_argument("--workers", type=int, default=2, help="load generator processes")
+    ap.add_argument("--body-bytes", type=int, default=100)
+    ap.add_argument("--ack-timeout", type=float, default=30)
+    ap.add_argument("--drain-max", type=float, default=30, help="max s after the last send")
+    ap.add_argument("--setup-timeout", type=float, default=180, help="connect + open, max s")
+    ap.add_argument("--client-deflate", choices=("on", "off"), default="on")
+    ap.add_argument("--quiet-wait", type=float, default=120, help="max s to wait for quiet")
+    ap.add_argument("--quiet-cores", type=float, default=0.3, help="busy cores counting as quiet")
+    ap.add_argument("--ours-bin", default=str(REPO / ".venv" / "bin" / "ours"))
+    ap.add_argument(
+        "--ours-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for `ours serve` (repeatable); defaults raise the limits: "
+        + " ".join(f"{k}={v}" for k, v in OURS_BENCH_ENV.items()),
+    )
+    ap.add_argument("--ours-startup-timeout", type=float, default=120)
+    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument(
+        "--write-doc",
+        action="store_true",
+        help="also replace the results section of docs/benchmarks-messages.md",
+    )
+    args = ap.parse_args()
+    rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    args.api_key = "bench-" + secrets.token_hex(8)
+    args.jwt_secret = secrets.token_hex(32)
+    if not os.access(args.ours_bin, os.X_OK):
+        ap.error(f"{args.ours_bin} not found (create the venv: see README.md)")
+
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    ensure_npm()
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    outdir = Path(args.out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    logdir = Path(tempfile.mkdtemp(prefix="bench-messages-logs-"))
+    machine = machine_info()
+    log(
+        f"{len(rates)} rate(s) {args.rates}/s, {args.conversations} conversations, "
+        f"{args.duration:g}s each; load average {loadavg()}; server logs in {logdir}"
+    )
+    results: list[dict] = []
+    for n, rate in enumerate(rates, 1):
+        tag = f"[{n}/{len(rates)}] {rate:g}/s"
+        srv = None
+        try:
+            srv = Ours(args, logdir)
+            log(f"{tag} | starting ours on {srv.url}")
+            t = time.time()
+            srv.start()
+            log(f"{tag} | healthy after {time.time() - t:.1f}s")
+            background = wait_for_quiet(args, tag)
+            before = loadavg()
+            log(f"{tag} | start (load average {before})")
+            assert srv.proc is not None
+            sampler = Sampler(srv.proc.pid, srv.datadir)
+            sampler.sample()
+            sampler.start()
+            try:
+                r = run_loadgen(srv, rate, args, sampler)
+            finally:
+                sampler.halt()
+            r["rate"] = rate
+            r["background_busy_cores_before"] = background
+            r["loadavg_before"], r["loadavg_after"] = before, loadavg()
+            results.append(r)
+            ack, dl = r["ack_latency_ms"], r["delivery_latency_ms"]
+            log(
+                f"{tag} | sent {r['sent']:,} acked {r['acked']:,} delivered {r['delivered']:,} "
+                f"lost {r['lost']:,}; ack p50/p99 {ack['p50']}/{ack['p99']} ms; delivery "
+                f"p50/p99/max {dl['p50']}/{dl['p99']}/{dl['max']} ms; {r['delivered_per_s']}/s; "
+                f"busy cores {r.get('busy_cores')}"
+            )
+        except Exception as e:
+            log(f"{tag} | FAILED: {e}")
+            entry = {"rate": rate, "error": str(e)}
+            if srv is not None:
+                entry["server_log_tail"] = srv.log_tail()
+                log(f"ours log tail:\n{entry['server_log_tail']}")
+            results.append(entry)
+        finally:
+            if srv is not None:
+                srv.stop()
+
+    report = {
+        "benchmark": "bench/messages",
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "bench/messages/run " + " ".join(sys.argv[1:]),
+        "args": {k: v for k, v in vars(args).items() if k not in ("api_key", "jwt_secret", "out")},
+        "machine": machine,
+        "ours_env": {**OURS_BENCH_ENV, **dict(kv.split("=", 1) for kv in args.ours_env)},
+        "results": results,
+        "server_logs": str(logdir),
+    }
+    jpath = outdir / f"messages-{stamp}.json"
+    mpath = outdir / f"messages-{stamp}.md"
+    jpath.write_text(json.dumps(report, indent=2) + "\n")
+    md = render_md(report)
+    mpath.write_text(md)
+    print()
+    print(md)
+    if args.write_doc:
+        write_doc(render_md(report, heading="###"))
+        log(f"wrote the results section of {DOC.relative_to(REPO)}")
+    log(f"wrote {jpath} and {mpath.name}")
+    return 0 if all("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

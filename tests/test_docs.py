@@ -1,0 +1,45 @@
+"""The docs are the contract: every setting is in the README, every socket event a namespace
+handles and every HTTP route is in docs/protocol.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from config import Settings
+from namespaces import ALL
+from server.app import create_app
+from tests.conftest import make_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        f"OURS_{n.upper()}" for n in Settings.model_fields if f"OURS_{n.upper()}" not in readme
+    ]
+    assert not missing, f"README.md lacks {missing}"
+
+
+def test_every_socket_event_is_in_the_protocol() -> None:
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    missing = sorted(
+        f"{path} {event}"
+        for path, cls in ALL.items()
+        for event in cls._handlers
+        if f"`{event}`" not in protocol
+    )
+    assert not missing, f"docs/protocol.md lacks {missing}"
+
+
+def test_every_http_route_is_in_the_protocol(tmp_path: Path) -> None:
+    protocol = (ROOT / "docs" / "protocol.md").read_text()
+    app = create_app(make_settings(tmp_path))
+    missing = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource else ""
+        if route.method == "HEAD" or path.startswith(("/socket.io", "/console/static")):
+            continue
+        if path not in protocol:
+            missing.append(f"{route.method} {path}")
+    assert not missing, f"docs/protocol.md lacks {sorted(set(missing))}"
