@@ -8,7 +8,7 @@ from pathlib import Path
 from config import Settings
 from namespaces import ALL
 from server.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import PgCluster, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,3 +43,18 @@ def test_every_http_route_is_in_the_protocol(tmp_path: Path) -> None:
         if path not in protocol:
             missing.append(f"{route.method} {path}")
     assert not missing, f"docs/protocol.md lacks {sorted(set(missing))}"
+
+
+async def test_openapi_lists_every_route(tmp_path: Path, pg_clusters: dict[str, PgCluster]) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    dsn = await pg_clusters["embedded"].fresh()
+    app = create_app(make_settings(tmp_path, database_url=dsn))
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/v1/openapi.json")
+        doc = await resp.json()
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource else ""
+        if route.method == "HEAD" or path.startswith(("/socket.io", "/console/static")):
+            continue
+        assert route.method.lower() in doc["paths"][path], (route.method, path)

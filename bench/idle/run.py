@@ -12,7 +12,7 @@ socket is still connected and that a sample answers a `room:join` ack, and repor
 --write-doc also the results section of docs/benchmarks-idle.md. Standard library only; bounded
 in time; stops every child process on exit, error, SIGINT or SIGTERM.
 
-    bench/idle/run --clients 5000 --workers 4 --servers ours,bare,node
+    bench/idle/run --clients 5000 --workers 4 --servers ours,bare,bare-nodeflate,node
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def _on_signal(signum, _frame):
 
 def raise_nofile() -> tuple[int, int]:
     """Raise RLIMIT_NOFILE to 65536 (children inherit it); the hard limit only if allowed."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     for want in ((NOFILE, max(hard, NOFILE)), (min(NOFILE, hard), hard)):
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, want)
@@ -433,7 +433,9 @@ class Loadgen:
         self.events: queue.Queue = queue.Queue()
         self.stderr: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=lambda: self.stderr.extend(self.p.stderr), daemon=True).start()
+        assert self.p.stderr is not None
+        perr = self.p.stderr
+        threading.Thread(target=lambda: self.stderr.extend(perr), daemon=True).start()
 
     def _read(self) -> None:
         assert self.p.stdout is not None
@@ -694,7 +696,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=4, help="load generator processes")
     ap.add_argument(
-        "--servers", default="ours,bare,node", help=f"comma list of {','.join(KNOWN_SERVERS)}"
+        "--servers", default="ours,bare,bare-nodeflate,node", help=f"comma list of {','.join(KNOWN_SERVERS)}"
     )
     ap.add_argument("--hold", type=float, default=30, help="seconds to hold the idle sockets")
     ap.add_argument("--verify", type=int, default=100, help="room:join ack round trips")

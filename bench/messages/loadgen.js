@@ -168,6 +168,7 @@ function runWorker() {
   const ackHist = hNew();
   const delHist = hNew();
   const lagHist = hNew();
+  const bySecond = []; // delivery latency histograms by the second the message was due
   const timeline = [];
   let cpu0 = null;
   let outstanding = 0;
@@ -221,6 +222,9 @@ function runWorker() {
     delivered++;
     if (!(state[i] & 1)) deliveredUnacked++; // ack not (yet) in: the delivery raced the ack
     hAdd(delHist, now - due);
+    const dsec = Math.max(0, Math.floor((due - t0) / 1000));
+    while (bySecond.length <= dsec) bySecond.push(hNew());
+    hAdd(bySecond[dsec], now - due);
     if (now <= tEnd) inWindow++;
     if (!firstRecv) firstRecv = now;
     lastRecv = now;
@@ -391,6 +395,7 @@ function runWorker() {
       disconnects, disconnectReasons, stillConnected, inWindow, firstRecv, lastRecv, lastAck, lastSend,
       drainEnd, outstandingAtEnd: outstanding,
       ackHist: hToJSON(ackHist), delHist: hToJSON(delHist), lagHist: hToJSON(lagHist), timeline,
+      bySecond: bySecond.map(hToJSON),
       cpuMs: (cpu.user + cpu.system) / 1000,
       loopDelayP99Ms: Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RES_MS),
       loopDelayMaxMs: Math.max(0, loopDelay.max / 1e6 - LOOP_RES_MS),
@@ -503,6 +508,7 @@ async function coordinator(o) {
 
   // ---- aggregate
   const ackH = hNew(), delH = hNew(), lagH = hNew();
+  const secH = [];
   const agg = {};
   const numKeys = ['sent', 'acked', 'ackErr', 'ackTimeouts', 'delivered', 'deliveredAcked', 'deliveredNotAcked',
     'deliveredBeforeAck', 'lost', 'dups', 'wrongConv', 'wrongSender', 'withMeta', 'badBody', 'disconnects',
@@ -516,6 +522,7 @@ async function coordinator(o) {
     const r = w.result;
     for (const k of numKeys) agg[k] += r[k];
     hMerge(ackH, r.ackHist); hMerge(delH, r.delHist); hMerge(lagH, r.lagHist);
+    r.bySecond.forEach((h, i) => { while (secH.length <= i) secH.push(hNew()); hMerge(secH[i], h); });
     for (const [k, v] of Object.entries(r.ackErrors)) addCount(ackErrors, k, v);
     for (const [k, v] of Object.entries(r.disconnectReasons)) addCount(disconnectReasons, k, v);
     addCount(drainEnds, r.drainEnd);
@@ -568,6 +575,8 @@ async function coordinator(o) {
     ack_latency_ms: hSummary(ackH),
     delivery_latency_ms: hSummary(delH),
     sender_lag_ms: hSummary(lagH),
+    // delivery latency of the messages due in send second 0, 1, 2, ...
+    delivery_by_send_second: secH.map((h, i) => ({ s: i, n: h.n, p50: r3(hPct(h, 0.5)), p99: r3(hPct(h, 0.99)), max: h.n ? r3(h.max) : null })),
     disconnects: agg.disconnects,
     disconnect_reasons: disconnectReasons,
     sockets_connected_at_end: agg.stillConnected,

@@ -378,11 +378,14 @@ def run_loadgen(srv: Ours, rate: float, args, sampler: Sampler) -> dict:
     killer = threading.Timer(hard_timeout, lambda: kill_group(p, 2))
     killer.start()
     result, error, marks = None, None, {}
+    root_cpu: dict[str, float] = {}  # the `ours` process alone, without PostgreSQL
     stderr_lines: list[str] = []
-    t_err = threading.Thread(target=lambda: stderr_lines.extend(p.stderr), daemon=True)
+    assert p.stdout is not None and p.stderr is not None
+    pout, perr = p.stdout, p.stderr
+    t_err = threading.Thread(target=lambda: stderr_lines.extend(perr), daemon=True)
     t_err.start()
     try:
-        for line in p.stdout:
+        for line in pout:
             try:
                 ev = json.loads(line)
             except json.JSONDecodeError:
@@ -393,7 +396,9 @@ def run_loadgen(srv: Ours, rate: float, args, sampler: Sampler) -> dict:
                 log(f"  {rate:g}/s | {ev['msg']}")
             elif kind == "phase":
                 cpu, rss = sampler.sample()
+                st = proc_stat(sampler.root)
                 marks[ev["phase"]] = (time.time(), cpu, rss, lg.sample()[0], machine_busy())
+                root_cpu[ev["phase"]] = st[1] if st else 0.0
             elif kind == "result":
                 result = ev
             elif kind == "error":
@@ -413,6 +418,9 @@ def run_loadgen(srv: Ours, rate: float, args, sampler: Sampler) -> dict:
         if "send_end" in marks:
             t2, c2 = marks["send_end"][:2]
             result["server_cores_send"] = round((c2 - c0) / max(t2 - t0, 1e-6), 2)
+            result["ours_process_cores_send"] = round(
+                (root_cpu["send_end"] - root_cpu["send_start"]) / max(t2 - t0, 1e-6), 2
+            )
         result["server_rss_mib_end"] = round(rss1 / 2**20, 1)
         # busy cores over [send start, drain end]: the server (+ its PostgreSQL), the load
         # generator and everything else on the machine (other work skews the results)
@@ -525,11 +533,21 @@ def render_md(report: dict, heading: str = "#") -> str:
             f"{fmt(r['delivery_latency_ms']['p90'])} ms, p99.9 "
             f"{fmt(r['delivery_latency_ms']['p999'])} ms; ack max "
             f"{fmt(r['ack_latency_ms']['max'])} ms; server CPU while sending "
-            f"{fmt(r.get('server_cores_send'), 2)} cores, server+PostgreSQL RSS peak "
+            f"{fmt(r.get('server_cores_send'), 2)} cores (the `ours` process alone "
+            f"{fmt(r.get('ours_process_cores_send'), 2)}), server+PostgreSQL RSS peak "
             f"{fmt(r.get('server_rss_mib_peak'))} MiB; other work before the run "
             f"{fmt(r.get('background_busy_cores_before'), 2)} busy cores; disconnects "
             f"{r['disconnects']}; setup {fmt(r['setup_s'], 1)} s."
         )
+        secs = r.get("delivery_by_send_second") or []
+        if secs:
+            lines.append(
+                "  Delivery p50 / p99 ms by send second: "
+                + ", ".join(
+                    f"{x['s']}: {fmt(x['p50'], 0)} / {fmt(x['p99'], 0)}" for x in secs if x["n"]
+                )
+                + f"; deliveries per second received: {r['timeline_per_s']}."
+            )
     notes = report.get("notes") or []
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]

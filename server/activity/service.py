@@ -67,12 +67,10 @@ class Activity:
             else:
                 removed = await store.opt_out(conn, user_id)
         wanted = enabled if matches is None else matches
-        await self._set_match_notifications(user_id, wanted)
-        return {
-            "enabled": enabled,
-            "matches": await self._match_notifications(user_id),
-            "removed": removed,
-        }
+        if await self._match_notifications(user_id) != wanted:
+            await self._set_match_notifications(user_id, wanted)
+        matches_on = wanted if self._router() is not None else False
+        return {"enabled": enabled, "matches": matches_on, "removed": removed}
 
     async def _set_match_notifications(self, user_id: str, on: bool) -> None:
         router = self._router()

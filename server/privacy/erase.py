@@ -12,8 +12,8 @@ Per table (read server/migrations/*.sql):
               opt-in and entries, conversation memberships, scheduled notes, conversations left
               without members, audio rooms they host and their audio memberships, videos and live
               inputs they created, live-chat messages and restrictions on them, Telegram link,
-              link codes, brief markers, the chat's blocked/alert markers, bot_users, and every
-              job whose key or payload names them (digests, briefs, notes)
+              link codes, brief markers, the chat's blocked/alert markers, bot_users, their
+              notes' jobs and every job whose payload names them (digests, daily briefs)
   anonymized  messages they sent (tombstoned: body removed, sender = pseudonym), the HOURS
               account (renamed, so ledger entries still sum to zero and balances stay right),
               transfers, the event log and dead letters (actor, subjects, payload strings), the
@@ -30,12 +30,16 @@ and each deletes its own job row when done.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+import asyncpg
 
 import namespaces
 from server.auth import Principal
@@ -69,7 +73,8 @@ class Erased:
 
     pseudonym: str
     rows: dict[str, int] = field(default_factory=dict)
-    live_audio_rooms: list[str] = field(default_factory=list)
+    live_audio_rooms: list[str] = field(default_factory=list)  # hosted: ended after commit
+    audio_seats: list[str] = field(default_factory=list)  # live rooms they are in: leave LiveKit
     lives: list[str] = field(default_factory=list)
     chat_ids: list[int] = field(default_factory=list)
 
@@ -273,6 +278,14 @@ async def _media(conn: Any, uid: str, out: Erased) -> None:
             "SELECT id FROM audio_rooms WHERE host_id = $1 AND state = 'live'", uid
         )
     ]
+    out.audio_seats += [
+        r["room_id"]
+        for r in await conn.fetch(
+            "SELECT m.room_id FROM audio_members m JOIN audio_rooms r ON r.id = m.room_id"
+            " WHERE m.user_id = $1 AND m.present AND r.state = 'live' AND r.host_id <> $1",
+            uid,
+        )
+    ]
     for label, sql in (
         ("audio_rooms", "DELETE FROM audio_rooms WHERE host_id = $1"),
         ("audio_members", "DELETE FROM audio_members WHERE user_id = $1"),
@@ -380,12 +393,13 @@ class Eraser:
         ps = self.pseudonym(user_id)
         if self.node.sio is not None:
             await self.disconnect(user_id)  # first: nothing of theirs races the transaction
-        async with self.node.storage.db.acquire() as conn, conn.transaction():
+        self_erase = isinstance(by, Principal) and by.user_id == user_id
+        actor: Principal | str = (
+            Principal(ps, by.role) if isinstance(by, Principal) and self_erase else by
+        )
+
+        async def in_transaction(conn: Any) -> Erased:
             erased = await erase_rows(conn, self.node, user_id, ps)
-            self_erase = isinstance(by, Principal) and by.user_id == user_id
-            actor: Principal | str = (
-                Principal(ps, by.role) if isinstance(by, Principal) and self_erase else by
-            )
             await self.node.audit.record(
                 actor,
                 "privacy.erase",
@@ -405,17 +419,40 @@ class Eraser:
                     conn=conn,
                     replace=True,
                 )
+            return erased
+
+        erased = await self._transaction(in_transaction)
         erased.add("redis keys", await ephemeral.forget(self.node, self.redis, user_id, erased))
-        await self._after(erased)
+        await self._after(user_id, erased)
         if self.node.sio is not None:
             await self.disconnect(user_id)  # a socket that connected meanwhile
         log.warning("user erased", extra={"pseudonym": ps, "tables": len(erased.rows)})
         return {"erased": True, "pseudonym": ps, "rows": erased.rows}
 
-    async def _after(self, erased: Erased) -> None:
-        """Outside the transaction: end live audio rooms they hosted (LiveKit, sockets)."""
+    async def _transaction(self, body: Callable[[Any], Awaitable[Erased]]) -> Erased:
+        """Run `body` in one transaction; again (at most twice) when PostgreSQL chose it as a
+        deadlock victim: the erasure takes row locks across many tables in its own order."""
+        for attempt in range(3):
+            try:
+                async with self.node.storage.db.acquire() as conn, conn.transaction():
+                    return await body(conn)
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 2:
+                    raise
+                log.warning("erasure hit a deadlock; retrying")
+                await asyncio.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _after(self, user_id: str, erased: Erased) -> None:
+        """Outside the transaction: end live audio rooms they hosted (LiveKit, sockets) and
+        take them out of the LiveKit rooms they were in."""
         media = self.node.features.get("media")
         livekit = getattr(media, "livekit", None)
+        for room_id in erased.audio_seats if livekit is not None else []:
+            try:
+                await livekit.remove(room_id, user_id)
+            except Exception:
+                log.warning("removing an erased user from LiveKit failed", exc_info=True)
         for room_id in erased.live_audio_rooms:
             try:
                 if livekit is not None:
@@ -434,7 +471,8 @@ class Eraser:
         another node's disconnect handlers). Audited only when it found something."""
         key, ps = payload["key"], payload["pseudonym"]
         user_id = self.node.keyring.open_secret(bytes.fromhex(payload["subject"]), key)
-        async with self.node.storage.db.acquire() as conn, conn.transaction():
+
+        async def in_transaction(conn: Any) -> Erased:
             erased = await erase_rows(conn, self.node, user_id, ps)
             if erased.rows:
                 await self.node.audit.record(
@@ -446,6 +484,9 @@ class Eraser:
                     conn=conn,
                 )
             await conn.execute("DELETE FROM jobs WHERE key = $1", key)
+            return erased
+
+        erased = await self._transaction(in_transaction)
         await ephemeral.forget(self.node, self.redis, user_id, erased)
         if erased.rows:
             log.warning("erasure sweep found late rows", extra={"pseudonym": ps, **erased.rows})
