@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     bus_maxlen: int = Field(1_000_000, ge=1000)
     bus_visibility_timeout_ms: int = Field(30_000, ge=100)
     bus_max_deliveries: int = Field(5, ge=1, le=100)
+    # backpressure: POST /v1/events answers 503 + Retry-After while this many published events
+    # wait for fan-out (sampled every second)
+    max_backlog: int = Field(20_000, ge=100, le=10_000_000)
     run_consumers: bool | None = None  # serve runs the bus consumers unless this is false
 
     master_key_previous: Annotated[list[str], NoDecode] = Field(default_factory=list)

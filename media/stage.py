@@ -214,6 +214,8 @@ class AudioRooms:
             if member is None or member.hand_seq is None:
                 return None
             await tx.update_member(member, hand_seq=None)
+            if target != principal.user_id:  # a manager lowered someone else's hand
+                await self._audit(tx, principal, "hand_lower", target)
             return {"action": "hand_lowered", "user_id": target, "by": principal.user_id}
 
         return await self._mutate(room_id, op)
@@ -228,6 +230,7 @@ class AudioRooms:
             if member.invited:
                 return None
             await tx.update_member(member, invited=True)
+            await self._audit(tx, principal, "invite", user_id)
             return {"action": "invited", "user_id": user_id, "by": principal.user_id}
 
         state = await self._mutate(room_id, op)

@@ -64,6 +64,9 @@ class Bus(abc.ABC):
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
+    async def dead_letter_count(self) -> int: ...
+
+    @abc.abstractmethod
     async def replay(self, ids: list[str] | None = None) -> int:
         """Put dead letters (all, or these ids) back for their consumer group; return count."""
 

@@ -138,6 +138,9 @@ class MemoryBus(Bus):
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         return await self.storage.dead_letters(limit)
 
+    async def dead_letter_count(self) -> int:
+        return await self.storage.count_dead_letters()
+
     async def replay(self, ids: list[str] | None = None) -> int:
         taken = await self.storage.take_dead_letters(ids)
         if taken:

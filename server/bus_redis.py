@@ -330,6 +330,9 @@ class RedisBus(Bus):
             )
         return out
 
+    async def dead_letter_count(self) -> int:
+        return int(await self.redis.xlen(self.dlq))
+
     async def replay(self, ids: list[str] | None = None) -> int:
         if ids is None:
             entries = await self.redis.xrange(self.dlq)

@@ -211,7 +211,15 @@ async def post_event(request: web.Request) -> web.Response:
     if idem is not None and not 0 < len(idem) <= 200:
         raise ApiError(Code.BAD_REQUEST, "Idempotency-Key must be 1-200 characters")
     event = build_event(raw, idempotency_key=idem, scope=key_id)
-    new = await request.app[NODE].bus.publish(event)
+    node = request.app[NODE]
+    if node.backlog > node.settings.max_backlog:
+        err = ApiError(
+            Code.UNAVAILABLE,
+            f"fan-out is {node.backlog} events behind; retry shortly",
+            {"retry_after": 1},
+        )
+        return error_response(request, err, {"Retry-After": "1"})
+    new = await node.bus.publish(event)
     metrics.EVENTS_PUBLISHED.labels(event.type, "new" if new else "duplicate").inc()
     logs.event_id.set(event.id)
     log.info("event published", extra={"type": event.type, "duplicate": not new})

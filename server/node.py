@@ -50,7 +50,8 @@ class Node:
         self.consuming = False
         self.draining = False
         self.inflight = 0  # client events being handled (drained before shutdown)
-        self.sweep_interval = 5.0  # metrics sampling and expired-token sweep
+        self.sweep_interval = 5.0  # expired-token sweep and dead-letter count
+        self.backlog = 0  # fan-out events published but not yet delivered (sampled each second)
         self.sio: socketio.AsyncServer | None = None
         self.namespaces: dict[str, namespaces.Namespace] = {}
         self._metrics_task: asyncio.Task[None] | None = None
@@ -177,19 +178,32 @@ class Node:
         log.info("node stopped")
 
     async def _sample_metrics(self) -> None:
+        """Every second: consumer lag (for metrics and publish backpressure); every
+        `sweep_interval`: expired tokens and the dead-letter count."""
+        last_sweep = 0.0
         while True:
             now = time.time()
+            try:
+                lags = await self.bus.lag()
+                for group, lag in lags.items():
+                    metrics.CONSUMER_LAG.labels(group).set(lag)
+                self.backlog = lags.get("fanout", 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.debug("lag sample failed", exc_info=True)
+            await asyncio.sleep(1.0)
+            if now - last_sweep < self.sweep_interval:
+                continue
+            last_sweep = now
             for ns in self.namespaces.values():
                 try:
                     await ns.expire_tokens(now)
                 except Exception:
                     log.warning("token expiry sweep failed", exc_info=True)
             try:
-                for group, lag in (await self.bus.lag()).items():
-                    metrics.CONSUMER_LAG.labels(group).set(lag)
-                metrics.DEAD_LETTERS.set(len(await self.bus.dead_letters(10_000)))
+                metrics.DEAD_LETTERS.set(await self.bus.dead_letter_count())
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.debug("metrics sample failed", exc_info=True)
-            await asyncio.sleep(self.sweep_interval)

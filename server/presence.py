@@ -116,5 +116,5 @@ class MemoryPresence:
 
     async def forget(self, user_id: str) -> None:
         for d in (self._devices, self._announced, self._last_seen):
-            d.pop(user_id, None)  # type: ignore[attr-defined]
+            d.pop(user_id, None)
         self._invisible.discard(user_id)

@@ -23,6 +23,18 @@ log = logging.getLogger("ours.transport")
 
 #: eio sid -> live fast connection
 CONNECTIONS: dict[str, FastWebSocket] = {}
+#: connections with frames waiting for this tick's flush
+_DIRTY: list[FastWebSocket] = []
+
+
+def _flush_all() -> None:
+    dirty = _DIRTY[:]
+    _DIRTY.clear()
+    for conn in dirty:
+        try:
+            conn._flush()
+        except Exception:  # one broken transport never stops the others
+            log.warning("flush failed", exc_info=True)
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -78,16 +90,20 @@ class FastWebSocket(WebSocket):
     def write(self, frame: bytes) -> bool:
         """Queue a frame for this tick's write; False if the connection is gone or slow."""
         t = self.transport
-        if t is None or t.is_closing() or self.slow:
+        if t is None or self.slow or t.is_closing():
             return False
         if not self._pending:
-            assert self._loop is not None
-            self._loop.call_soon(self._flush)
+            _DIRTY.append(self)
+            if len(_DIRTY) == 1:  # one flush callback per loop tick for all connections
+                assert self._loop is not None
+                self._loop.call_soon(_flush_all)
         self._pending.append(frame)
         return True
 
     def _flush(self) -> None:
         t = self.transport
+        if not self._pending:
+            return
         data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending.clear()
         if t is None or t.is_closing():

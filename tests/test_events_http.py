@@ -191,3 +191,29 @@ async def test_health_ready_metrics_openapi(server: ServerHandle) -> None:
         assert doc["openapi"].startswith("3.")
         assert "/v1/events" in doc["paths"]
     await c.close()
+
+
+async def test_publish_pushes_back_when_fanout_is_behind(server: ServerHandle) -> None:
+    node = server.node
+    real_lag = node.bus.lag
+    behind = server.settings.max_backlog + 1
+
+    async def lagging() -> dict[str, int]:
+        return {"fanout": behind}
+
+    node.bus.lag = lagging  # type: ignore[method-assign]
+    try:
+        for _ in range(40):  # the sampler reads the lag every second
+            if node.backlog == behind:
+                break
+            await asyncio.sleep(0.1)
+        status, body = await server.publish(CREATED)
+        assert status == 503 and body["errors"][0]["code"] == "unavailable"
+    finally:
+        node.bus.lag = real_lag  # type: ignore[method-assign]
+    for _ in range(40):
+        if node.backlog == 0:
+            break
+        await asyncio.sleep(0.1)
+    status, _ = await server.publish(CREATED)
+    assert status == 202

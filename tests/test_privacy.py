@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,7 +26,7 @@ from server.audit import AuditLog
 from server.auth import Principal, Role
 from server.privacy.erase import SWEEP_JOB, pseudonym
 from server.storage import Storage
-from tests.conftest import API_KEY, JWT_SECRET, REDIS_URL, free_port
+from tests.conftest import API_KEY, REDIS_URL, free_port, make_settings
 from tests.fakes.livekit import FakeLiveKit
 from tests.helpers import ROOT, Client, ServerHandle, connect, settings_env, start_server
 
@@ -101,7 +102,7 @@ def bus_streams(prefix: str) -> set[str]:
 
 async def keys_naming(prefix: str, needle: str) -> list[str]:
     """Every Redis key of this test's prefix whose name or content holds `needle`."""
-    r = aioredis.from_url(REDIS_URL, decode_responses=True)
+    r: Any = aioredis.from_url(REDIS_URL, decode_responses=True)
     found = []
     try:
         async for key in r.scan_iter(match=f"*{prefix}*", count=1000):
@@ -398,8 +399,8 @@ async def test_only_admins_erase_other_users(server: ServerHandle) -> None:
 
 
 @pytest.fixture
-async def storage(pg_dsn: str) -> AsyncIterator[Storage]:
-    s = Storage(Settings(database_url=pg_dsn, jwt_secret=JWT_SECRET))
+async def storage(pg_dsn: str, tmp_path: Path) -> AsyncIterator[Storage]:
+    s = Storage(make_settings(tmp_path, database_url=pg_dsn))
     await s.open(migrate=True)
     yield s
     await s.close()

@@ -21,10 +21,12 @@ import signal
 import uuid
 from datetime import UTC, datetime
 from importlib import metadata
+from typing import Any
 
 import socketio
 from aiohttp import web
 
+uvloop: Any
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is optional

@@ -346,6 +346,9 @@ class Server:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=self.env,
+            # ours: run inside its temporary data dir, so that neither a developer's .env nor
+            # anything the server writes next to its working directory is involved
+            cwd=self.datadir or HERE,
         )
         fh.close()
         timeout = self.args.ours_startup_timeout if self.kind == "ours" else 30
@@ -385,7 +388,10 @@ class Server:
 
 def preflight_ours(args) -> str | None:
     """Check `ours token` works (informational). Returns a problem or None."""
-    env = dict(os.environ, OURS_JWT_SECRET=args.jwt_secret)
+    tmp = tempfile.mkdtemp(prefix="ours-bench-fanout-token-")
+    env = dict(
+        os.environ, OURS_JWT_SECRET=args.jwt_secret, OURS_DATA_DIR=tmp, OURS_API_KEYS=args.api_key
+    )
     try:
         r = subprocess.run(
             [args.ours_bin, "token", "--user", "42"],
@@ -393,9 +399,12 @@ def preflight_ours(args) -> str | None:
             text=True,
             env=env,
             timeout=60,
+            cwd=tmp,  # nothing it may write lands in the work tree
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"`ours token --user 42` failed: {e}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     tok = r.stdout.strip()
     if r.returncode != 0 or tok.count(".") != 2:
         err = r.stderr.strip()[-300:]
@@ -441,10 +450,12 @@ def run_loadgen(server: Server, sc: dict, args, sampler: Sampler) -> dict:
     killer.start()
     result, error, marks = None, None, {}
     stderr_lines: list[str] = []
-    t_err = threading.Thread(target=lambda: stderr_lines.extend(p.stderr), daemon=True)
+    assert p.stdout is not None and p.stderr is not None
+    err_pipe, out_pipe = p.stderr, p.stdout
+    t_err = threading.Thread(target=lambda: stderr_lines.extend(err_pipe), daemon=True)
     t_err.start()
     try:
-        for line in p.stdout:
+        for line in out_pipe:
             try:
                 ev = json.loads(line)
             except json.JSONDecodeError:
@@ -854,6 +865,7 @@ def main() -> int:
             srv.start()
             log(f"{tag} | healthy after {time.time() - t:.1f}s")
             background = wait_for_quiet(args, kind, sc["name"])
+            assert srv.proc is not None
             sampler = Sampler(srv.proc.pid, srv.datadir)
             sampler.sample()
             sampler.start()

@@ -417,6 +417,7 @@ class Loadgen:
             "--clients", str(args.clients),
             "--workers", str(args.workers),
             "--connect-timeout", f"{args.connect_timeout:g}",
+            "--connect-concurrency", str(args.connect_concurrency),
             "--client-deflate", args.client_deflate,
         ]  # fmt: skip
         env = dict(os.environ, BENCH_JWT_SECRET=args.jwt_secret)
@@ -489,6 +490,7 @@ def measure(srv: Server, args) -> dict:
     r["tree_rss_before_kib"] = tree_rss_kib(pid, srv.datadir)
     r["loadavg_before"] = loadavg()
     log(f"{srv.kind} | VmRSS before {before / 1024:.1f} MiB (settled: {settled}); connecting")
+    c_conn = cpu_s(pid)
     lg = Loadgen(srv, args)
     try:
         m0 = machine_busy()
@@ -501,7 +503,12 @@ def measure(srv: Server, args) -> dict:
             connect_s=ready["connect_s"],
             ws_extensions=ready["ws_extensions"],
             connect_busy_cores=round((machine_busy() - m0) / max(1e-6, time.time() - t0), 2),
+            server_cpu_s_connect=round(cpu_s(pid) - c_conn, 2),
         )
+        if ready["joined"]:
+            r["server_cpu_ms_per_connect"] = round(
+                1000 * r["server_cpu_s_connect"] / ready["joined"], 2
+            )
         log(
             f"{srv.kind} | {ready['joined']:,}/{args.clients:,} joined in {ready['connect_s']} s "
             f"(errors {ready['errors'] or 'none'}); waiting for VmRSS to settle"
@@ -597,6 +604,54 @@ COLS = (
 )
 
 
+HIST_COLS = (
+    "run (UTC)",
+    "server",
+    "sockets joined",
+    "connects in flight",
+    "connect s",
+    "KiB per idle socket",
+    "connected after hold",
+    "room:join acks",
+    "load avg before",
+)
+
+
+def history(outdir: Path) -> list[dict]:
+    """Every recorded run in the results directory, oldest first: one row per server."""
+    rows = []
+    for path in sorted(outdir.glob("idle-*.json")):
+        try:
+            rep = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        inflight = rep["args"].get("connect_concurrency", 50) * rep["args"]["workers"]
+        for r in rep.get("results", []):
+            if "error" not in r:
+                rows.append({"run": rep["started_at"], "inflight": inflight, **r})
+    return rows
+
+
+def history_md(rows: list[dict]) -> list[str]:
+    lines = [row(*HIST_COLS), row(*(["---", "---"] + ["---:"] * (len(HIST_COLS) - 2)))]
+    for r in rows:
+        lb = r.get("loadavg_before") or []
+        lines.append(
+            row(
+                r["run"][:16].replace("T", " "),
+                r["server"],
+                f"{fmt(r['joined'])}/{fmt(r['clients'])}",
+                fmt(r["inflight"]),
+                fmt(r["connect_s"]),
+                fmt(r.get("kib_per_socket")),
+                fmt(r["connected_after_hold"]),
+                f"{r['verify']['ok']}/{r['verify']['picked']}",
+                fmt(lb[0]) if lb else "n/a",
+            )
+        )
+    return lines
+
+
 def render_md(report: dict, heading: str = "#") -> str:
     m, a = report["machine"], report["args"]
     pk = m["python_packages"]
@@ -615,7 +670,8 @@ def render_md(report: dict, heading: str = "#") -> str:
         "",
         f"Load: {a['clients']:,} socket.io-client connections to `/feed` (websocket only; "
         f"clients offer permessage-deflate: {a['client_deflate']}) from {a['workers']} Node "
-        "processes, each joins `zone:idle`; VmRSS of the server process (/proc/<pid>/status) "
+        f"processes ({a.get('connect_concurrency', 50)} connects in flight per process), each "
+        "joins `zone:idle`; VmRSS of the server process (/proc/<pid>/status) "
         "once settled before connecting, and once stable after (the last "
         f"{a['stable_window']} one-second samples within {a['stable_tol_kib']} KiB); then a "
         f"{a['hold']:g} s hold, a connection count and {a['verify']} `room:join` ack round trips "
@@ -662,7 +718,10 @@ def render_md(report: dict, heading: str = "#") -> str:
         lines.append(
             f"- {r['server']}: VmRSS during the hold {fmt(r['rss_hold_min_kib'] / 1024)}-"
             f"{fmt(r['rss_hold_max_kib'] / 1024)} MiB{tree_note}; settled after "
-            f"{r['stable_wait_s']} s; disconnects {r['disconnects']}"
+            f"{r['stable_wait_s']} s; server CPU while connecting "
+            f"{fmt(r.get('server_cpu_s_connect'), 2)} s "
+            f"({fmt(r.get('server_cpu_ms_per_connect'), 2)} ms per socket); disconnects "
+            f"{r['disconnects']}"
             f"{' ' + json.dumps(r['disconnect_reasons']) if r['disconnect_reasons'] else ''}; "
             f"Engine.IO pings received by the clients {fmt(r['pings_received'])}; connect errors "
             f"{json.dumps(r['connect_errors']) if r['connect_errors'] else 'none'}; busy cores "
@@ -670,6 +729,14 @@ def render_md(report: dict, heading: str = "#") -> str:
             f"before {fmt(r.get('background_busy_cores_before'), 2)} busy cores; load generator "
             f"worker RSS {', '.join(str(x) for x in r['loadgen_worker_rss_mib'])} MiB."
         )
+    hist = report.get("history") or []
+    if len(hist) > len(report["results"]):
+        lines += [
+            "",
+            f"Every run recorded in `{report['results_dir']}` (the one above included):",
+            "",
+            *history_md(hist),
+        ]
     notes = report.get("notes") or []
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
@@ -696,11 +763,16 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=4, help="load generator processes")
     ap.add_argument(
-        "--servers", default="ours,bare,bare-nodeflate,node", help=f"comma list of {','.join(KNOWN_SERVERS)}"
+        "--servers",
+        default="ours,bare,bare-nodeflate,node",
+        help=f"comma list of {','.join(KNOWN_SERVERS)}",
     )
     ap.add_argument("--hold", type=float, default=30, help="seconds to hold the idle sockets")
     ap.add_argument("--verify", type=int, default=100, help="room:join ack round trips")
     ap.add_argument("--connect-timeout", type=float, default=300)
+    ap.add_argument(
+        "--connect-concurrency", type=int, default=50, help="connects in flight per worker"
+    )
     ap.add_argument("--stable-window", type=int, default=10, help="samples (1/s) in the window")
     ap.add_argument("--stable-tol-kib", type=int, default=1024, help="max spread in the window")
     ap.add_argument("--stable-max", type=float, default=120, help="max s to wait for stable")
@@ -801,6 +873,8 @@ def main() -> int:
     jpath = outdir / f"idle-{stamp}.json"
     mpath = outdir / f"idle-{stamp}.md"
     jpath.write_text(json.dumps(report, indent=2) + "\n")
+    report["history"] = history(outdir)
+    report["results_dir"] = str(outdir.relative_to(REPO) if outdir.is_relative_to(REPO) else outdir)
     md = render_md(report)
     mpath.write_text(md)
     print()

@@ -201,6 +201,26 @@ class Sampler(threading.Thread):
         self._halt.set()
 
 
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds the threads of `pid` spent runnable but waiting for a CPU (schedstat)."""
+    total = 0
+    for t in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(t.read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
+def cpu_pressure_s() -> float | None:
+    """Machine-wide seconds during which some task waited for a CPU (PSI), if available."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    return int(first.rsplit("total=", 1)[1]) / 1e6
+
+
 def machine_busy() -> float:
     """CPU seconds the whole machine spent busy (all cores) since boot."""
     f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -379,6 +399,7 @@ def run_loadgen(srv: Ours, rate: float, args, sampler: Sampler) -> dict:
     killer.start()
     result, error, marks = None, None, {}
     root_cpu: dict[str, float] = {}  # the `ours` process alone, without PostgreSQL
+    waits: dict[str, tuple[float, float | None]] = {}
     stderr_lines: list[str] = []
     assert p.stdout is not None and p.stderr is not None
     pout, perr = p.stdout, p.stderr
@@ -399,6 +420,7 @@ def run_loadgen(srv: Ours, rate: float, args, sampler: Sampler) -> dict:
                 st = proc_stat(sampler.root)
                 marks[ev["phase"]] = (time.time(), cpu, rss, lg.sample()[0], machine_busy())
                 root_cpu[ev["phase"]] = st[1] if st else 0.0
+                waits[ev["phase"]] = (run_queue_wait_s(sampler.root), cpu_pressure_s())
             elif kind == "result":
                 result = ev
             elif kind == "error":
@@ -430,6 +452,12 @@ def run_loadgen(srv: Ours, rate: float, args, sampler: Sampler) -> dict:
             "loadgen": round((l1 - l0) / wall, 2),
             "other": round(max(0.0, (m1 - m0) - (c1 - c0) - (l1 - l0)) / wall, 2),
         }
+        # interference: how long the `ours` process was runnable but had no CPU, and the share
+        # of the time some task on the machine waited for a CPU (PSI "some")
+        (w0, p0), (w1, p1) = waits["send_start"], waits["drain_end"]
+        result["ours_run_queue_wait_pct"] = round(100 * (w1 - w0) / wall, 1)
+        if p0 is not None and p1 is not None:
+            result["cpu_pressure_pct"] = round(100 * (p1 - p0) / wall, 1)
     result["server_rss_mib_peak"] = round(sampler.peak_rss / 2**20, 1)
     result.pop("event", None)
     return result
@@ -463,8 +491,57 @@ COLS = (
     "drain s",
     "sender lag p99 ms",
     "CPU cores: server+pg / loadgen / other",
+    "ours waited for a CPU %",
     "load avg before → after",
 )
+HIST_COLS = (
+    "run (UTC)",
+    "rate",
+    "delivered / sent",
+    "lost",
+    "ack p50 / p99 ms",
+    "delivery p50 / p99 / max ms",
+    "delivered/s",
+    "CPU cores: server+pg / other",
+    "ours waited for a CPU %",
+    "load avg before",
+)
+
+
+def history(outdir: Path) -> list[dict]:
+    """Every recorded run in the results directory, oldest first: one row per rate."""
+    rows = []
+    for path in sorted(outdir.glob("messages-*.json")):
+        try:
+            rep = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for r in rep.get("results", []):
+            if "error" not in r:
+                rows.append({"run": rep["started_at"], **r})
+    return rows
+
+
+def history_md(rows: list[dict]) -> list[str]:
+    lines = [row(*HIST_COLS), row(*(["---"] + ["---:"] * (len(HIST_COLS) - 1)))]
+    for r in rows:
+        ack, dl, c = r["ack_latency_ms"], r["delivery_latency_ms"], r.get("busy_cores") or {}
+        lb = r.get("loadavg_before") or []
+        lines.append(
+            row(
+                r["run"][:16].replace("T", " "),
+                f"{r['rate_target']:g}/s",
+                f"{fmt(r['delivered'])} / {fmt(r['sent'])}",
+                fmt(r["lost"]),
+                f"{fmt(ack['p50'])} / {fmt(ack['p99'])}",
+                f"{fmt(dl['p50'])} / {fmt(dl['p99'])} / {fmt(dl['max'])}",
+                fmt(r["delivered_per_s"]),
+                f"{c['server']:.2f} / {c['other']:.2f}" if c else "n/a",
+                fmt(r.get("ours_run_queue_wait_pct")),
+                fmt(lb[0]) if lb else "n/a",
+            )
+        )
+    return lines
 
 
 def render_md(report: dict, heading: str = "#") -> str:
@@ -486,7 +563,10 @@ def render_md(report: dict, heading: str = "#") -> str:
         f"processes); {a['duration']:g} s of `message:send` per rate, open loop, spread round-"
         f"robin over the conversations; body {a['body_bytes']} B; latencies from the scheduled "
         "send time (same clock); lost = acked but no `message:new` at the other member "
-        f"{a['drain_max']:g} s after the last send. A fresh server (and database) per rate.",
+        f"{a['drain_max']:g} s after the last send. A fresh server (and database) per rate. "
+        "CPU cores = busy cores over the send + drain window (other = everything else running "
+        "on the machine); ours waited for a CPU = time the `ours` process's threads were "
+        "runnable but not running (schedstat), as a share of that window.",
         "",
         row(*COLS),
         row(*(["---:"] * len(COLS))),
@@ -515,6 +595,7 @@ def render_md(report: dict, heading: str = "#") -> str:
                 f"{c.get('server', 0):.2f} / {c.get('loadgen', 0):.2f} / {c.get('other', 0):.2f}"
                 if c
                 else "n/a",
+                fmt(r.get("ours_run_queue_wait_pct")),
                 f"{lb[0] if lb else 'n/a'} → {la[0] if la else 'n/a'}",
             )
         )
@@ -536,7 +617,9 @@ def render_md(report: dict, heading: str = "#") -> str:
             f"{fmt(r.get('server_cores_send'), 2)} cores (the `ours` process alone "
             f"{fmt(r.get('ours_process_cores_send'), 2)}), server+PostgreSQL RSS peak "
             f"{fmt(r.get('server_rss_mib_peak'))} MiB; other work before the run "
-            f"{fmt(r.get('background_busy_cores_before'), 2)} busy cores; disconnects "
+            f"{fmt(r.get('background_busy_cores_before'), 2)} busy cores; some task on the "
+            f"machine waited for a CPU {fmt(r.get('cpu_pressure_pct'))} % of the time (PSI); "
+            "disconnects "
             f"{r['disconnects']}; setup {fmt(r['setup_s'], 1)} s."
         )
         secs = r.get("delivery_by_send_second") or []
@@ -548,6 +631,14 @@ def render_md(report: dict, heading: str = "#") -> str:
                 )
                 + f"; deliveries per second received: {r['timeline_per_s']}."
             )
+    hist = report.get("history") or []
+    if len(hist) > 1:
+        lines += [
+            "",
+            f"Every run recorded in `{report['results_dir']}` (the one above included):",
+            "",
+            *history_md(hist),
+        ]
     notes = report.get("notes") or []
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
@@ -676,6 +767,8 @@ def main() -> int:
     jpath = outdir / f"messages-{stamp}.json"
     mpath = outdir / f"messages-{stamp}.md"
     jpath.write_text(json.dumps(report, indent=2) + "\n")
+    report["history"] = history(outdir)
+    report["results_dir"] = str(outdir.relative_to(REPO) if outdir.is_relative_to(REPO) else outdir)
     md = render_md(report)
     mpath.write_text(md)
     print()

@@ -448,9 +448,10 @@ class Eraser:
         take them out of the LiveKit rooms they were in."""
         media = self.node.features.get("media")
         livekit = getattr(media, "livekit", None)
-        for room_id in erased.audio_seats if livekit is not None else []:
+        for room_id in erased.audio_seats:
             try:
-                await livekit.remove(room_id, user_id)
+                if livekit is not None:
+                    await livekit.remove(room_id, user_id)
             except Exception:
                 log.warning("removing an erased user from LiveKit failed", exc_info=True)
         for room_id in erased.live_audio_rooms:
