@@ -63,6 +63,36 @@ class Delivery:
     def _init_delivery(self) -> None:
         self.recovering: dict[tuple[str, str], _Recovering] = {}
         self.slow_disconnects = 0
+        # the rooms of each socket: python-socketio finds them by scanning every room of the
+        # namespace, which costs O(rooms) per join, leave and disconnect
+        self._sid_rooms: dict[tuple[str, str], set[Any]] = {}
+
+    def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: Any = None) -> None:
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)  # type: ignore[misc]
+        self._sid_rooms.setdefault((namespace, sid), set()).add(room)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        super().basic_leave_room(sid, namespace, room)  # type: ignore[misc]
+        rooms = self._sid_rooms.get((namespace, sid))
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._sid_rooms[(namespace, sid)]
+
+    def get_rooms(self, sid: str, namespace: str) -> list[Any]:
+        return [r for r in self._sid_rooms.get((namespace, sid), ()) if r is not None]
+
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        """python-socketio's, without its scan (and copy) of every room of the namespace."""
+        for room in list(self._sid_rooms.get((namespace, sid), ())):
+            self.basic_leave_room(sid, namespace, room)
+        callbacks: dict[str, Any] = self.callbacks  # type: ignore[attr-defined]
+        callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):  # type: ignore[attr-defined]
+            if namespace in pending and sid in pending[namespace]:
+                pending[namespace].remove(sid)
+                if not pending[namespace]:
+                    del pending[namespace]
 
     def _encode(self, ns: str, event: str, args: list[Any]) -> tuple[bytes, Any]:
         pkt = self.server.packet_class(sio_packet.EVENT, namespace=ns, data=[event, *args])
@@ -150,7 +180,7 @@ class Delivery:
         state = self.recovering.setdefault((ns, sid), _Recovering())
         for room in wanted:
             state.rooms.add(room)
-            self.basic_enter_room(sid, ns, room)  # type: ignore[attr-defined]
+            self.basic_enter_room(sid, ns, room)
         sent_eids: set[str] = set()
         results: dict[str, dict[str, Any]] = {}
         try:

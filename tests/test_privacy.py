@@ -491,6 +491,7 @@ async def test_a_listener_cannot_moderate_and_every_moderator_action_is_audited(
     ok(await host.call("audio:end", {"room_id": room}))
     entries = await audit(server, "?actor=host")
     assert [(e["action"], e["target"]) for e in reversed(entries)] == [
+        ("audio.invite", "user:s1"),
         ("audio.mute", "user:s1"),
         ("audio.demote", "user:s1"),
         ("audio.remove", "user:l2"),
@@ -504,20 +505,21 @@ async def test_a_listener_cannot_moderate_and_every_moderator_action_is_audited(
     assert [e["action"] for e in await audit(server, "?target=user:s1")] == [
         "audio.demote",
         "audio.mute",
+        "audio.invite",
     ]
     assert len(await audit(server, "?action=audio.remove")) == 1
     assert await audit(server, "?since=2999-01-01T00:00:00Z") == []
     page = await audit(server, "?actor=host&limit=2")
     assert [e["action"] for e in page] == ["audio.end", "audio.remove"]
     rest = await audit(server, f"?actor=host&before_id={page[-1]['id']}")
-    assert [e["action"] for e in rest] == ["audio.demote", "audio.mute"]
+    assert [e["action"] for e in rest] == ["audio.demote", "audio.mute", "audio.invite"]
     status, _, body = await http(server, "GET", "/v1/admin/audit?limit=x", API_KEY)
     assert status == 400
     for who in (server.token("host", "creator"), server.token("m", "moderator")):
         status, _, body = await http(server, "GET", "/v1/admin/audit", who)
         assert status == 403 and body["errors"][0]["code"] == "forbidden"
     status, _, body = await http(server, "GET", "/v1/admin/audit", server.token("r", "admin"))
-    assert status == 200 and len(body["data"]) == 4
+    assert status == 200 and len(body["data"]) == 5
     for c in clients.values():
         await c.close()
 

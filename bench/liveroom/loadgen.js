@@ -112,7 +112,7 @@ function runWorker() {
   let unique = 0, dups = 0, inWindow = 0, lastRecv = 0, disconnects = 0, badBody = 0;
   const disconnectReasons = {};
   const timeline = [];
-  let burstFrames = 0, burstFramesMeasured = 0, burstSum = 0;
+  let burstFrames = 0, burstFramesMeasured = 0, burstSum = 0, lastBurst = 0;
   let maxBurstsPerViewerSec = 0;
   // what this worker sent
   const chat = { sent: 0, ok: 0, errors: {}, ackHist: hNew(), failed: [], pending: 0 };
@@ -146,6 +146,7 @@ function runWorker() {
 
   function onBurst(v, b) {
     burstFrames++;
+    lastBurst = nowMs();
     if (!measuring) return;
     burstFramesMeasured++;
     const sec = Math.floor((nowMs() - t0) / 1000);
@@ -278,8 +279,10 @@ function runWorker() {
     const check = () => {
       const now = nowMs();
       let complete = true;
-      for (const v of viewers) if (v.joined && v.got < expectedPerViewer) { complete = false; break; }
-      const idle = now - Math.max(lastRecv, started) > cfg.drainIdle * 1000;
+      for (const v of viewers) {
+        if (v.joined && (v.got < expectedPerViewer || v.reacted < msg.reactionsAccepted)) { complete = false; break; }
+      }
+      const idle = now - Math.max(lastRecv, lastBurst, started) > cfg.drainIdle * 1000;
       if (!(complete || idle || now - started > cfg.drainMax * 1000)) return;
       clearInterval(tick);
       measuring = false;
@@ -406,7 +409,7 @@ async function coordinator(o) {
   }
   progress(`sending done: chat ${chatOk}/${chatSent} ok, reactions ${reactOk}/${reactSent} ok; draining`);
   const failed = workers.map((w) => w.sent.chat.failed);
-  for (const w of workers) w.child.send({ type: 'drain', acceptedTotal: chatOk, failed });
+  for (const w of workers) w.child.send({ type: 'drain', acceptedTotal: chatOk, reactionsAccepted: reactOk, failed });
   await waitFor(() => workers.every((w) => w.result), (o.drainMax + 15) * 1000, 'drain');
   out({ event: 'phase', phase: 'drain_end', t: nowMs() });
 

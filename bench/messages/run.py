@@ -505,6 +505,7 @@ HIST_COLS = (
     "CPU cores: server+pg / other",
     "ours waited for a CPU %",
     "load avg before",
+    "extra server env",
 )
 
 
@@ -518,7 +519,10 @@ def history(outdir: Path) -> list[dict]:
             continue
         for r in rep.get("results", []):
             if "error" not in r:
-                rows.append({"run": rep["started_at"], **r})
+                extra = {
+                    k: v for k, v in rep.get("ours_env", {}).items() if OURS_BENCH_ENV.get(k) != v
+                }
+                rows.append({"run": rep["started_at"], "extra_env": extra, **r})
     return rows
 
 
@@ -539,6 +543,7 @@ def history_md(rows: list[dict]) -> list[str]:
                 f"{c['server']:.2f} / {c['other']:.2f}" if c else "n/a",
                 fmt(r.get("ours_run_queue_wait_pct")),
                 fmt(lb[0]) if lb else "n/a",
+                " ".join(f"{k}={v}" for k, v in r["extra_env"].items()) or "-",
             )
         )
     return lines
@@ -549,6 +554,7 @@ def render_md(report: dict, heading: str = "#") -> str:
     pk = m["python_packages"]
     pkgs = ", ".join(f"{k} {v}" for k, v in pk.items() if k != "python")
     dirty = " (server/ dirty)" if m["git_dirty"] else ""
+    extra = {k: v for k, v in report["ours_env"].items() if OURS_BENCH_ENV.get(k) != v}
     lines = [
         f"{heading} Direct messages benchmark, {report['started_at']}",
         "",
@@ -567,6 +573,11 @@ def render_md(report: dict, heading: str = "#") -> str:
         "CPU cores = busy cores over the send + drain window (other = everything else running "
         "on the machine); ours waited for a CPU = time the `ours` process's threads were "
         "runnable but not running (schedstat), as a share of that window.",
+        *(
+            ["", "Extra server environment: " + ", ".join(f"`{k}={v}`" for k, v in extra.items())]
+            if extra
+            else []
+        ),
         "",
         row(*COLS),
         row(*(["---:"] * len(COLS))),
@@ -689,7 +700,22 @@ def main() -> int:
         action="store_true",
         help="also replace the results section of docs/benchmarks-messages.md",
     )
+    ap.add_argument(
+        "--doc-from",
+        metavar="REPORT.json",
+        help="run nothing: rewrite the docs section from a saved report (+ the runs in --out)",
+    )
     args = ap.parse_args()
+    if args.doc_from:
+        saved = json.loads(Path(args.doc_from).read_text())
+        outdir = Path(args.out)
+        saved["history"] = history(outdir)
+        saved["results_dir"] = str(
+            outdir.relative_to(REPO) if outdir.is_relative_to(REPO) else outdir
+        )
+        write_doc(render_md(saved, heading="###"))
+        log(f"wrote the results section of {DOC.relative_to(REPO)} from {args.doc_from}")
+        return 0
     rates = [float(x) for x in args.rates.split(",") if x.strip()]
     args.api_key = "bench-" + secrets.token_hex(8)
     args.jwt_secret = secrets.token_hex(32)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 
+from server import redis_client
 from server.feature import Feature
 from server.livechat.gate import Gate, MemoryGate
 from server.livechat.gate_redis import RedisGate
@@ -32,7 +32,7 @@ class LiveChatFeature(Feature):
         gate: Gate
         reactions: Reactions
         if s.redis_url:
-            self._redis = aioredis.from_url(s.redis_url, decode_responses=True)
+            self._redis = redis_client.connect(s.redis_url)
             gate = RedisGate(self._redis, s.redis_prefix)
             reactions = RedisReactions(self._redis, s.redis_prefix, self._burst)
         else:
