@@ -52,7 +52,7 @@ def text_frame(payload: bytes) -> bytes:
 class FastWebSocket(WebSocket):
     """engineio's aiohttp WebSocket, registered by eio sid, with a coalescing outbox."""
 
-    max_buffer = 4 * 1024 * 1024  # bytes not yet written before a socket counts as slow
+    max_buffer = 1024 * 1024  # bytes not yet written before a socket counts as slow
 
     def __init__(self, handler: Any, server: Any) -> None:
         super().__init__(handler, server)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-
 from server import redis_client
 from server.feature import Feature
 from server.livechat.gate import Gate, MemoryGate
