@@ -7,10 +7,15 @@ atomic Lua call, so every process shares the same buckets.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger("ours.ratelimit")
 
 TAKE_LUA = """
 local limit = tonumber(ARGV[1])
@@ -100,7 +105,15 @@ class RateLimits:
 
     async def check(self, user_id: str | None, ip: str | None, name: str) -> Decision:
         """Take one token from the user's and the IP's buckets (and the route's or event's
-        own bucket when configured); the tightest decision wins."""
+        own bucket when configured); the tightest decision wins. If the limiter's store is
+        unreachable the request goes through (logged): limits protect, they do not gate."""
+        try:
+            return await self._check(user_id, ip, name)
+        except (OSError, RedisError) as exc:
+            log.warning("rate limiter unavailable; allowing", extra={"error": str(exc)})
+            return _decide(True, 1, 1, 60)
+
+    async def _check(self, user_id: str | None, ip: str | None, name: str) -> Decision:
         decisions = []
         if user_id is not None:
             decisions.append(await self.limiter.take(f"u:{user_id}", self.user_limit, 60))

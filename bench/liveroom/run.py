@@ -181,7 +181,8 @@ def start_server(args, datadir: str, logfile: Path) -> tuple[subprocess.Popen, s
     deadline = time.time() + 90
     while time.time() < deadline:
         if p.poll() is not None:
-            raise RuntimeError(f"ours exited with {p.returncode}; see {logfile}")
+            tail = logfile.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"ours exited with {p.returncode}:\n{tail}")
         try:
             with urllib.request.urlopen(url + "/health", timeout=2) as r:
                 if r.status == 200:
@@ -257,6 +258,32 @@ def run_loadgen(url: str, args, sampler: Sampler) -> dict:
     return result
 
 
+def server_errors(logfile: Path) -> dict:
+    """Error lines of the server log by message, and where the first one came from."""
+    counts: dict[str, int] = {}
+    first = None
+    try:
+        lines = logfile.read_text(errors="replace").splitlines()
+    except OSError:
+        return {"count": 0, "by_message": {}, "first": None}
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("level") in ("error", "critical"):
+            counts[rec.get("msg", "?")] = counts.get(rec.get("msg", "?"), 0) + 1
+            if first is None:
+                exc = str(rec.get("exc", ""))
+                ours = [
+                    ln.strip()
+                    for ln in exc.splitlines()
+                    if ln.strip().startswith(f'File "{REPO}') and "/.venv/" not in ln
+                ]
+                first = {"msg": rec.get("msg"), "where": ours[-3:], "exc_tail": exc[-600:]}
+    return {"count": sum(counts.values()), "by_message": counts, "first": first}
+
+
 def render_md(report: dict) -> str:
     m, r, a = report["machine"], report["result"], report["args"]
     c, x = r["chat"], r["reactions"]
@@ -311,7 +338,15 @@ def render_md(report: dict) -> str:
             "",
             f"Server CPU {r.get('server_cpu_cores')} cores (machine busy "
             f"{r.get('machine_busy_cores')} cores, load generator included), peak RSS "
-            f"{r.get('server_rss_mib_peak')} MiB; disconnects {r['disconnects']}.",
+            f"{r.get('server_rss_mib_peak')} MiB; disconnects {r['disconnects']}; server log "
+            f"errors: {report['server_errors']['count']}"
+            + (
+                f" ({json.dumps(report['server_errors']['by_message'])}; first: "
+                f"`{report['server_errors']['first']['exc_tail'].splitlines()[-1][:200]}`)"
+                if report["server_errors"]["first"] and report["server_errors"]["first"]["exc_tail"]
+                else ""
+            )
+            + ".",
             "",
         ]
     )
@@ -345,7 +380,7 @@ def main() -> int:
     datadir = tempfile.mkdtemp(prefix="ours-bench-liveroom-")
     server = None
     try:
-        server, url, sinfo = start_server(args, datadir, out / f"server-{stamp}.log")
+        server, url, sinfo = start_server(args, datadir, Path(datadir) / "server.log")
         log(f"server up at {url} ({'redis' if args.redis else 'embedded'})")
         announce(url, args)
         sampler = Sampler(server.pid, datadir)
@@ -355,6 +390,7 @@ def main() -> int:
     finally:
         if server is not None:
             kill_group(server, 15)
+        errors = server_errors(Path(datadir) / "server.log")
         for pid in pids_using(datadir):
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -377,6 +413,7 @@ def main() -> int:
             if k not in ("jwt_secret", "api_key", "redis_prefix")
         },
         "result": result,
+        "server_errors": errors,
     }
     (out / f"liveroom-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / f"liveroom-{stamp}.md").write_text(render_md(report))
