@@ -168,13 +168,21 @@ class Node:
         await asyncio.sleep(0.05)  # let the last acks reach the transport
 
     async def stop(self) -> None:
+        """Stop in reverse order of start; a step that hangs is abandoned after a bound
+        (named in the log) so the process always exits."""
         if self._metrics_task is not None:
             self._metrics_task.cancel()
-        await self.scheduler.close()
-        for feature in reversed(self.features.values()):
-            await feature.stop()
-        await self.bus.close()
-        await self.storage.close()
+        steps: list[tuple[str, Any]] = [("scheduler", self.scheduler.close)]
+        steps += [(f"feature {f.name}", f.stop) for f in reversed(self.features.values())]
+        steps += [("bus", self.bus.close), ("storage", self.storage.close)]
+        bound = max(2.0, self.settings.shutdown_timeout)
+        for name, step in steps:
+            try:
+                await asyncio.wait_for(step(), bound)
+            except TimeoutError:
+                log.error("stop step timed out; abandoned", extra={"step": name})
+            except Exception:
+                log.exception("stop step failed", extra={"step": name})
         log.info("node stopped")
 
     async def _sample_metrics(self) -> None:

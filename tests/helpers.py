@@ -58,7 +58,8 @@ class ServerHandle:
 
     async def stop(self) -> None:
         if self.runner is not None:
-            await self.runner.cleanup()
+            # bounded: a hang here fails this test's teardown instead of the whole run
+            await asyncio.wait_for(self.runner.cleanup(), 60)
             self.runner = None
         if self.proc is not None:
             stop_process(self.proc)
