@@ -170,7 +170,7 @@ async def test_brief_at_8_berlin_goes_out_once_also_after_a_restart_at_075959(
         assert briefs(telegram, 4242) == []
         # 08:00:00 — the scheduler's pass runs the job
         p.clock.set(berlin(D, 8, 0, 0))
-        assert await p.node.scheduler.run_due() == 1
+        assert await p.node.scheduler.run_due() >= 1  # other features have jobs too
         sent = briefs(telegram, 4242)
         assert len(sent) == 1
         assert sent[0].splitlines() == [
@@ -204,7 +204,7 @@ async def test_brief_at_8_berlin_goes_out_once_also_after_a_restart_at_075959(
         assert len(briefs(telegram, 4242)) == 1
         # and the next morning's goes out at its 08:00
         p.clock.set(berlin(D + timedelta(days=1), 8, 0, 0))
-        assert await p.node.scheduler.run_due() == 1
+        assert await p.node.scheduler.run_due() >= 1  # other features have jobs too
         sent = briefs(telegram, 4242)
         assert len(sent) == 2 and sent[1].startswith("📊 OURS Daily Brief — Feb 13, 2026")
 
@@ -216,7 +216,7 @@ async def test_a_brief_missed_while_the_server_was_down_is_caught_up_once(
         await p.link_admin("boss", 4343)
     # down over 08:00; back at 09:30: the pending job is due and runs
     async with Process(bot_settings, berlin(D, 9, 30)) as p:
-        assert await p.node.scheduler.run_due() == 1
+        assert await p.node.scheduler.run_due() >= 1  # other features have jobs too
         assert [b.splitlines()[0] for b in briefs(telegram, 4343)] == [
             "📊 OURS Daily Brief — Feb 12, 2026"
         ]
