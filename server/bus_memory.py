@@ -22,6 +22,7 @@ from server.storage import Storage
 log = logging.getLogger("ours.bus")
 
 RESCAN_CHANNEL = "ours_bus_rescan"
+BATCH = 256  # events a consumer takes from its queue at once
 
 
 class MemoryBus(Bus):
@@ -85,34 +86,58 @@ class MemoryBus(Bus):
         pending.add(event.id)
 
     async def _run(self, consumer: Consumer) -> None:
+        """Take what is queued (up to BATCH events) at once: one query finds which are done
+        already, one statement marks them done, and the handlers run back to back, so a
+        burst costs two round trips and its socket writes coalesce into one per socket."""
         queue = self._queues[consumer.group]
         while True:
-            event = await queue.get()
+            batch = [await queue.get()]
+            while len(batch) < BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
             try:
-                await self._deliver(consumer, event)
+                await self._deliver(consumer, batch)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # never let one event stop the consumer
+            except Exception:  # never let one batch stop the consumer
                 log.exception("bus consumer failed", extra={"group": consumer.group})
             finally:
-                self._pending[consumer.group].discard(event.id)
-                queue.task_done()
+                pending = self._pending[consumer.group]
+                for event in batch:
+                    pending.discard(event.id)
+                    queue.task_done()
 
-    async def _deliver(self, consumer: Consumer, event: Event) -> None:
-        if await self.storage.is_done(consumer.group, event.id):
-            return
-        error = ""
+    async def _deliver(self, consumer: Consumer, batch: list[Event]) -> None:
+        group = consumer.group
+        done = await self.storage.done_among(group, [e.id for e in batch])
+        handled: list[str] = []
+        for event in batch:
+            if event.id in done:
+                continue
+            try:
+                await self._handle(consumer, event)
+            except Exception as exc:
+                # record what went through, then retry this one (in order) before the rest
+                await self.storage.mark_done_many(group, handled)
+                handled = []
+                await self._retry(consumer, event, f"{type(exc).__name__}: {exc}")
+                continue
+            handled.append(event.id)
+        await self.storage.mark_done_many(group, handled)
+
+    async def _retry(self, consumer: Consumer, event: Event, error: str) -> None:
+        """Attempts 2..max_deliveries with backoff; then the dead letters."""
         for attempt in range(1, self.max_deliveries + 1):
+            log.warning(
+                "consumer attempt failed",
+                extra={"group": consumer.group, "attempt": attempt, "error": error},
+            )
+            if attempt == self.max_deliveries:
+                break
+            await asyncio.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
             try:
                 await self._handle(consumer, event)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "consumer attempt failed",
-                    extra={"group": consumer.group, "attempt": attempt, "error": error},
-                )
-                if attempt < self.max_deliveries:
-                    await asyncio.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
                 continue
             await self.storage.mark_done(consumer.group, event.id)
             return

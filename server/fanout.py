@@ -7,6 +7,7 @@ python-socketio manager today; Redis pub/sub between nodes) can change behind on
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from typing import Any, Protocol
@@ -46,9 +47,22 @@ class Fanout:
     """Room delivery across nodes: an AsyncServer (whose client manager is Redis-backed when
     several nodes share Redis) or, in `ours worker`, a write-only Redis manager."""
 
-    def __init__(self, emitter: Any) -> None:
+    def __init__(self, emitter: Any, backpressure_wait_s: float = 2.0) -> None:
         # an AsyncServer's manager, or (ours worker) a write-only manager itself
         self.manager: Any = getattr(emitter, "manager", emitter)
+        self.backpressure_wait_s = backpressure_wait_s
+
+    async def flowing(self) -> bool:
+        """Wait while fan-out is held back by this node's socket buffers (a hold lasts at most
+        `backpressure_wait_s`); False if it still is after twice that."""
+        flowing = getattr(self.manager, "flowing", None)
+        if flowing is None or flowing.is_set():
+            return True
+        try:
+            await asyncio.wait_for(flowing.wait(), 2 * self.backpressure_wait_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def emit(
         self,
@@ -102,6 +116,9 @@ class Fanout:
         """Bus consumer: emit the envelope, named by its type, to the rooms in `subjects`."""
         if not event.subjects:
             return
+        hold = getattr(self.manager, "hold_while_congested", None)
+        if hold is not None:
+            await hold(self.backpressure_wait_s)
         await self.emit(
             event.type,
             event.wire(),

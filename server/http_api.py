@@ -213,11 +213,13 @@ async def post_event(request: web.Request) -> web.Response:
     event = build_event(raw, idempotency_key=idem, scope=key_id)
     node = request.app[NODE]
     if node.backlog > node.settings.max_backlog:
-        err = ApiError(
-            Code.UNAVAILABLE,
-            f"fan-out is {node.backlog} events behind; retry shortly",
-            {"retry_after": 1},
-        )
+        reason = f"fan-out is {node.backlog} events behind; retry shortly"
+    elif not await node.fanout.flowing():
+        reason = "fan-out is held back by full socket buffers; retry shortly"
+    else:
+        reason = ""
+    if reason:
+        err = ApiError(Code.UNAVAILABLE, reason, {"retry_after": 1})
         return error_response(request, err, {"Retry-After": "1"})
     new = await node.bus.publish(event)
     metrics.EVENTS_PUBLISHED.labels(event.type, "new" if new else "duplicate").inc()

@@ -17,6 +17,7 @@ receives from the channel, so all nodes see a room's events in the same order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -25,11 +26,11 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from server import redis_client
+from server import metrics, redis_client
 from server.roomlog import MemoryRoomLog, Replay
 from server.roomlog_redis import RedisRoomLog
 from server.rooms import ROOM_RE
-from server.transport import CONNECTIONS, text_frame
+from server.transport import CONNECTIONS, congested, congested_connections, text_frame
 
 log = logging.getLogger("ours.fanout")
 
@@ -62,10 +63,34 @@ class Delivery:
 
     def _init_delivery(self) -> None:
         self.recovering: dict[tuple[str, str], _Recovering] = {}
-        self.slow_disconnects = 0
         # the rooms of each socket: python-socketio finds them by scanning every room of the
         # namespace, which costs O(rooms) per join, leave and disconnect
         self._sid_rooms: dict[tuple[str, str], set[Any]] = {}
+        #: set while room events flow; cleared while the consumer waits for sockets to drain
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+
+    async def hold_while_congested(self, max_wait: float) -> None:
+        """Backpressure: while at least one in twenty of this node's websocket connections
+        (and at least one) has a backlog the kernel has not taken, wait for them to drain, at
+        most `max_wait` seconds; the publish path waits on `flowing` meanwhile. Connections
+        still backed up when the wait ends are cut off as slow consumers, so a socket that
+        cannot keep up delays the others once, by at most `max_wait`."""
+        if congested() < max(1, len(CONNECTIONS) // 20):
+            return
+        metrics.FANOUT_HOLDS.inc()
+        self.flowing.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        try:
+            while congested() >= max(1, len(CONNECTIONS) // 20):
+                if loop.time() >= deadline:
+                    for conn in congested_connections():
+                        conn.drop_slow()
+                    break
+                await asyncio.sleep(0.002)
+        finally:
+            self.flowing.set()
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any, eio_sid: Any = None) -> None:
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)  # type: ignore[misc]
@@ -148,7 +173,7 @@ class Delivery:
         return True
 
     async def _drop_slow(self, eio_sid: str) -> None:
-        self.slow_disconnects += 1
+        metrics.SLOW_CONSUMERS.labels("polling").inc()
         log.warning("slow consumer disconnected", extra={"eio_sid": eio_sid})
         await self.server.eio.disconnect(eio_sid)
 

@@ -36,6 +36,17 @@ FANOUT_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+SLOW_CONSUMERS = Counter(
+    "ours_slow_consumer_disconnects_total",
+    "Sockets disconnected because they could not take what they were sent, by transport",
+    ["transport"],
+    registry=REGISTRY,
+)
+FANOUT_HOLDS = Counter(
+    "ours_fanout_holds_total",
+    "Times fan-out held back because many websocket connections had an unsent backlog",
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "ours_consumer_lag", "Events not yet handled per consumer group", ["group"], registry=REGISTRY
 )

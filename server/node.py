@@ -60,7 +60,7 @@ class Node:
             self.namespaces = namespaces.build(self)
             for ns in self.namespaces.values():
                 self.sio.register_namespace(ns)
-            self.fanout = Fanout(self.sio)
+            self.fanout = Fanout(self.sio, settings.backpressure_wait_s)
         else:  # `ours worker`: emits reach the serving nodes through Redis
             self.fanout = Fanout(
                 socketio.AsyncRedisManager(

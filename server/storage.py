@@ -134,21 +134,27 @@ class Storage:
 
     # -- in-process bus bookkeeping ---------------------------------------------------------
 
-    async def is_done(self, consumer: str, event_id: str) -> bool:
-        return bool(
-            await self.db.fetchval(
-                "SELECT 1 FROM consumer_done WHERE consumer = $1 AND event_id = $2",
-                consumer,
-                event_id,
-            )
-        )
-
     async def mark_done(self, consumer: str, event_id: str) -> None:
-        await self.db.execute(
-            "INSERT INTO consumer_done (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        await self.mark_done_many(consumer, [event_id])
+
+    async def done_among(self, consumer: str, event_ids: list[str]) -> set[str]:
+        """Which of `event_ids` this consumer group has already handled."""
+        rows = await self.db.fetch(
+            "SELECT event_id FROM consumer_done WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
             consumer,
-            event_id,
+            event_ids,
         )
+        return {str(r["event_id"]) for r in rows}
+
+    async def mark_done_many(self, consumer: str, event_ids: list[str]) -> None:
+        """Record `event_ids` as handled by this consumer group, in one statement."""
+        if event_ids:
+            await self.db.execute(
+                "INSERT INTO consumer_done (consumer, event_id)"
+                " SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING",
+                consumer,
+                event_ids,
+            )
 
     async def undone_events(self, consumer: str, since_hours: int = 24) -> list[Event]:
         rows = await self.db.fetch(

@@ -6,7 +6,9 @@ everything a socket is sent within one loop tick coalesced into one write.
 connection's transport; permessage-deflate is off (as in Node's socket.io default), which is
 what makes the shared frame possible. Sockets on long-polling, or not yet upgraded, take the
 ordinary engineio queue. A socket whose unsent bytes exceed the bound is disconnected as a slow
-consumer instead of growing memory or delaying the others.
+consumer instead of growing memory or delaying the others. `congested()` counts the sockets
+with a backlog the kernel has not taken yet; the fan-out consumer holds back while many are
+(see `Delivery.hold_while_congested`), which in turn holds back the publish path.
 """
 
 from __future__ import annotations
@@ -19,12 +21,37 @@ from aiohttp import WSCloseCode
 from aiohttp.web import WebSocketResponse
 from engineio.async_drivers.aiohttp import WebSocket
 
+from server import metrics
+
 log = logging.getLogger("ours.transport")
 
 #: eio sid -> live fast connection
 CONNECTIONS: dict[str, FastWebSocket] = {}
 #: connections with frames waiting for this tick's flush
 _DIRTY: list[FastWebSocket] = []
+#: connections whose unsent bytes passed CONGESTED_BYTES at a flush (pruned as they drain)
+_CONGESTED: set[FastWebSocket] = set()
+CONGESTED_BYTES = 128 * 1024
+
+
+def congested() -> int:
+    """How many connections still hold more than half the congestion mark unsent."""
+    if _CONGESTED:
+        for conn in list(_CONGESTED):
+            t = conn.transport
+            if (
+                t is None
+                or conn.slow
+                or t.is_closing()
+                or t.get_write_buffer_size() <= CONGESTED_BYTES // 2
+            ):
+                _CONGESTED.discard(conn)
+    return len(_CONGESTED)
+
+
+def congested_connections() -> list[FastWebSocket]:
+    congested()
+    return list(_CONGESTED)
 
 
 def _flush_all() -> None:
@@ -79,6 +106,7 @@ class FastWebSocket(WebSocket):
             await self.handler(self)
         finally:
             CONNECTIONS.pop(self.eio_sid, None)
+            _CONGESTED.discard(self)
             self._pending.clear()
         return self._sock
 
@@ -108,13 +136,21 @@ class FastWebSocket(WebSocket):
         self._pending.clear()
         if t is None or t.is_closing():
             return
-        if t.get_write_buffer_size() + len(data) > self.max_buffer:
-            self._drop_slow()
+        unsent = t.get_write_buffer_size() + len(data)
+        if unsent > self.max_buffer:
+            self.drop_slow()
             return
         t.write(data)
+        if unsent > CONGESTED_BYTES and t.get_write_buffer_size() > CONGESTED_BYTES:
+            _CONGESTED.add(self)
 
-    def _drop_slow(self) -> None:
+    def drop_slow(self) -> None:
+        """Disconnect as a slow consumer (close code 1013), once."""
+        if self.slow:
+            return
         self.slow = True
+        _CONGESTED.discard(self)
+        metrics.SLOW_CONSUMERS.labels("websocket").inc()
         log.warning("slow consumer disconnected", extra={"eio_sid": self.eio_sid})
         assert self._loop is not None
         self._loop.create_task(

@@ -193,6 +193,49 @@ async def test_poisoned_event_goes_to_dead_letters_and_cli_replays_it(env: Env) 
     assert handled == [good.id, bad.id]  # good was not handled again
 
 
+async def test_a_burst_is_handled_in_order_around_a_poisoned_event(env: Env) -> None:
+    """Events that queue up while the consumer is busy are taken together (one query for
+    which are done, one statement marking them): still each once and in order, the poisoned
+    one retried in place and dead-lettered, and nothing handled again by the next consumer."""
+    bus = env.bus(max_deliveries=2)
+    gate = asyncio.Event()
+    handled: list[str] = []
+    attempts: dict[str, int] = {}
+    events = [ev(i) for i in range(40)]
+    poisoned = events[17].id
+
+    async def handler(e: Event) -> None:
+        await gate.wait()
+        attempts[e.id] = attempts.get(e.id, 0) + 1
+        if e.id == poisoned:
+            raise ValueError("poisoned")
+        handled.append(e.id)
+
+    bus.subscribe("g", handler)
+    await bus.start()
+    for e in events:
+        assert await bus.publish(e)
+    gate.set()
+    await until(lambda: len(handled) == 39, timeout=15)
+    await until(bus.dead_letters, timeout=15)
+    assert handled == [e.id for e in events if e.id != poisoned]
+    assert attempts[poisoned] == 2 and all(n == 1 for i, n in attempts.items() if i != poisoned)
+    assert [d["event"]["id"] for d in await bus.dead_letters()] == [poisoned]
+    await bus.close()
+    env.buses.remove(bus)
+
+    again: list[str] = []
+
+    async def record(e: Event) -> None:
+        again.append(e.id)
+
+    second = env.bus()
+    second.subscribe("g", record)
+    await second.start()
+    await asyncio.sleep(0.5)
+    assert again == []
+
+
 async def test_consumer_killed_mid_event_is_redelivered_once(
     tmp_path: Path, pg_clusters: dict[str, PgCluster]
 ) -> None:
