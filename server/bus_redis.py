@@ -40,7 +40,7 @@ LEASE_MS = 5000  # an exclusive group's holder renews well within this
 
 DONE_TTL = 7 * 86400
 PUBLISH_DEDUP_TTL = 86400
-BATCH = 64
+BATCH = 256
 
 
 class RedisBus(Bus):
@@ -133,8 +133,7 @@ class RedisBus(Bus):
             finally:
                 self._waiting.discard(task)
             for _stream, entries in batches or []:
-                for entry_id, fields in entries:
-                    await self._process(consumer, entry_id, fields)
+                await self._process_batch(consumer, entries, stop_at_failure=False)
 
     async def _exclusive_loop(self, consumer: Consumer) -> None:
         """Hold the group's lease and consume in stream order; stand by while another does."""
@@ -205,16 +204,9 @@ class RedisBus(Bus):
             finally:
                 self._waiting.discard(task)
             entries = fresh[0][1] if fresh else []
-        for entry_id, fields in entries:
-            if fields is None:
-                await self.redis.xack(self.stream, consumer.group, entry_id)
-                continue
-            await self._process(consumer, entry_id, fields)
-            if await self.redis.xpending_range(
-                self.stream, consumer.group, min=entry_id, max=entry_id, count=1
-            ):  # failed: retry it before anything after it, after a short pause
-                await asyncio.sleep(min(2.0, self.visibility_ms / 1000))
-                return
+        if not await self._process_batch(consumer, entries, stop_at_failure=True):
+            # an entry failed: it and those after it stay pending and come first next time
+            await asyncio.sleep(min(2.0, self.visibility_ms / 1000))
 
     async def _reclaim_loop(self, consumer: Consumer) -> None:
         interval = max(0.05, self.visibility_ms / 2000)
@@ -249,35 +241,74 @@ class RedisBus(Bus):
                 log.warning("reclaim failed; retrying", extra={"group": consumer.group})
 
     async def _process(self, consumer: Consumer, entry_id: str, fields: dict[str, str]) -> None:
+        await self._process_batch(consumer, [(entry_id, fields)], stop_at_failure=False)
+
+    async def _process_batch(
+        self,
+        consumer: Consumer,
+        entries: list[tuple[str, dict[str, str] | None]],
+        *,
+        stop_at_failure: bool,
+    ) -> bool:
+        """Handle entries in order with three round trips of bookkeeping for the lot (which
+        are done, then done markers + XACK + attempt counters in one transaction), so the
+        handlers run back to back and a burst's socket writes coalesce. A failed entry stays
+        pending (reclaimed after the visibility timeout) or, after `max_deliveries`, goes to
+        the dead letters. With `stop_at_failure`, nothing after a failed entry is handled;
+        returns False when that happened."""
         group = consumer.group
-        try:
-            event = Event(**jsonutil.loads(fields["e"]))
-        except Exception as exc:  # poison: unreadable entry, never retried
-            await self._dead_letter(group, entry_id, fields.get("e", ""), f"unreadable: {exc}", 1)
-            return
-        done_key = f"{self.stream}:done:{group}:{event.id}"
-        if await self.redis.exists(done_key):
-            await self.redis.xack(self.stream, group, entry_id)
-            return
-        try:
-            await self._handle(consumer, event)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            attempts = await self.redis.hincrby(f"{self.stream}:attempts:{group}", event.id, 1)
-            log.warning(
-                "consumer attempt failed",
-                extra={"group": group, "attempt": attempts, "error": error},
-            )
-            if attempts >= self.max_deliveries:
-                await self._dead_letter(group, entry_id, fields["e"], error, attempts)
-            return  # stays pending; reclaimed after the visibility timeout
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(done_key, "1", ex=DONE_TTL)
-            pipe.xack(self.stream, group, entry_id)
-            pipe.hdel(f"{self.stream}:attempts:{group}", event.id)
-            await pipe.execute()
+        parsed: list[tuple[str, Event | None, str]] = []
+        for entry_id, fields in entries:
+            if fields is None:  # trimmed away while pending
+                parsed.append((entry_id, None, ""))
+                continue
+            raw = fields.get("e", "")
+            try:
+                parsed.append((entry_id, Event(**jsonutil.loads(raw)), raw))
+            except Exception as exc:  # poison: unreadable entry, never retried
+                await self._dead_letter(group, entry_id, raw, f"unreadable: {exc}", 1)
+        if not parsed:
+            return True
+        done_prefix = f"{self.stream}:done:{group}:"
+        done = await self.redis.mget([done_prefix + (e.id if e else "-") for _, e, _ in parsed])
+        acks: list[str] = []
+        handled: list[str] = []
+        ok = True
+        for (entry_id, event, raw), was_done in zip(parsed, done, strict=True):
+            if event is None or was_done:
+                acks.append(entry_id)
+                continue
+            try:
+                await self._handle(consumer, event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._failed(group, entry_id, event, raw, f"{type(exc).__name__}: {exc}")
+                if stop_at_failure and await self.redis.xpending_range(
+                    self.stream, group, min=entry_id, max=entry_id, count=1
+                ):  # still pending (not dead-lettered): retry it before anything after it
+                    ok = False
+                    break
+                continue
+            acks.append(entry_id)
+            handled.append(event.id)
+        if acks:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for event_id in handled:
+                    pipe.set(done_prefix + event_id, "1", ex=DONE_TTL)
+                pipe.xack(self.stream, group, *acks)
+                if handled:
+                    pipe.hdel(f"{self.stream}:attempts:{group}", *handled)
+                await pipe.execute()
+        return ok
+
+    async def _failed(self, group: str, entry_id: str, event: Event, raw: str, error: str) -> None:
+        attempts = await self.redis.hincrby(f"{self.stream}:attempts:{group}", event.id, 1)
+        log.warning(
+            "consumer attempt failed", extra={"group": group, "attempt": attempts, "error": error}
+        )
+        if attempts >= self.max_deliveries:
+            await self._dead_letter(group, entry_id, raw, error, attempts)
 
     async def _dead_letter(
         self, group: str, entry_id: str, raw: str, error: str, attempts: int

@@ -62,13 +62,17 @@ class Node:
                 self.sio.register_namespace(ns)
             self.fanout = Fanout(self.sio, settings.backpressure_wait_s)
         else:  # `ours worker`: emits reach the serving nodes through Redis
+            # the serving nodes' manager, write-only: room log + ordered publish, same offsets
             self.fanout = Fanout(
-                socketio.AsyncRedisManager(
+                RedisManager(
                     settings.redis_url or "",
                     channel=settings.sio_channel,
+                    prefix=settings.redis_prefix,
                     write_only=True,
                     json=SocketJSON,
-                )
+                    window_s=settings.recovery_window_s,
+                ),
+                settings.backpressure_wait_s,
             )
         self.bus.subscribe("fanout", self.fanout.deliver, exclusive=True)
         if settings.redis_url:  # the in-process bus writes the log itself on publish

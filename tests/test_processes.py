@@ -15,7 +15,7 @@ import aiohttp
 import socketio
 
 from tests.conftest import REDIS_URL, PgCluster, free_port, make_settings
-from tests.helpers import ROOT, connect, spawn_server, stop_process, wait_http
+from tests.helpers import ROOT, connect, spawn_server, start_server, stop_process, wait_http
 
 CREATED = {
     "type": "content.created",
@@ -61,6 +61,34 @@ async def test_two_processes_on_redis_behave_as_one(
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_a_worker_process_does_the_fanout_through_the_room_log(
+    tmp_path: Path, pg_clusters: dict[str, PgCluster]
+) -> None:
+    """`ours serve` with OURS_RUN_CONSUMERS=false next to `ours worker` (the Procfile's web +
+    worker): the worker's fan-out reaches the sockets with room-log offsets (recoverable)."""
+    settings = make_settings(
+        tmp_path,
+        redis_url=REDIS_URL,
+        database_url=await pg_clusters["machine"].fresh(),
+        run_consumers=False,
+    )
+    web = await start_server(settings, free_port())
+    worker = await spawn_server(settings, 0, "worker")
+    try:
+        c = await connect(web.url, "/feed", web.token("u1"))
+        assert (await c.call("room:join", {"room": "zone:music"}))["ok"]
+        status, body = await web.publish(CREATED)
+        assert status == 202
+        (env,) = await c.wait_for("content.created", timeout=20)
+        assert env["id"] == body["data"]["id"]
+        (meta,) = c.meta["content.created"]
+        assert set(meta["offsets"]) == {"zone:music"}
+        await c.close()
+    finally:
+        await web.stop()
+        await worker.stop()
 
 
 async def test_embedded_default_starts_with_nothing_configured(tmp_path: Path) -> None:

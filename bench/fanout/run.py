@@ -31,7 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-KNOWN_SERVERS = ("ours", "bare", "bare-nodeflate", "node")
+KNOWN_SERVERS = ("ours", "ours-redis", "bare", "bare-nodeflate", "node")
+OURS_KINDS = ("ours", "ours-redis")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -304,6 +305,20 @@ def ensure_npm() -> None:
 
 
 # ------------------------------------------------------------------ servers
+def drop_redis_keys(python: str, url: str, prefix: str) -> None:
+    """Delete what an ours-redis run left in Redis (its streams, room logs, limiter keys)."""
+    script = (
+        "import sys, redis\n"
+        "r = redis.Redis.from_url(sys.argv[1])\n"
+        "for k in r.scan_iter(match=sys.argv[2] + '*', count=1000):\n"
+        "    r.unlink(k)\n"
+    )
+    try:
+        subprocess.run([python, "-c", script, url, prefix], timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log(f"could not drop Redis keys {prefix}*: {e}")
+
+
 class Server:
     def __init__(self, kind: str, args, logdir: Path):
         self.kind, self.args = kind, args
@@ -311,12 +326,13 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.datadir: str | None = None
+        self.redis_prefix: str | None = None
         self.logfile = logdir / f"{kind}-{self.port}.log"
         self.env = dict(os.environ)
 
     def command(self) -> list[str]:
         host = ["--host", "127.0.0.1", "--port", str(self.port)]
-        if self.kind == "ours":
+        if self.kind in OURS_KINDS:
             return [self.args.ours_bin, "serve", *host]
         if self.kind == "bare":
             return [self.args.python, str(HERE / "bare_server.py"), *host]
@@ -327,7 +343,7 @@ class Server:
         raise ValueError(self.kind)
 
     def start(self) -> None:
-        if self.kind == "ours":
+        if self.kind in OURS_KINDS:
             self.datadir = tempfile.mkdtemp(prefix="ours-bench-fanout-")
             self.env.update(
                 OURS_DATA_DIR=self.datadir,
@@ -337,6 +353,11 @@ class Server:
             # every client connects from 127.0.0.1: lift the per-IP / per-key rate limits,
             # this measures fan-out, not the limiter (overridable with --ours-env)
             self.env.update(OURS_BENCH_ENV)
+            if self.kind == "ours-redis":  # Redis bus, room log and pub/sub; a fresh key prefix
+                self.redis_prefix = "bench" + secrets.token_hex(4)
+                self.env.update(
+                    OURS_REDIS_URL=self.args.redis_url, OURS_REDIS_PREFIX=self.redis_prefix
+                )
             self.env.update(dict(kv.split("=", 1) for kv in self.args.ours_env))
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         fh = open(self.logfile, "ab")
@@ -351,7 +372,7 @@ class Server:
             cwd=self.datadir or HERE,
         )
         fh.close()
-        timeout = self.args.ours_startup_timeout if self.kind == "ours" else 30
+        timeout = self.args.ours_startup_timeout if self.kind in OURS_KINDS else 30
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -378,6 +399,9 @@ class Server:
                 _kill_pids(_extra_pids)
             shutil.rmtree(self.datadir, ignore_errors=True)
             self.datadir = None
+        if self.redis_prefix:
+            drop_redis_keys(self.args.python, self.args.redis_url, self.redis_prefix)
+            self.redis_prefix = None
 
     def log_tail(self, n: int = 30) -> str:
         try:
@@ -668,12 +692,18 @@ def render_md(report: dict) -> str:
             "",
             "Ratios, ours / baseline (msgs/s above 1 and p99 below 1 favour ours):",
             "",
-            row("scenario", "baseline", "msgs/s ratio", "p99 ratio"),
-            row("---", "---", "---:", "---:"),
+            row("server", "scenario", "baseline", "msgs/s ratio", "p99 ratio"),
+            row("---", "---", "---", "---:", "---:"),
         ]
         for x in ratios:
             lines.append(
-                row(x["scenario"], x["baseline"], fmt(x["msgs_ratio"], 2), fmt(x["p99_ratio"], 2))
+                row(
+                    x.get("server", "ours"),
+                    x["scenario"],
+                    x["baseline"],
+                    fmt(x["msgs_ratio"], 2),
+                    fmt(x["p99_ratio"], 2),
+                )
             )
     notes = report.get("notes") or []
     if notes:
@@ -706,7 +736,7 @@ def compute_ratios(results: list[dict]) -> list[dict]:
     by = {(r["server"], r["scenario"]): r for r in results if "error" not in r}
     out = []
     for (srv, scen), r in by.items():
-        if srv != "ours":
+        if srv not in OURS_KINDS:
             continue
         for base in ("bare", "node", "bare-nodeflate"):
             b = by.get((base, scen))
@@ -715,6 +745,7 @@ def compute_ratios(results: list[dict]) -> list[dict]:
 
             out.append(
                 {
+                    "server": srv,
                     "scenario": scen,
                     "baseline": base,
                     "msgs_ratio": round(msgs_per_s(r) / msgs_per_s(b), 3)
@@ -795,6 +826,11 @@ def main() -> int:
         + " ".join(f"{k}={v}" for k, v in OURS_BENCH_ENV.items()),
     )
     ap.add_argument("--ours-startup-timeout", type=float, default=120)
+    ap.add_argument(
+        "--redis-url",
+        default=os.environ.get("OURS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis for the ours-redis server (its keys get a fresh prefix per start)",
+    )
     ap.add_argument("--python", default=venv_python(), help="python for the bare server")
     ap.add_argument(
         "--out", default=str(HERE / "results"), help="directory for the JSON + markdown"
@@ -829,20 +865,18 @@ def main() -> int:
     notes: list[str] = []
 
     runnable = list(servers)
-    if "ours" in servers:
+    ours_kinds = [k for k in OURS_KINDS if k in servers]
+    if ours_kinds:
         if not ours_bin:
             msg = f"{args.ours_bin} not found: ours pending, run `bench/fanout/run`"
             log(msg)
             notes.append(msg)
-            runnable.remove("ours")
-            for sc in scs:
-                results.append(
-                    {
-                        "server": "ours",
-                        "scenario": sc["name"],
-                        "error": "pending (ours not installed)",
-                    }
-                )
+            for kind in ours_kinds:
+                runnable.remove(kind)
+                for sc in scs:
+                    results.append(
+                        {"server": kind, "scenario": sc["name"], "error": "pending (not installed)"}
+                    )
         else:
             problem = preflight_ours(args)
             if problem:
