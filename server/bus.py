@@ -20,6 +20,7 @@ from server.events import Event
 log = logging.getLogger("ours.bus")
 
 Handler = Callable[[Event], Awaitable[None]]
+ManyHandler = Callable[[list[Event]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -29,6 +30,9 @@ class Consumer:
     #: one consumer at a time across the cluster, in stream order (e.g. fan-out, whose room
     #: order must follow publish order); others take over when its lease lapses
     exclusive: bool = False
+    #: optional: handle a run of queued events in one call (e.g. one Redis round trip for a
+    #: burst); if it raises, the events are handled one by one with `handler`
+    many: ManyHandler | None = None
 
 
 class Bus(abc.ABC):
@@ -38,10 +42,17 @@ class Bus(abc.ABC):
         self.consumers: dict[str, Consumer] = {}
         self.max_deliveries = max_deliveries
 
-    def subscribe(self, group: str, handler: Handler, *, exclusive: bool = False) -> None:
+    def subscribe(
+        self,
+        group: str,
+        handler: Handler,
+        *,
+        exclusive: bool = False,
+        many: ManyHandler | None = None,
+    ) -> None:
         if group in self.consumers:
             raise ValueError(f"consumer group {group!r} already subscribed")
-        self.consumers[group] = Consumer(group, handler, exclusive)
+        self.consumers[group] = Consumer(group, handler, exclusive, many)
 
     @abc.abstractmethod
     async def start(self, *, consume: bool = True) -> None: ...
@@ -83,6 +94,27 @@ class Bus(abc.ABC):
         finally:
             metrics.CONSUMER_SECONDS.labels(consumer.group).observe(time.perf_counter() - started)
             logs.event_id.reset(token)
+
+    async def _handle_many(self, consumer: Consumer, events: list[Event]) -> bool:
+        """Run the group's batch handler over `events` if it has one and there are several;
+        False if it has none or it failed (then handle them one by one)."""
+        if consumer.many is None or len(events) < 2:
+            return False
+        started = time.perf_counter()
+        try:
+            await consumer.many(events)
+        except Exception as exc:
+            log.warning(
+                "batch handler failed; handling one by one",
+                extra={"group": consumer.group, "events": len(events), "error": repr(exc)},
+            )
+            return False
+        metrics.CONSUMER_SECONDS.labels(consumer.group).observe(
+            (time.perf_counter() - started) / len(events)
+        )
+        for event in events:
+            metrics.EVENTS_CONSUMED.labels(consumer.group, event.type, "ok").inc()
+        return True
 
 
 def make_bus(settings: Any, storage: Any) -> Bus:

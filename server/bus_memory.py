@@ -109,10 +109,12 @@ class MemoryBus(Bus):
     async def _deliver(self, consumer: Consumer, batch: list[Event]) -> None:
         group = consumer.group
         done = await self.storage.done_among(group, [e.id for e in batch])
+        todo = [e for e in batch if e.id not in done]
+        if await self._handle_many(consumer, todo):
+            await self.storage.mark_done_many(group, [e.id for e in todo])
+            return
         handled: list[str] = []
-        for event in batch:
-            if event.id in done:
-                continue
+        for event in todo:
             try:
                 await self._handle(consumer, event)
             except Exception as exc:

@@ -273,11 +273,18 @@ class RedisBus(Bus):
         done = await self.redis.mget([done_prefix + (e.id if e else "-") for _, e, _ in parsed])
         acks: list[str] = []
         handled: list[str] = []
-        ok = True
+        todo: list[tuple[str, Event, str]] = []
         for (entry_id, event, raw), was_done in zip(parsed, done, strict=True):
             if event is None or was_done:
                 acks.append(entry_id)
-                continue
+            else:
+                todo.append((entry_id, event, raw))
+        if await self._handle_many(consumer, [e for _, e, _ in todo]):
+            acks += [entry_id for entry_id, _, _ in todo]
+            handled += [e.id for _, e, _ in todo]
+            todo = []
+        ok = True
+        for entry_id, event, raw in todo:
             try:
                 await self._handle(consumer, event)
             except asyncio.CancelledError:

@@ -354,6 +354,26 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
         else:
             await self.roomlog.append_publish(rooms, message)
 
+    async def emit_many(self, items: list[tuple[str, Any, str, list[str]]]) -> None:
+        """Room events (event, data, namespace, rooms), logged and published in order in one
+        round trip."""
+        await self.roomlog.append_publish_many(
+            [
+                (
+                    rooms,
+                    {
+                        "ns": namespace,
+                        "rooms": rooms,
+                        "event": event,
+                        "data": data,
+                        "skip": [],
+                        "eid": uuid.uuid4().hex,
+                    },
+                )
+                for event, data, namespace, rooms in items
+            ]
+        )
+
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if message.get("ours"):
             m = message["m"]

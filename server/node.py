@@ -74,7 +74,12 @@ class Node:
                 ),
                 settings.backpressure_wait_s,
             )
-        self.bus.subscribe("fanout", self.fanout.deliver, exclusive=True)
+        self.bus.subscribe(
+            "fanout",
+            self.fanout.deliver,
+            exclusive=True,
+            many=self.fanout.deliver_many if self.fanout.batches else None,
+        )
         if settings.redis_url:  # the in-process bus writes the log itself on publish
             self.bus.subscribe("eventlog", self._log_event)
         self.features: dict[str, Feature] = {}

@@ -50,17 +50,25 @@ class RedisRoomLog:
         base = f"{self.prefix}:rl:{ns}:{room}"
         return base, base + ":epoch"
 
-    async def append_publish(self, rooms: list[str], message: dict[str, Any]) -> None:
+    def _call(self, rooms: list[str], message: dict[str, Any]) -> dict[str, Any]:
         keys: list[str] = []
         for room in rooms:
             keys.extend(self._keys(message["ns"], room))
         keys.append(self.channel)
         minid = int(time.time() * 1000) - self.window_ms
         ttl = max(60, self.window_ms // 1000 * 4)
-        await self._script(
-            keys=keys,
-            args=[jsonutil.dumps(message), minid, uuid.uuid4().hex[:12], ttl, len(rooms), *rooms],
-        )
+        args = [jsonutil.dumps(message), minid, uuid.uuid4().hex[:12], ttl, len(rooms), *rooms]
+        return {"keys": keys, "args": args}
+
+    async def append_publish(self, rooms: list[str], message: dict[str, Any]) -> None:
+        await self._script(**self._call(rooms, message))
+
+    async def append_publish_many(self, items: list[tuple[list[str], dict[str, Any]]]) -> None:
+        """Several emits in one round trip (a pipeline of script calls, run in order)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for rooms, message in items:
+                await self._script(**self._call(rooms, message), client=pipe)
+            await pipe.execute()
 
     async def publish_volatile(self, message: dict[str, Any]) -> None:
         body = {"method": "emit", "host_id": None, "ours": 1, "offsets": {}, "m": message}

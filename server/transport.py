@@ -35,7 +35,8 @@ CONGESTED_BYTES = 128 * 1024
 
 
 def congested() -> int:
-    """How many connections still hold more than half the congestion mark unsent."""
+    """How many connections still hold more than half the congestion mark unsent (in the
+    transport's buffer, or queued for this tick's write)."""
     if _CONGESTED:
         for conn in list(_CONGESTED):
             t = conn.transport
@@ -43,7 +44,7 @@ def congested() -> int:
                 t is None
                 or conn.slow
                 or t.is_closing()
-                or t.get_write_buffer_size() <= CONGESTED_BYTES // 2
+                or t.get_write_buffer_size() + conn._pending_bytes <= CONGESTED_BYTES // 2
             ):
                 _CONGESTED.discard(conn)
     return len(_CONGESTED)
@@ -87,6 +88,7 @@ class FastWebSocket(WebSocket):
         self.eio_sid: str = self.socket.sid
         self.transport: asyncio.Transport | None = None
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.slow = False
 
@@ -108,6 +110,7 @@ class FastWebSocket(WebSocket):
             CONNECTIONS.pop(self.eio_sid, None)
             _CONGESTED.discard(self)
             self._pending.clear()
+            self._pending_bytes = 0
         return self._sock
 
     def fast(self) -> bool:
@@ -126,6 +129,9 @@ class FastWebSocket(WebSocket):
                 assert self._loop is not None
                 self._loop.call_soon(_flush_all)
         self._pending.append(frame)
+        self._pending_bytes += len(frame)
+        if self._pending_bytes > CONGESTED_BYTES:  # a burst within one tick counts at once
+            _CONGESTED.add(self)
         return True
 
     def _flush(self) -> None:
@@ -134,6 +140,7 @@ class FastWebSocket(WebSocket):
             return
         data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending.clear()
+        self._pending_bytes = 0
         if t is None or t.is_closing():
             return
         unsent = t.get_write_buffer_size() + len(data)
