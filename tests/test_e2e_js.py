@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 
 import jwt
@@ -71,3 +72,53 @@ async def test_js_client_receives_room_events_and_error_acks(
         assert env["payload"]["title"] == "héllo ✓"
         await asyncio.sleep(0.3)
         assert await js.received(b, "content.created") == []
+
+
+def b64(data: bytes) -> dict[str, str]:
+    return {"binary": base64.b64encode(data).decode()}
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_js_client_binary_payloads_both_ways(server: ServerHandle, transport: str) -> None:
+    """Binary packets (a placeholder packet plus attachment frames): a client's binary payload
+    gets an error ack and the connection keeps working; a binary room emit reaches the client
+    between text emits, in order, although text emits take the fast path and binary ones the
+    engineio queue."""
+    async with jsclient.JsClients() as js:
+        a, _ = await js.connect(
+            server.url, "/feed", {"token": server.token("a")}, transports=[transport]
+        )
+        ack = await js.emit(a, "room:join", b64(b"\x00\x01zone:music"))
+        assert ack["ok"] is False and ack["error"]["code"] == "bad_request"
+        ack = await js.emit(a, "room:join", {"room": "zone:music", "blob": b64(b"\xff" * 10)})
+        assert ack["ok"] is False and ack["error"]["code"] == "bad_request"
+        ack = await js.emit(a, "room:join", b64(b"x" * 100_000))
+        assert ack["ok"] is False and ack["error"]["code"] == "bad_request"
+        assert "binary" in ack["error"]["message"]
+        ack = await js.emit(a, "room:join", {"room": "zone:music"})
+        assert ack["ok"] is True
+
+        blob = bytes(range(256)) * 4
+        fanout = server.node.fanout
+        for n in range(6):
+            data: dict[str, object] = {"n": n}
+            if n % 3 == 1:
+                data["blob"] = blob
+            await fanout.emit("test:mixed", data, namespace="/feed", room="zone:music")
+        got = await js.wait(a, "test:mixed", 6)
+        assert [e["n"] for e in got] == list(range(6))
+        for e in got:
+            if e["n"] % 3 == 1:
+                assert base64.b64decode(e["blob"]["binary"]) == blob
+            else:
+                assert "blob" not in e
+        # and the fast path goes on after the binary ones
+        status, _ = await server.publish(
+            {
+                "type": "content.created",
+                "subjects": ["zone:music"],
+                "payload": {"content_id": "c1", "kind": "post"},
+            }
+        )
+        assert status == 202
+        await js.wait(a, "content.created")

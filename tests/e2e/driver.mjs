@@ -1,7 +1,7 @@
 // A remote control for the official socket.io-client: the Python tests send one JSON command
 // per stdin line and read one JSON reply per stdout line ({seq, ok, ...}).
 //   {seq, cmd: "connect", id, url, ns, auth, transports?, reconnection?}
-//   {seq, cmd: "emit", id, event, data, ack: true|false, timeout?}
+//   {seq, cmd: "emit", id, event, data, ack: true|false, timeout?}  ({binary: b64} = a Buffer)
 //   {seq, cmd: "wait", id, event, count, timeout}   -> {events: [...]}
 //   {seq, cmd: "received", id, event}               -> {events: [...]}
 //   {seq, cmd: "close", id}
@@ -19,9 +19,28 @@ function reply(seq, body) {
 const metas = new Map(); // id -> Map(event -> [meta|null])
 const times = new Map(); // id -> Map(event -> [receive time ms])
 
+// binary travels as {binary: "<base64>"} in both directions (commands and replies are JSON)
 function plain(v) {
-  return v instanceof ArrayBuffer || ArrayBuffer.isView(v)
-    ? { binary: Buffer.from(v).toString("base64") } : v;
+  if (v instanceof ArrayBuffer || ArrayBuffer.isView(v)) {
+    return { binary: Buffer.from(v).toString("base64") };
+  }
+  if (Array.isArray(v)) return v.map(plain);
+  if (v && typeof v === "object") {
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
+  }
+  return v;
+}
+
+function unplain(v) {
+  if (Array.isArray(v)) return v.map(unplain);
+  if (v && typeof v === "object") {
+    const keys = Object.keys(v);
+    if (keys.length === 1 && keys[0] === "binary" && typeof v.binary === "string") {
+      return Buffer.from(v.binary, "base64");
+    }
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, unplain(x)]));
+  }
+  return v;
 }
 
 function record(id, event, args) {
@@ -61,10 +80,11 @@ async function handle(msg) {
     });
   } else if (cmd === "emit") {
     const socket = sockets.get(id);
-    if (!msg.ack) { socket.emit(msg.event, msg.data); return reply(seq, { ok: true }); }
+    const data = unplain(msg.data);
+    if (!msg.ack) { socket.emit(msg.event, data); return reply(seq, { ok: true }); }
     try {
-      const ack = await socket.timeout(msg.timeout ?? 5000).emitWithAck(msg.event, msg.data);
-      reply(seq, { ok: true, ack });
+      const ack = await socket.timeout(msg.timeout ?? 5000).emitWithAck(msg.event, data);
+      reply(seq, { ok: true, ack: plain(ack) });
     } catch (err) {
       reply(seq, { ok: false, message: String(err) });
     }
