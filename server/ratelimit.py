@@ -1,8 +1,8 @@
 """Rate limits: token buckets per user and per IP, one mechanism for HTTP and sockets.
 
 A bucket holds `limit` tokens and refills at `limit` per `period` seconds (seed 003: 100/min
-per user, 200/min per IP). In-process in the embedded default; with Redis the take is one
-atomic Lua call, so every process shares the same buckets.
+per user, 200/min per IP). In-process in the embedded default; with Redis one atomic Lua call
+takes from every bucket a request or event involves, so every process shares the same buckets.
 """
 
 from __future__ import annotations
@@ -17,20 +17,29 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger("ours.ratelimit")
 
+# one token from each bucket KEYS[i] (limit ARGV[2i], period ARGV[2i+1]); ARGV[1] is now
 TAKE_LUA = """
-local limit = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local b = redis.call('HMGET', KEYS[1], 't', 'ts')
-local tokens = tonumber(b[1]) or limit
-local ts = tonumber(b[2]) or now
-tokens = math.min(limit, tokens + (now - ts) * limit / period)
-local ok = 0
-if tokens >= 1 then tokens = tokens - 1; ok = 1 end
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(period * 1000))
-return {ok, tostring(tokens)}
+local now = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[2 * i])
+  local period = tonumber(ARGV[2 * i + 1])
+  local b = redis.call('HMGET', KEYS[i], 't', 'ts')
+  local tokens = tonumber(b[1]) or limit
+  local ts = tonumber(b[2]) or now
+  tokens = math.min(limit, tokens + (now - ts) * limit / period)
+  local ok = 0
+  if tokens >= 1 then tokens = tokens - 1; ok = 1 end
+  redis.call('HSET', KEYS[i], 't', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[i], math.ceil(period * 1000))
+  out[2 * i - 1] = ok
+  out[2 * i] = tostring(tokens)
+end
+return out
 """
+
+#: (bucket key, limit, period in seconds)
+Bucket = tuple[str, int, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +63,12 @@ class MemoryLimiter:
         self._last_sweep = time.monotonic()
 
     async def take(self, key: str, limit: int, period: float) -> Decision:
+        return (await self.take_many([(key, limit, period)]))[0]
+
+    async def take_many(self, buckets: list[Bucket]) -> list[Decision]:
+        return [self._take(key, limit, period) for key, limit, period in buckets]
+
+    def _take(self, key: str, limit: int, period: float) -> Decision:
         now = time.monotonic()
         tokens, ts = self._buckets.get(key, (float(limit), now))
         tokens = min(limit, tokens + (now - ts) * limit / period)
@@ -83,10 +98,20 @@ class RedisLimiter:
         self._take = redis.register_script(TAKE_LUA)
 
     async def take(self, key: str, limit: int, period: float) -> Decision:
-        ok, tokens = await self._take(
-            keys=[f"{self.prefix}:bucket:{key}"], args=[limit, period, time.time()]
+        return (await self.take_many([(key, limit, period)]))[0]
+
+    async def take_many(self, buckets: list[Bucket]) -> list[Decision]:
+        """One token from each bucket, in one round trip."""
+        args: list[Any] = [time.time()]
+        for _, limit, period in buckets:
+            args += [limit, period]
+        out = await self._take(
+            keys=[f"{self.prefix}:bucket:{key}" for key, _, _ in buckets], args=args
         )
-        return _decide(bool(ok), float(tokens), limit, period)
+        return [
+            _decide(bool(out[2 * i]), float(out[2 * i + 1]), limit, period)
+            for i, (_, limit, period) in enumerate(buckets)
+        ]
 
     async def forget(self, prefix: str) -> None:
         async for k in self.redis.scan_iter(match=f"{self.prefix}:bucket:{prefix}*", count=500):
@@ -114,15 +139,14 @@ class RateLimits:
             return _decide(True, 1, 1, 60)
 
     async def _check(self, user_id: str | None, ip: str | None, name: str) -> Decision:
-        decisions = []
+        buckets: list[Bucket] = []
         if user_id is not None:
-            decisions.append(await self.limiter.take(f"u:{user_id}", self.user_limit, 60))
+            buckets.append((f"u:{user_id}", self.user_limit, 60))
             if name in self.overrides:
-                decisions.append(
-                    await self.limiter.take(f"u:{user_id}:{name}", self.overrides[name], 60)
-                )
+                buckets.append((f"u:{user_id}:{name}", self.overrides[name], 60))
         if ip:
-            decisions.append(await self.limiter.take(f"ip:{ip}", self.ip_limit, 60))
+            buckets.append((f"ip:{ip}", self.ip_limit, 60))
+        decisions = await self.limiter.take_many(buckets) if buckets else []
         refused = [d for d in decisions if not d.allowed]
         if refused:
             return max(refused, key=lambda d: d.retry_after)

