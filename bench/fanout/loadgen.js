@@ -22,70 +22,17 @@
 
 const { fork } = require('child_process');
 const http = require('http');
-const crypto = require('crypto');
-const { performance, monitorEventLoopDelay } = require('perf_hooks');
+const path = require('path');
+const { monitorEventLoopDelay } = require('perf_hooks');
 
-const nowMs = () => performance.timeOrigin + performance.now();
-
-// ---------------------------------------------------------------- histogram
-// Log-linear buckets on microseconds, 1% wide: percentiles are reported as the
-// bucket's upper bound (<= 1% high). Mergeable across workers by summing.
-const H_BASE = Math.log(1.01);
-const H_SIZE = 2400; // 1.01^2400 us ~ 2.3e10 us: far beyond any run
-function hNew() {
-  return { b: new Float64Array(H_SIZE), n: 0, sum: 0, max: 0, min: Infinity, neg: 0 };
-}
-function hAdd(h, ms) {
-  if (ms < 0) { h.neg++; ms = 0; }
-  const us = ms * 1000;
-  let i = us <= 1 ? 0 : Math.ceil(Math.log(us) / H_BASE);
-  if (i >= H_SIZE) i = H_SIZE - 1;
-  h.b[i]++;
-  h.n++;
-  h.sum += ms;
-  if (ms > h.max) h.max = ms;
-  if (ms < h.min) h.min = ms;
-}
-function hToJSON(h) {
-  const nz = [];
-  for (let i = 0; i < H_SIZE; i++) if (h.b[i]) nz.push([i, h.b[i]]);
-  return { nz, n: h.n, sum: h.sum, max: h.max, min: h.min === Infinity ? null : h.min, neg: h.neg };
-}
-function hMerge(into, j) {
-  for (const [i, c] of j.nz) into.b[i] += c;
-  into.n += j.n;
-  into.sum += j.sum;
-  if (j.max > into.max) into.max = j.max;
-  if (j.min !== null && j.min < into.min) into.min = j.min;
-  into.neg += j.neg;
-}
-function hPct(h, p) {
-  if (!h.n) return null;
-  const target = Math.ceil(h.n * p);
-  let acc = 0;
-  for (let i = 0; i < H_SIZE; i++) {
-    acc += h.b[i];
-    if (acc >= target) return Math.min(Math.pow(1.01, i) / 1000, h.max);
-  }
-  return h.max;
-}
-const r3 = (x) => (x === null || x === undefined ? null : Math.round(x * 1000) / 1000);
-function hSummary(h) {
-  return {
-    count: h.n,
-    mean: h.n ? r3(h.sum / h.n) : null,
-    p50: r3(hPct(h, 0.5)),
-    p90: r3(hPct(h, 0.9)),
-    p99: r3(hPct(h, 0.99)),
-    p999: r3(hPct(h, 0.999)),
-    max: h.n ? r3(h.max) : null,
-    negative_clamped: h.neg,
-  };
-}
+const common = require(path.join(__dirname, '..', 'common.js'));
+const {
+  nowMs, sleep, r3, hNew, hAdd, hToJSON, hMerge, hSummary, mintJwt, out, progress, killWorkersOnExit,
+} = common;
 
 // ---------------------------------------------------------------- args
 function parseArgs(argv) {
-  const o = {
+  const defaults = {
     url: 'http://127.0.0.1:8080',
     namespace: '/feed',
     room: 'zone:bench',
@@ -118,32 +65,11 @@ function parseArgs(argv) {
     '--drain-max': ['drainMax', Number], '--label': ['label', String], '--event-type': ['eventType', String],
     '--client-deflate': ['clientDeflate', String],
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--help' || a === '-h') {
-      process.stderr.write('usage: node loadgen.js ' + Object.keys(map).map((k) => `[${k} V]`).join(' ') + '\n');
-      process.exit(0);
-    }
-    if (a === '--worker') { o.worker = true; continue; }
-    const m = map[a];
-    if (!m) throw new Error(`unknown option ${a}`);
-    o[m[0]] = m[1](argv[++i]);
-  }
+  const o = common.parseArgs(argv, defaults, map);
   if (!['on', 'off'].includes(o.clientDeflate)) throw new Error('--client-deflate must be on or off');
   if (!['rate', 'saturate'].includes(o.mode)) throw new Error('--mode must be rate or saturate');
   if (o.mode === 'rate' && !(o.rate > 0)) throw new Error('--rate must be > 0 in rate mode');
   return o;
-}
-
-function b64url(buf) {
-  return Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
-}
-function mintJwt(secret, sub) {
-  const iat = Math.floor(Date.now() / 1000);
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const body = b64url(JSON.stringify({ sub: String(sub), role: 'user', iat, exp: iat + 3600 }));
-  const sig = b64url(crypto.createHmac('sha256', secret).update(`${head}.${body}`).digest());
-  return `${head}.${body}.${sig}`;
 }
 
 // ================================================================= worker
@@ -279,13 +205,20 @@ function runWorker() {
     const started = nowMs();
     const expectedPerClient = msg.accepted;
     const failed = new Set(msg.failedSeqs);
+    // "idle" means the sockets were quiet while this process was free to read them: a stall
+    // of this worker's own event loop (seconds, reading megabytes of buffered frames) restarts
+    // the idle clock instead of counting as a quiet period
+    let lastCheck = started;
+    let awakeSince = started;
     const check = () => {
       const now = nowMs();
+      if (now - lastCheck > 1000) awakeSince = now;
+      lastCheck = now;
       let complete = true;
       for (const c of clients) {
         if (c.joined && c.got < expectedPerClient) { complete = false; break; }
       }
-      const idle = now - Math.max(lastRecv, started) > cfg.drainIdle * 1000;
+      const idle = now - Math.max(lastRecv, awakeSince) > cfg.drainIdle * 1000;
       const tooLong = now - started > cfg.drainMax * 1000;
       if (complete || idle || tooLong) {
         clearInterval(tickTimer);
@@ -357,13 +290,6 @@ function runWorker() {
 }
 
 // ================================================================= coordinator
-function out(obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-}
-function progress(msg, extra) {
-  out(Object.assign({ event: 'progress', t: new Date().toISOString(), msg }, extra || {}));
-}
-
 function makePublisher(o) {
   const u = new URL(o.url);
   const agent = new http.Agent({ keepAlive: true, maxSockets: o.maxInflight });
@@ -436,11 +362,8 @@ async function coordinator(o) {
     first += count;
     workers.push(wk);
   }
-  const killAll = () => { for (const w of workers) if (!w.exited) try { w.child.kill('SIGKILL'); } catch (_) { /* gone */ } };
-  process.on('exit', killAll);
-  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { killAll(); process.exit(130); });
+  const killAll = killWorkersOnExit(workers);
 
-  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const waitFor = async (pred, timeoutMs, what) => {
     const t = Date.now();
     let lastLog = t;

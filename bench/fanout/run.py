@@ -11,30 +11,49 @@ Standard library only; invoked through the `run` wrapper next to this file.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
-import platform
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE.parent))
+
+import common  # noqa: E402
+from common import (  # noqa: E402
+    Sampler,
+    drop_redis_keys,
+    ensure_npm,
+    fmt,
+    free_port,
+    http_ok,
+    install_cleanup,
+    kill_group,
+    log,
+    log_tail,
+    machine_busy,
+    npm_version,
+    release_datadir,
+    row,
+    spawn,
+    stop,
+    venv_python,
+    wait_for_quiet,
+    wait_healthy,
+)
+
+common.set_log_name("fanout")
+
 KNOWN_SERVERS = ("ours", "ours-redis", "bare", "bare-nodeflate", "node")
 OURS_KINDS = ("ours", "ours-redis")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 OURS_BENCH_ENV = {
     "OURS_RATE_CONNECT_PER_MIN": "1000000",
@@ -43,282 +62,25 @@ OURS_BENCH_ENV = {
     "OURS_RATE_API_KEY_PER_MIN": "10000000",
 }
 
-_children: list[subprocess.Popen] = []  # process-group leaders we started
-_extra_pids: set[int] = set()  # e.g. a daemonised postgres found by its data dir
 
-
-def log(msg: str) -> None:
-    print(f"[fanout {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# ------------------------------------------------------------------ processes
-def _kill_group(p: subprocess.Popen, grace: float) -> None:
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    # the leader may be gone while other members of its group live on
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        p.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def _kill_pids(pids: set[int]) -> None:
-    for pid in list(pids):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pids.discard(pid)
-    deadline = time.time() + 10
-    while pids and time.time() < deadline:
-        for pid in list(pids):
-            if not Path(f"/proc/{pid}").exists():
-                pids.discard(pid)
-        time.sleep(0.2)
-    for pid in list(pids):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        pids.discard(pid)
-
-
-def cleanup() -> None:
-    while _children:
-        _kill_group(_children.pop(), grace=5)
-    _kill_pids(_extra_pids)
-
-
-def _on_signal(signum, _frame):
-    log(f"signal {signum}: stopping children")
-    cleanup()
-    sys.exit(128 + signum)
-
-
-def spawn(cmd: list[str], **kw) -> subprocess.Popen:
-    p = subprocess.Popen(cmd, start_new_session=True, **kw)
-    _children.append(p)
-    return p
-
-
-def stop(p: subprocess.Popen, grace: float = 15) -> None:
-    _kill_group(p, grace)
-    if p in _children:
-        _children.remove(p)
-
-
-def _proc_stat(pid: int) -> tuple[int, float, int] | None:
-    """(ppid, cpu seconds, rss bytes) of one process, None if gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw[raw.rindex(")") + 2 :].split()
-    ppid = int(rest[1])
-    cpu = (int(rest[11]) + int(rest[12])) / CLK_TCK
-    rss = int(rest[21]) * PAGE
-    return ppid, cpu, rss
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine spent busy (all cores) since boot."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
-    steal = f[7] if len(f) > 7 else 0
-    return (sum(f[:8]) - idle - steal) / CLK_TCK
-
-
-def busy_cores(seconds: float) -> float:
-    m0, t0 = machine_busy(), time.time()
-    time.sleep(seconds)
-    return (machine_busy() - m0) / (time.time() - t0)
-
-
-def wait_for_quiet(args, kind: str, scenario: str) -> float:
-    """Before a scenario (server idle, no load yet) wait up to --quiet-wait seconds for the
-    rest of the machine to drop under --quiet-cores busy cores. Returns the last reading."""
-    deadline = time.time() + args.quiet_wait
-    busy = busy_cores(2)
-    while busy > args.quiet_cores and time.time() < deadline:
-        log(f"{kind} | {scenario} | machine busy with other work ({busy:.2f} cores): waiting")
-        busy = busy_cores(5)
-    if busy > args.quiet_cores:
-        log(f"{kind} | {scenario} | still {busy:.2f} busy cores of other work: running anyway")
-    return round(busy, 2)
-
-
-def pids_matching(needle: str) -> set[int]:
-    """pids whose command line contains `needle` (a unique temp path of ours)."""
-    out = set()
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            if needle in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                out.add(int(d.name))
-        except OSError:
-            pass
-    return out
-
-
-def tree(root: int, also: str | None = None) -> set[int]:
-    """root and all its descendants (+ processes whose cmdline mentions `also`)."""
-    kids: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            st = _proc_stat(int(d.name))
-            if st:
-                kids.setdefault(st[0], []).append(int(d.name))
-    seen: set[int] = set()
-    stack = [root, *(pids_matching(also) if also else ())]
-    while stack:
-        pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        stack.extend(kids.get(pid, []))
-    return seen
-
-
-class Sampler(threading.Thread):
-    """Samples CPU seconds and RSS of a server's process tree."""
-
-    def __init__(self, root: int, also: str | None):
-        super().__init__(daemon=True)
-        self.root, self.also = root, also
-        self.pids: set[int] = set()
-        self.cpu_seen: dict[int, float] = {}
-        self.peak_rss = 0
-        self._halt = threading.Event()
-        self.lock = threading.Lock()
-
-    def sample(self) -> tuple[float, int]:
-        with self.lock:
-            self.pids |= tree(self.root, self.also)
-            rss = 0
-            for pid in list(self.pids):
-                st = _proc_stat(pid)
-                if st is None:
-                    continue  # exited: keep its last CPU figure
-                self.cpu_seen[pid] = st[1]
-                rss += st[2]
-            self.peak_rss = max(self.peak_rss, rss)
-            return sum(self.cpu_seen.values()), rss
-
-    def run(self):
-        while not self._halt.wait(0.5):
-            self.sample()
-
-    def halt(self):
-        self._halt.set()
+PY_PACKAGES = (
+    "python-socketio",
+    "python-engineio",
+    "aiohttp",
+    "uvloop",
+    "orjson",
+    "simple-websocket",
+)
+NPM_PACKAGES = ("socket.io", "socket.io-client", "engine.io", "engine.io-client", "ws")
 
 
 # ------------------------------------------------------------------ helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_ok(url: str, timeout: float = 2) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def sh(cmd: list[str], **kw) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=30, **kw).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
-def venv_python() -> str:
-    p = REPO / ".venv" / "bin" / "python"
-    return str(p) if p.exists() else sys.executable
-
-
 def machine_info(py: str, ours_bin: str | None) -> dict:
-    cpu_model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    mem_kb = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kb = int(line.split()[1])
-    pyver = sh(
-        [
-            py,
-            "-c",
-            "import json,sys;from importlib import metadata as m\n"
-            "d={'python':sys.version.split()[0]}\n"
-            "for n in ('python-socketio','python-engineio','aiohttp','uvloop','orjson',\n"
-            "          'simple-websocket'):\n"
-            "  try: d[n]=m.version(n)\n"
-            "  except Exception: d[n]=None\n"
-            "print(json.dumps(d))",
-        ]
-    )
-    npm: dict[str, str | None] = {}
-    for n in ("socket.io", "socket.io-client", "engine.io", "engine.io-client", "ws"):
-        pj = HERE / "node_modules" / n / "package.json"
-        npm[n] = json.loads(pj.read_text())["version"] if pj.exists() else None
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "mem_total_gib": round(mem_kb / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "os": sh(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
-        "node": sh(["node", "--version"]),
-        "python_packages": json.loads(pyver) if pyver else {},
-        "npm_packages": npm,
-        "ours_bin": ours_bin,
-        "git_commit": sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]) or None,
-        "git_dirty": bool(sh(["git", "-C", str(REPO), "status", "--porcelain", "--", "server"])),
-    }
-
-
-def ensure_npm() -> None:
-    if (HERE / "node_modules" / "socket.io-client" / "package.json").exists() and (
-        HERE / "node_modules" / "socket.io" / "package.json"
-    ).exists():
-        return
-    log("installing npm dependencies (npm ci) in bench/fanout")
-    cmd = ["npm", "ci", "--no-audit", "--no-fund"]
-    if not (HERE / "package-lock.json").exists():
-        cmd = ["npm", "install", "--no-audit", "--no-fund"]
-    subprocess.run(cmd, cwd=HERE, check=True, timeout=600)
+    npm = {n: npm_version(HERE, n) for n in NPM_PACKAGES}
+    return common.machine_info(py, PY_PACKAGES, extra={"npm_packages": npm, "ours_bin": ours_bin})
 
 
 # ------------------------------------------------------------------ servers
-def drop_redis_keys(python: str, url: str, prefix: str) -> None:
-    """Delete what an ours-redis run left in Redis (its streams, room logs, limiter keys)."""
-    script = (
-        "import sys, redis\n"
-        "r = redis.Redis.from_url(sys.argv[1])\n"
-        "for k in r.scan_iter(match=sys.argv[2] + '*', count=1000):\n"
-        "    r.unlink(k)\n"
-    )
-    try:
-        subprocess.run([python, "-c", script, url, prefix], timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        log(f"could not drop Redis keys {prefix}*: {e}")
-
-
 class Server:
     def __init__(self, kind: str, args, logdir: Path):
         self.kind, self.args = kind, args
@@ -373,14 +135,7 @@ class Server:
         )
         fh.close()
         timeout = self.args.ours_startup_timeout if self.kind in OURS_KINDS else 30
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode} during startup")
-            if http_ok(self.url + "/health"):
-                return
-            time.sleep(0.3)
-        raise RuntimeError(f"{self.kind} not healthy after {timeout}s")
+        wait_healthy(self.proc, self.url, timeout, self.kind)
 
     def alive(self) -> bool:
         return (
@@ -391,23 +146,14 @@ class Server:
         if self.proc is not None:
             stop(self.proc)
         if self.datadir:
-            leftovers = pids_matching(self.datadir)
-            if leftovers:
-                n = len(leftovers)
-                log(f"{self.kind}: stopping {n} leftover process(es) using {self.datadir}")
-                _extra_pids.update(leftovers)
-                _kill_pids(_extra_pids)
-            shutil.rmtree(self.datadir, ignore_errors=True)
+            release_datadir(self.datadir, label=f"{self.kind}: ")
             self.datadir = None
         if self.redis_prefix:
             drop_redis_keys(self.args.python, self.args.redis_url, self.redis_prefix)
             self.redis_prefix = None
 
     def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return log_tail(self.logfile, n)
 
 
 def preflight_ours(args) -> str | None:
@@ -470,7 +216,7 @@ def run_loadgen(server: Server, sc: dict, args, sampler: Sampler) -> dict:
     hard_timeout = 60 + 10 + args.duration + 2 * args.drain_max + 60
     p = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
     lg_sampler = Sampler(p.pid, None)
-    killer = threading.Timer(hard_timeout, lambda: _kill_group(p, 2))
+    killer = threading.Timer(hard_timeout, lambda: kill_group(p, 2))
     killer.start()
     result, error, marks = None, None, {}
     stderr_lines: list[str] = []
@@ -527,20 +273,6 @@ def run_loadgen(server: Server, sc: dict, args, sampler: Sampler) -> dict:
 
 
 # ------------------------------------------------------------------ report
-def fmt(x, nd=1):
-    if x is None:
-        return "n/a"
-    if isinstance(x, float):
-        return f"{x:,.{nd}f}"
-    if isinstance(x, int):
-        return f"{x:,}"
-    return str(x)
-
-
-def row(*cells) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
 def spread(r: dict, key: str, nd: int) -> str:
     vals = r.get(key) or []
     if len(vals) < 2:
@@ -844,11 +576,9 @@ def main() -> int:
         if s not in KNOWN_SERVERS:
             ap.error(f"unknown server {s!r}")
 
-    atexit.register(cleanup)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    install_cleanup()
 
-    ensure_npm()
+    ensure_npm(HERE, ("socket.io-client", "socket.io"))
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     outdir = Path(args.out)
@@ -898,7 +628,7 @@ def main() -> int:
             t = time.time()
             srv.start()
             log(f"{tag} | healthy after {time.time() - t:.1f}s")
-            background = wait_for_quiet(args, kind, sc["name"])
+            background = wait_for_quiet(args, f"{kind} | {sc['name']}")
             assert srv.proc is not None
             sampler = Sampler(srv.proc.pid, srv.datadir)
             sampler.sample()

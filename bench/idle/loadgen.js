@@ -17,17 +17,14 @@
 'use strict';
 
 const { fork } = require('child_process');
-const crypto = require('crypto');
+const path = require('path');
 const readline = require('readline');
-const { performance } = require('perf_hooks');
 
-const nowMs = () => performance.timeOrigin + performance.now();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const r3 = (x) => (x === null || x === undefined ? null : Math.round(x * 1000) / 1000);
-const addCount = (obj, k, n = 1) => { obj[k] = (obj[k] || 0) + n; };
+const common = require(path.join(__dirname, '..', 'common.js'));
+const { nowMs, sleep, r3, addCount, mintJwt, out, progress, killWorkersOnExit } = common;
 
 function parseArgs(argv) {
-  const o = {
+  const defaults = {
     url: 'http://127.0.0.1:8080',
     namespace: '/feed',
     room: 'zone:idle',
@@ -47,30 +44,9 @@ function parseArgs(argv) {
     '--connect-timeout': ['connectTimeout', Number], '--ack-timeout': ['ackTimeout', Number],
     '--client-deflate': ['clientDeflate', String],
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--help' || a === '-h') {
-      process.stderr.write('usage: node loadgen.js ' + Object.keys(map).map((k) => `[${k} V]`).join(' ') + '\n');
-      process.exit(0);
-    }
-    if (a === '--worker') { o.worker = true; continue; }
-    const m = map[a];
-    if (!m) throw new Error(`unknown option ${a}`);
-    o[m[0]] = m[1](argv[++i]);
-  }
+  const o = common.parseArgs(argv, defaults, map);
   if (!['on', 'off'].includes(o.clientDeflate)) throw new Error('--client-deflate must be on or off');
   return o;
-}
-
-function b64url(buf) {
-  return Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
-}
-function mintJwt(secret, sub) {
-  const iat = Math.floor(Date.now() / 1000);
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const body = b64url(JSON.stringify({ sub: String(sub), role: 'user', iat, exp: iat + 3600 }));
-  const sig = b64url(crypto.createHmac('sha256', secret).update(`${head}.${body}`).digest());
-  return `${head}.${body}.${sig}`;
 }
 
 function joinAck(s, room, timeoutS) {
@@ -187,13 +163,6 @@ function runWorker() {
 }
 
 // ================================================================= coordinator
-function out(obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-}
-function progress(msg, extra) {
-  out(Object.assign({ event: 'progress', t: new Date().toISOString(), msg }, extra || {}));
-}
-
 async function coordinator(o) {
   const nWorkers = Math.max(1, Math.min(o.workers, o.clients));
   const workers = [];
@@ -221,9 +190,7 @@ async function coordinator(o) {
     first += count;
     workers.push(wk);
   }
-  const killAll = () => { for (const w of workers) if (!w.exited) try { w.child.kill('SIGKILL'); } catch (_) { /* gone */ } };
-  process.on('exit', killAll);
-  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { killAll(); process.exit(130); });
+  const killAll = killWorkersOnExit(workers);
 
   const waitFor = async (pred, timeoutMs, what, every) => {
     const t = Date.now();

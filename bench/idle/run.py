@@ -19,36 +19,55 @@ in time; stops every child process on exit, error, SIGINT or SIGTERM.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
-import platform
 import queue
-import re
 import resource
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE.parent))
+
+import common  # noqa: E402
+from common import (  # noqa: E402
+    datadirs,
+    ensure_npm,
+    fmt,
+    free_port,
+    install_cleanup,
+    loadavg,
+    log,
+    log_tail,
+    machine_busy,
+    npm_version,
+    proc_stat,
+    release_datadir,
+    row,
+    spawn,
+    stop,
+    tree,
+    venv_python,
+    wait_for_quiet,
+    wait_healthy,
+    write_doc,
+)
+
+common.set_log_name("idle")
+
 FANOUT = REPO / "bench" / "fanout"
 DOC = REPO / "docs" / "benchmarks-idle.md"
 DOC_BEGIN = "<!-- bench/idle results: written by `bench/idle/run --write-doc` -->"
 DOC_END = "<!-- /bench/idle results -->"
+DOC_TITLE = "# Benchmarks: idle sockets\n"
 KNOWN_SERVERS = ("ours", "bare", "bare-nodeflate", "node")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 RAISED = "1000000"  # the rate-limit settings' maximum (config/__init__.py)
 OURS_BENCH_ENV = {
     "OURS_RATE_CONNECT_PER_MIN": RAISED,
@@ -56,97 +75,6 @@ OURS_BENCH_ENV = {
     "OURS_RATE_USER_PER_MIN": RAISED,
 }
 NOFILE = 65536
-
-_children: list[subprocess.Popen] = []  # process-group leaders we started
-_datadirs: list[str] = []  # temporary data dirs of running servers
-
-
-def log(msg: str) -> None:
-    print(f"[idle {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# ------------------------------------------------------------------ processes
-def kill_group(p: subprocess.Popen, grace: float) -> None:
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=grace)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-    try:  # the leader may be gone while other members of its group live on
-        os.killpg(p.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        p.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def pids_using(needle: str) -> set[int]:
-    """pids whose command line mentions `needle` (our unique temporary data dir)."""
-    out = set()
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if needle in cmd:
-                out.add(int(d.name))
-    return out
-
-
-def kill_pids(pids: set[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + 10
-    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
-        time.sleep(0.2)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def spawn(cmd: list[str], **kw) -> subprocess.Popen:
-    p = subprocess.Popen(cmd, start_new_session=True, **kw)
-    _children.append(p)
-    return p
-
-
-def stop(p: subprocess.Popen, grace: float = 15) -> None:
-    kill_group(p, grace)
-    if p in _children:
-        _children.remove(p)
-
-
-def release_datadir(datadir: str) -> None:
-    """Stop anything still using a server's data dir (e.g. its PostgreSQL) and remove it."""
-    leftovers = pids_using(datadir)
-    if leftovers:
-        log(f"stopping {len(leftovers)} leftover process(es) using {datadir}")
-        kill_pids(leftovers)
-    shutil.rmtree(datadir, ignore_errors=True)
-    if datadir in _datadirs:
-        _datadirs.remove(datadir)
-
-
-def cleanup() -> None:
-    while _children:
-        kill_group(_children.pop(), grace=5)
-    for d in list(_datadirs):
-        release_datadir(d)
-
-
-def _on_signal(signum, _frame):
-    log(f"signal {signum}: stopping children")
-    cleanup()
-    sys.exit(128 + signum)
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -172,34 +100,6 @@ def vmrss_kib(pid: int) -> int | None:
     return None
 
 
-def proc_stat(pid: int) -> tuple[int, float, int] | None:
-    """(ppid, cpu seconds, rss bytes) of one process, None if gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw[raw.rindex(")") + 2 :].split()
-    return int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK, int(rest[21]) * PAGE
-
-
-def tree(root: int, also: str | None = None) -> set[int]:
-    """root, its descendants and processes whose command line mentions `also`."""
-    kids: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            st = proc_stat(int(d.name))
-            if st:
-                kids.setdefault(st[0], []).append(int(d.name))
-    seen: set[int] = set()
-    stack = [root, *(pids_using(also) if also else ())]
-    while stack:
-        pid = stack.pop()
-        if pid not in seen:
-            seen.add(pid)
-            stack.extend(kids.get(pid, []))
-    return seen
-
-
 def tree_rss_kib(root: int, also: str | None) -> int:
     """Summed VmRSS of a process tree (shared pages count once per process)."""
     return sum(vmrss_kib(p) or 0 for p in tree(root, also))
@@ -208,33 +108,6 @@ def tree_rss_kib(root: int, also: str | None) -> int:
 def cpu_s(pid: int) -> float:
     st = proc_stat(pid)
     return st[1] if st else 0.0
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine spent busy (all cores) since boot."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
-    steal = f[7] if len(f) > 7 else 0
-    return (sum(f[:8]) - idle - steal) / CLK_TCK
-
-
-def busy_cores(seconds: float) -> float:
-    m0, t0 = machine_busy(), time.time()
-    time.sleep(seconds)
-    return (machine_busy() - m0) / (time.time() - t0)
-
-
-def wait_for_quiet(args, tag: str) -> float:
-    """With the server up and idle, wait up to --quiet-wait s for the rest of the machine to
-    drop under --quiet-cores busy cores (as bench/fanout does). Returns the last reading."""
-    deadline = time.time() + args.quiet_wait
-    busy = busy_cores(2)
-    while busy > args.quiet_cores and time.time() < deadline:
-        log(f"{tag} | machine busy with other work ({busy:.2f} cores): waiting")
-        busy = busy_cores(5)
-    if busy > args.quiet_cores:
-        log(f"{tag} | still {busy:.2f} busy cores of other work: running anyway")
-    return round(busy, 2)
 
 
 def wait_stable(pid: int, window: int, tol_kib: int, max_s: float) -> tuple[int, bool, list]:
@@ -256,87 +129,18 @@ def wait_stable(pid: int, window: int, tol_kib: int, max_s: float) -> tuple[int,
 
 
 # ------------------------------------------------------------------ helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http_ok(url: str, timeout: float = 2) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def sh(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
-def loadavg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def venv_python() -> str:
-    p = REPO / ".venv" / "bin" / "python"
-    return str(p) if p.exists() else sys.executable
-
-
-def npm_version(base: Path, name: str) -> str | None:
-    pj = base / "node_modules" / name / "package.json"
-    return json.loads(pj.read_text())["version"] if pj.exists() else None
+PY_PACKAGES = ("python-socketio", "python-engineio", "aiohttp", "uvloop")
 
 
 def machine_info(py: str) -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "",
+    return common.machine_info(
+        py,
+        PY_PACKAGES,
+        extra={
+            "socket.io-client": npm_version(HERE, "socket.io-client"),
+            "socket.io (node server)": npm_version(FANOUT, "socket.io"),
+        },
     )
-    mem_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
-    )
-    pyver = sh(
-        [
-            py,
-            "-c",
-            "import json,sys;from importlib import metadata as m\n"
-            "d={'python':sys.version.split()[0]}\n"
-            "for n in ('python-socketio','python-engineio','aiohttp','uvloop'):\n"
-            "  try: d[n]=m.version(n)\n"
-            "  except Exception: d[n]=None\n"
-            "print(json.dumps(d))",
-        ]
-    )
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu,
-        "mem_total_gib": round(mem_kb / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "os": sh(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
-        "node": sh(["node", "--version"]),
-        "python_packages": json.loads(pyver) if pyver else {},
-        "socket.io-client": npm_version(HERE, "socket.io-client"),
-        "socket.io (node server)": npm_version(FANOUT, "socket.io"),
-        "git_commit": sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]) or None,
-        "git_dirty": bool(sh(["git", "-C", str(REPO), "status", "--porcelain", "--", "server"])),
-    }
-
-
-def ensure_npm() -> None:
-    if (HERE / "node_modules" / "socket.io-client" / "package.json").exists():
-        return
-    log("installing npm dependencies (npm ci) in bench/idle")
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True, timeout=600)
 
 
 # ------------------------------------------------------------------ servers
@@ -367,7 +171,7 @@ class Server:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if self.kind == "ours":
             self.datadir = tempfile.mkdtemp(prefix="ours-bench-idle-")
-            _datadirs.append(self.datadir)
+            datadirs.append(self.datadir)
             env.update(
                 OURS_DATA_DIR=self.datadir,
                 OURS_JWT_SECRET=self.args.jwt_secret,
@@ -384,14 +188,7 @@ class Server:
                 env=env,
             )
         timeout = self.args.ours_startup_timeout if self.kind == "ours" else 30
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode} during startup")
-            if http_ok(self.url + "/health"):
-                return
-            time.sleep(0.3)
-        raise RuntimeError(f"{self.kind} not healthy after {timeout}s")
+        wait_healthy(self.proc, self.url, timeout, self.kind)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -401,10 +198,7 @@ class Server:
             self.datadir = None
 
     def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return log_tail(self.logfile, n)
 
 
 # ------------------------------------------------------------------ load generator
@@ -574,20 +368,6 @@ def measure(srv: Server, args) -> dict:
 
 
 # ------------------------------------------------------------------ report
-def fmt(x, nd: int = 1) -> str:
-    if x is None:
-        return "n/a"
-    if isinstance(x, float):
-        return f"{x:,.{nd}f}"
-    if isinstance(x, int):
-        return f"{x:,}"
-    return str(x)
-
-
-def row(*cells) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
 COLS = (
     "server",
     "sockets joined",
@@ -744,18 +524,6 @@ def render_md(report: dict, heading: str = "#") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(md: str) -> None:
-    """Replace the generated results section of docs/benchmarks-idle.md."""
-    block = f"{DOC_BEGIN}\n\n{md}\n{DOC_END}"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks: idle sockets\n"
-    pattern = re.compile(re.escape(DOC_BEGIN) + r".*?" + re.escape(DOC_END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
-    DOC.write_text(text)
-
-
 # ------------------------------------------------------------------ main
 def main() -> int:
     ap = argparse.ArgumentParser(
@@ -815,11 +583,9 @@ def main() -> int:
             "the node server needs bench/fanout's npm dependencies: (cd bench/fanout && npm ci)"
         )
 
-    atexit.register(cleanup)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    install_cleanup()
     nofile = raise_nofile()
-    ensure_npm()
+    ensure_npm(HERE)
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     outdir = Path(args.out)
@@ -885,7 +651,7 @@ def main() -> int:
     print()
     print(md)
     if args.write_doc:
-        write_doc(render_md(report, heading="###"))
+        write_doc(DOC, DOC_BEGIN, DOC_END, render_md(report, heading="###"), DOC_TITLE)
         log(f"wrote the results section of {DOC.relative_to(REPO)}")
     log(f"wrote {jpath} and {mpath.name}")
     return 0 if all("error" not in r for r in results) else 1

@@ -16,39 +16,12 @@
 'use strict';
 
 const { fork } = require('child_process');
-const crypto = require('crypto');
-const { performance } = require('perf_hooks');
+const path = require('path');
 
-const nowMs = () => performance.timeOrigin + performance.now();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const common = require(path.join(__dirname, '..', 'common.js'));
+const { nowMs, sleep, hNew, hAdd, hToJSON, hMerge, hPct, mintJwt, out, progress, killWorkersOnExit } = common;
 
-// ---------------------------------------------------------------- histogram (as bench/fanout)
-const H_BASE = Math.log(1.01);
-const H_SIZE = 2400;
-function hNew() { return { b: new Float64Array(H_SIZE), n: 0, sum: 0, max: 0 }; }
-function hAdd(h, ms) {
-  if (ms < 0) ms = 0;
-  const us = ms * 1000;
-  let i = us <= 1 ? 0 : Math.ceil(Math.log(us) / H_BASE);
-  if (i >= H_SIZE) i = H_SIZE - 1;
-  h.b[i]++; h.n++; h.sum += ms; if (ms > h.max) h.max = ms;
-}
-function hJSON(h) {
-  const nz = [];
-  for (let i = 0; i < H_SIZE; i++) if (h.b[i]) nz.push([i, h.b[i]]);
-  return { nz, n: h.n, sum: h.sum, max: h.max };
-}
-function hMerge(into, j) {
-  for (const [i, c] of j.nz) into.b[i] += c;
-  into.n += j.n; into.sum += j.sum; if (j.max > into.max) into.max = j.max;
-}
-function hPct(h, p) {
-  if (!h.n) return null;
-  const target = Math.ceil(h.n * p);
-  let acc = 0;
-  for (let i = 0; i < H_SIZE; i++) { acc += h.b[i]; if (acc >= target) return Math.min(Math.pow(1.01, i) / 1000, h.max); }
-  return h.max;
-}
+// ---------------------------------------------------------------- histogram (bench/common.js)
 const r1 = (x) => (x === null || x === undefined ? null : Math.round(x * 10) / 10);
 function hSummary(h) {
   return { count: h.n, mean: h.n ? r1(h.sum / h.n) : null, p50: r1(hPct(h, 0.5)), p90: r1(hPct(h, 0.9)),
@@ -57,7 +30,7 @@ function hSummary(h) {
 
 // ---------------------------------------------------------------- args
 function parseArgs(argv) {
-  const o = {
+  const defaults = {
     url: 'http://127.0.0.1:8080', live: 'bench', viewers: 2000, workers: 2, senders: 100,
     chatRate: 50, reactionRate: 500, duration: 20, bodyBytes: 100,
     jwtSecret: process.env.BENCH_JWT_SECRET || 'bench-secret',
@@ -71,31 +44,10 @@ function parseArgs(argv) {
     '--connect-timeout': ['connectTimeout', Number], '--drain-idle': ['drainIdle', Number],
     '--drain-max': ['drainMax', Number], '--ack-timeout': ['ackTimeout', Number],
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--help' || a === '-h') {
-      process.stderr.write('usage: node loadgen.js ' + Object.keys(map).map((k) => `[${k} V]`).join(' ') + '\n');
-      process.exit(0);
-    }
-    if (a === '--worker') { o.worker = true; continue; }
-    const m = map[a];
-    if (!m) throw new Error(`unknown option ${a}`);
-    o[m[0]] = m[1](argv[++i]);
-  }
+  const o = common.parseArgs(argv, defaults, map);
   if (!(o.viewers > 0 && o.workers > 0 && o.duration > 0)) throw new Error('viewers, workers, duration > 0');
   o.senders = Math.max(1, Math.min(o.senders, o.viewers));
   return o;
-}
-
-function b64url(buf) {
-  return Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
-}
-function mintJwt(secret, sub) {
-  const iat = Math.floor(Date.now() / 1000);
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const body = b64url(JSON.stringify({ sub: String(sub), role: 'user', iat, exp: iat + 3600 }));
-  const sig = b64url(crypto.createHmac('sha256', secret).update(`${head}.${body}`).digest());
-  return `${head}.${body}.${sig}`;
 }
 
 const KINDS = ['heart', 'fire', 'clap', 'laugh', 'wow'];
@@ -297,7 +249,7 @@ function runWorker() {
       }
       send({
         type: 'result', joinedViewers, delivered: delivered - extra, extra, dups, inWindow, lastRecv, badBody, disconnects,
-        disconnectReasons, timeline, hist: hJSON(hist), ackHist: hJSON(chat.ackHist),
+        disconnectReasons, timeline, hist: hToJSON(hist), ackHist: hToJSON(chat.ackHist),
         burstFrames: burstFramesMeasured, burstSum, reactedTotal, reactedMin: reactedMin === Infinity ? 0 : reactedMin,
         maxBurstsPerViewerSec, drainEnd: complete ? 'complete' : idle ? 'idle' : 'timeout',
       });
@@ -321,9 +273,6 @@ function runWorker() {
 }
 
 // ================================================================= coordinator
-const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
-const progress = (msg, extra) => out(Object.assign({ event: 'progress', t: new Date().toISOString(), msg }, extra || {}));
-
 async function coordinator(o) {
   const startedAt = new Date().toISOString();
   const nWorkers = Math.max(1, Math.min(o.workers, o.viewers));
@@ -354,9 +303,7 @@ async function coordinator(o) {
     first += count;
     workers.push(wk);
   }
-  const killAll = () => { for (const w of workers) if (!w.exited) try { w.child.kill('SIGKILL'); } catch (_) { /* gone */ } };
-  process.on('exit', killAll);
-  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { killAll(); process.exit(130); });
+  const killAll = killWorkersOnExit(workers);
   const waitFor = async (pred, timeoutMs, what) => {
     const t = Date.now();
     let lastLog = t;

@@ -19,7 +19,6 @@ import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,99 +30,38 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+sys.path.insert(0, str(HERE.parent))
+
+import common  # noqa: E402
+from common import (  # noqa: E402
+    ensure_npm,
+    free_port,
+    http_ok,
+    kill_group,
+    log,
+    machine_busy,
+    npm_version,
+    pids_using,
+    proc_stat,
+)
+
+common.set_log_name("liveroom")
+
 RAISED = "1000000"  # the rate-limit settings' maximum
 
 
-def log(msg: str) -> None:
-    print(f"[liveroom {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def sh(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
 def machine() -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "",
+    info = common.machine_info(
+        extra={
+            "python": platform.python_version(),
+            "socket.io-client": npm_version(HERE, "socket.io-client"),
+        }
     )
-    mem_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
-    )
-    client = HERE / "node_modules" / "socket.io-client" / "package.json"
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu,
-        "mem_total_gib": round(mem_kb / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "os": sh(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
-        "node": sh(["node", "--version"]),
-        "python": platform.python_version(),
-        "socket.io-client": json.loads(client.read_text())["version"] if client.exists() else None,
-        "git_commit": sh(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]) or None,
-        "git_dirty": bool(sh(["git", "-C", str(REPO), "status", "--porcelain", "--", "server"])),
-        "load_before": os.getloadavg(),
-    }
+    info["load_before"] = os.getloadavg()
+    return info
 
 
 # ------------------------------------------------------------------ processes
-def kill_group(p: subprocess.Popen, grace: float) -> None:
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=grace)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        p.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def pids_using(needle: str) -> set[int]:
-    """pids whose command line mentions `needle` (our unique temporary data dir)."""
-    out = set()
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if needle in cmd:
-                out.add(int(d.name))
-    return out
-
-
-def proc_stat(pid: int) -> tuple[int, float, int] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw[raw.rindex(")") + 2 :].split()
-    return int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK, int(rest[21]) * PAGE
-
-
 class Sampler(threading.Thread):
     """CPU seconds and RSS of the server process (+ its embedded PostgreSQL)."""
 
@@ -148,11 +86,6 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.halt.wait(1):
             self.sample()
-
-
-def machine_busy() -> float:
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(f[:8]) - f[3] - f[4] - f[7]) / CLK_TCK
 
 
 # ------------------------------------------------------------------ run
@@ -183,12 +116,8 @@ def start_server(args, datadir: str, logfile: Path) -> tuple[subprocess.Popen, s
         if p.poll() is not None:
             tail = logfile.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"ours exited with {p.returncode}:\n{tail}")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return p, url, {"cmd": " ".join(cmd), "redis": bool(args.redis)}
-        except OSError:
-            pass
+        if http_ok(url + "/health"):
+            return p, url, {"cmd": " ".join(cmd), "redis": bool(args.redis)}
         time.sleep(0.3)
     raise RuntimeError("ours did not become healthy in 90 s")
 
@@ -370,9 +299,7 @@ def main() -> int:
     args.jwt_secret = secrets.token_hex(24)
     args.api_key = "bench_" + secrets.token_hex(12)
     args.redis_prefix = f"benchlr{secrets.token_hex(4)}"
-    if not (HERE / "node_modules" / "socket.io-client").exists():
-        log("installing npm dependencies (npm install) in bench/liveroom")
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=HERE, check=True)
+    ensure_npm(HERE, ci=False)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

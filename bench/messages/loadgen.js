@@ -26,72 +26,18 @@
 'use strict';
 
 const { fork } = require('child_process');
-const crypto = require('crypto');
-const { performance, monitorEventLoopDelay } = require('perf_hooks');
+const path = require('path');
+const { monitorEventLoopDelay } = require('perf_hooks');
 
-const nowMs = () => performance.timeOrigin + performance.now();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// ---------------------------------------------------------------- histogram
-// Log-linear buckets on microseconds, 1% wide (as bench/fanout/loadgen.js):
-// percentiles are the bucket's upper bound (<= 1% high). Mergeable by summing.
-const H_BASE = Math.log(1.01);
-const H_SIZE = 2400;
-function hNew() {
-  return { b: new Float64Array(H_SIZE), n: 0, sum: 0, max: 0, min: Infinity, neg: 0 };
-}
-function hAdd(h, ms) {
-  if (ms < 0) { h.neg++; ms = 0; }
-  const us = ms * 1000;
-  let i = us <= 1 ? 0 : Math.ceil(Math.log(us) / H_BASE);
-  if (i >= H_SIZE) i = H_SIZE - 1;
-  h.b[i]++;
-  h.n++;
-  h.sum += ms;
-  if (ms > h.max) h.max = ms;
-  if (ms < h.min) h.min = ms;
-}
-function hToJSON(h) {
-  const nz = [];
-  for (let i = 0; i < H_SIZE; i++) if (h.b[i]) nz.push([i, h.b[i]]);
-  return { nz, n: h.n, sum: h.sum, max: h.max, min: h.min === Infinity ? null : h.min, neg: h.neg };
-}
-function hMerge(into, j) {
-  for (const [i, c] of j.nz) into.b[i] += c;
-  into.n += j.n;
-  into.sum += j.sum;
-  if (j.max > into.max) into.max = j.max;
-  if (j.min !== null && j.min < into.min) into.min = j.min;
-  into.neg += j.neg;
-}
-function hPct(h, p) {
-  if (!h.n) return null;
-  const target = Math.ceil(h.n * p);
-  let acc = 0;
-  for (let i = 0; i < H_SIZE; i++) {
-    acc += h.b[i];
-    if (acc >= target) return Math.min(Math.pow(1.01, i) / 1000, h.max);
-  }
-  return h.max;
-}
-const r3 = (x) => (x === null || x === undefined ? null : Math.round(x * 1000) / 1000);
-function hSummary(h) {
-  return {
-    count: h.n,
-    mean: h.n ? r3(h.sum / h.n) : null,
-    p50: r3(hPct(h, 0.5)),
-    p90: r3(hPct(h, 0.9)),
-    p99: r3(hPct(h, 0.99)),
-    p999: r3(hPct(h, 0.999)),
-    max: h.n ? r3(h.max) : null,
-    negative_clamped: h.neg,
-  };
-}
-const addCount = (obj, k, n = 1) => { obj[k] = (obj[k] || 0) + n; };
+const common = require(path.join(__dirname, '..', 'common.js'));
+const {
+  nowMs, sleep, r3, addCount, hNew, hAdd, hToJSON, hMerge, hPct, hSummary, mintJwt, out, progress,
+  killWorkersOnExit,
+} = common;
 
 // ---------------------------------------------------------------- args
 function parseArgs(argv) {
-  const o = {
+  const defaults = {
     url: 'http://127.0.0.1:8080',
     conversations: 200,
     rate: 500, // messages/s over all conversations
@@ -117,17 +63,7 @@ function parseArgs(argv) {
     '--drain-idle': ['drainIdle', Number], '--drain-max': ['drainMax', Number],
     '--client-deflate': ['clientDeflate', String],
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--help' || a === '-h') {
-      process.stderr.write('usage: BENCH_JWT_SECRET=... node loadgen.js ' + Object.keys(map).map((k) => `[${k} V]`).join(' ') + '\n');
-      process.exit(0);
-    }
-    if (a === '--worker') { o.worker = true; continue; }
-    const m = map[a];
-    if (!m) throw new Error(`unknown option ${a}`);
-    o[m[0]] = m[1](argv[++i]);
-  }
+  const o = common.parseArgs(argv, defaults, map, 'usage: BENCH_JWT_SECRET=... node loadgen.js');
   if (!o.worker) {
     if (!o.jwtSecret) throw new Error('set BENCH_JWT_SECRET (or --jwt-secret)');
     if (!(o.rate > 0) || !(o.duration > 0) || !(o.conversations > 0)) throw new Error('rate, duration, conversations must be > 0');
@@ -135,17 +71,6 @@ function parseArgs(argv) {
     if (!/^[A-Za-z0-9_.-]{1,20}$/.test(o.userPrefix)) throw new Error('bad --user-prefix');
   }
   return o;
-}
-
-function b64url(buf) {
-  return Buffer.from(buf).toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
-}
-function mintJwt(secret, sub) {
-  const iat = Math.floor(Date.now() / 1000);
-  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
-  const body = b64url(JSON.stringify({ sub: String(sub), role: 'user', iat, exp: iat + 3600 }));
-  const sig = b64url(crypto.createHmac('sha256', secret).update(`${head}.${body}`).digest());
-  return `${head}.${body}.${sig}`;
 }
 
 // ================================================================= worker
@@ -421,13 +346,6 @@ function runWorker() {
 }
 
 // ================================================================= coordinator
-function out(obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n');
-}
-function progress(msg, extra) {
-  out(Object.assign({ event: 'progress', t: new Date().toISOString(), msg }, extra || {}));
-}
-
 async function coordinator(o) {
   const startedAt = new Date().toISOString();
   const nWorkers = Math.max(1, Math.min(o.workers, o.conversations));
@@ -455,9 +373,7 @@ async function coordinator(o) {
     });
     workers.push(wk);
   }
-  const killAll = () => { for (const w of workers) if (!w.exited) try { w.child.kill('SIGKILL'); } catch (_) { /* gone */ } };
-  process.on('exit', killAll);
-  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { killAll(); process.exit(130); });
+  const killAll = killWorkersOnExit(workers);
 
   const waitFor = async (pred, timeoutMs, what, every) => {
     const t = Date.now();

@@ -22,8 +22,6 @@ import json
 import os
 import platform
 import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,23 +39,19 @@ import socketio
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE.parent))
+
+import common  # noqa: E402
+from common import free_port, kill_group, log  # noqa: E402
 
 from server.auth import issue_token  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 
+common.set_log_name("notify")
+
 PG = os.environ.get("OURS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("OURS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SUBJECTS_PER_EVENT = 100
-
-
-def log(msg: str) -> None:
-    print(f"[notify {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dsn_for(db: str) -> str:
@@ -84,13 +78,7 @@ def spawn(cmd: list[str], env: dict[str, str], logfile: Path) -> subprocess.Pope
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    kill_group(proc, 15)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
