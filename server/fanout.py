@@ -143,10 +143,7 @@ class Fanout:
         if chunk:
             await self._hold()
             await self.manager.emit_many(chunk)
-        now = time.time()
-        for event in events:
-            published = datetime.fromisoformat(event.ts).timestamp()
-            metrics.FANOUT_LATENCY.observe(max(0.0, now - published))
+        _observe_latency(events)
 
     async def deliver(self, event: Event) -> None:
         """Bus consumer: emit the envelope, named by its type, to the rooms in `subjects`."""
@@ -159,5 +156,11 @@ class Fanout:
             namespace=namespace_for(event.type),
             room=event.subjects if len(event.subjects) > 1 else event.subjects[0],
         )
+        _observe_latency([event])
+
+
+def _observe_latency(events: list[Event]) -> None:
+    now = time.time()
+    for event in events:
         published = datetime.fromisoformat(event.ts).timestamp()
-        metrics.FANOUT_LATENCY.observe(max(0.0, time.time() - published))
+        metrics.FANOUT_LATENCY.observe(max(0.0, now - published))

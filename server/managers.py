@@ -341,14 +341,7 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
             )
             return
         skip = skip_sid if isinstance(skip_sid, list) else ([skip_sid] if skip_sid else [])
-        message = {
-            "ns": namespace or "/",
-            "rooms": rooms,
-            "event": event,
-            "data": data,
-            "skip": skip,
-            "eid": uuid.uuid4().hex,
-        }
+        message = _room_message(namespace or "/", rooms, event, data, skip)
         if volatile:
             await self.roomlog.publish_volatile(message)
         else:
@@ -358,20 +351,7 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
         """Room events (event, data, namespace, rooms), logged and published in order in one
         round trip."""
         await self.roomlog.append_publish_many(
-            [
-                (
-                    rooms,
-                    {
-                        "ns": namespace,
-                        "rooms": rooms,
-                        "event": event,
-                        "data": data,
-                        "skip": [],
-                        "eid": uuid.uuid4().hex,
-                    },
-                )
-                for event, data, namespace, rooms in items
-            ]
+            [(rooms, _room_message(ns, rooms, event, data, [])) for event, data, ns, rooms in items]
         )
 
     async def _handle_emit(self, message: dict[str, Any]) -> None:
@@ -407,6 +387,20 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
                 "host_id": self.host_id,
             }
         )
+
+
+def _room_message(
+    ns: str, rooms: list[str], event: str, data: Any, skip: list[str]
+) -> dict[str, Any]:
+    """A room emit as it travels on the Redis channel (and sits in the room logs)."""
+    return {
+        "ns": ns,
+        "rooms": rooms,
+        "event": event,
+        "data": data,
+        "skip": skip,
+        "eid": uuid.uuid4().hex,
+    }
 
 
 def _skip(skip_sid: Any) -> set[str] | None:

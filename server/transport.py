@@ -29,7 +29,8 @@ log = logging.getLogger("ours.transport")
 CONNECTIONS: dict[str, FastWebSocket] = {}
 #: connections with frames waiting for this tick's flush
 _DIRTY: list[FastWebSocket] = []
-#: connections whose unsent bytes passed CONGESTED_BYTES at a flush (pruned as they drain)
+#: connections whose unsent bytes (queued this tick or in the transport) passed
+#: CONGESTED_BYTES; pruned by `congested()` as they drain
 _CONGESTED: set[FastWebSocket] = set()
 CONGESTED_BYTES = 128 * 1024
 

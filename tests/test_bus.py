@@ -193,10 +193,14 @@ async def test_poisoned_event_goes_to_dead_letters_and_cli_replays_it(env: Env) 
     assert handled == [good.id, bad.id]  # good was not handled again
 
 
-async def test_a_burst_is_handled_in_order_around_a_poisoned_event(env: Env) -> None:
+@pytest.mark.parametrize("with_many", [False, True], ids=["one-by-one", "batch-handler"])
+async def test_a_burst_is_handled_in_order_around_a_poisoned_event(
+    env: Env, with_many: bool
+) -> None:
     """Events that queue up while the consumer is busy are taken together (one query for
     which are done, one statement marking them): still each once and in order, the poisoned
-    one retried in place and dead-lettered, and nothing handled again by the next consumer."""
+    one retried in place and dead-lettered, and nothing handled again by the next consumer.
+    With a batch handler, a batch it fails on is handled one by one instead."""
     bus = env.bus(max_deliveries=2)
     gate = asyncio.Event()
     handled: list[str] = []
@@ -211,7 +215,18 @@ async def test_a_burst_is_handled_in_order_around_a_poisoned_event(env: Env) -> 
             raise ValueError("poisoned")
         handled.append(e.id)
 
-    bus.subscribe("g", handler)
+    batches: list[int] = []
+
+    async def many(run: list[Event]) -> None:
+        await gate.wait()
+        batches.append(len(run))
+        if any(e.id == poisoned for e in run):
+            raise ValueError("poisoned batch")
+        for e in run:
+            attempts[e.id] = attempts.get(e.id, 0) + 1
+            handled.append(e.id)
+
+    bus.subscribe("g", handler, many=many if with_many else None)
     await bus.start()
     for e in events:
         assert await bus.publish(e)
@@ -221,6 +236,8 @@ async def test_a_burst_is_handled_in_order_around_a_poisoned_event(env: Env) -> 
     assert handled == [e.id for e in events if e.id != poisoned]
     assert attempts[poisoned] == 2 and all(n == 1 for i, n in attempts.items() if i != poisoned)
     assert [d["event"]["id"] for d in await bus.dead_letters()] == [poisoned]
+    if with_many:
+        assert batches and max(batches) > 1  # it was given runs of events (and failed on one)
     await bus.close()
     env.buses.remove(bus)
 
