@@ -114,17 +114,21 @@ async def publish(server: ServerHandle, type_: str, **payload: Any) -> None:
 
 
 async def settle(server: ServerHandle, events: int, timeout: float = 15) -> None:
-    """Wait until `events` are in the event log and the bot's consumers caught up."""
+    """Wait until `events` are in the event log, the bot's consumers and the router caught up,
+    and every notification the router queued (a tip to a linked chat goes out by Telegram) was
+    sent: a reply read after this is the reply to the command, not a late notification."""
     node = server.node
     deadline = time.monotonic() + timeout
-    groups = ("eventlog", "bot-stats", "bot-alerts")
+    groups = ("eventlog", "bot-stats", "bot-alerts", "router")
     while True:
         logged = await node.storage.count_events()
         lag = await node.bus.lag()
         if logged >= events and not any(lag.get(g, 0) for g in groups):
-            return
+            break
         assert time.monotonic() < deadline, (logged, lag)
         await asyncio.sleep(0.05)
+    router = node.features["router"]
+    await router.dispatcher.settle()  # type: ignore[attr-defined]
 
 
 def lines(text: str) -> list[str]:
@@ -212,6 +216,8 @@ async def test_link_then_every_command_answers_from_the_event_log(
         amount_cents=500,
     )
     await settle(server, 19)
+    # the tip to boss reached the linked chat as a notification, before any command below
+    assert [c.text for c in telegram.delivered(4242)][1:] == ["New tip\nu_2 tipped you 7.0 HRS"]
     # the HOURS ledger (messaging) holds boss's balance
     messaging = server.node.features["messaging"]
     await messaging.service.grant("ops", "boss", Decimal("120"), "bot-test-grant")  # type: ignore[attr-defined]
