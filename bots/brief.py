@@ -14,15 +14,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bots.clock import Clock
 from bots.links import is_admin
 from bots.reports import Reports
 from bots.sender import Priority, TelegramSender
 from bots.store import BotStore, Link
+from server.clock import Clock
 from server.scheduler import Scheduler
 
 log = logging.getLogger("ours.bot.brief")
@@ -54,20 +55,13 @@ def next_date(tz: str, now: datetime) -> date:
     return today if now < run_at(tz, today) else today + timedelta(days=1)
 
 
+@dataclass(eq=False)
 class Briefs:
-    def __init__(
-        self,
-        store: BotStore,
-        scheduler: Scheduler,
-        sender: TelegramSender,
-        reports: Reports,
-        clock: Clock,
-    ) -> None:
-        self.store = store
-        self.scheduler = scheduler
-        self.sender = sender
-        self.reports = reports
-        self.clock = clock
+    store: BotStore
+    scheduler: Scheduler
+    sender: TelegramSender
+    reports: Reports
+    clock: Clock
 
     async def ensure(self, link: Link, local_date: date) -> None:
         """Have the job for this admin and date, at 08:00 in the admin's current zone."""

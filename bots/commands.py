@@ -9,6 +9,7 @@ Open to every chat: /start [code], /help. Linked users: /hours, /unlink. Linked 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, CommandStart
@@ -16,13 +17,13 @@ from aiogram.types import ErrorEvent, Message
 
 from bots.alerts import ErrorRateRule, EventRule, rules_summary
 from bots.brief import Briefs
-from bots.clock import Clock
 from bots.links import Links, is_admin
 from bots.reports import Reports
 from bots.sender import Priority, TelegramSender
 from bots.store import BotStore, Link
 from server.audit import AuditLog
 from server.auth import Principal, Role
+from server.clock import Clock
 
 log = logging.getLogger("ours.bot.commands")
 
@@ -77,26 +78,16 @@ def help_text(link: Link | None) -> str:
     return "\n".join([head, *(USAGE[n] for n in names)])
 
 
+@dataclass(eq=False)
 class Commands:
-    def __init__(
-        self,
-        store: BotStore,
-        links: Links,
-        reports: Reports,
-        briefs: Briefs,
-        sender: TelegramSender,
-        audit: AuditLog,
-        clock: Clock,
-        rules: list[EventRule | ErrorRateRule],
-    ) -> None:
-        self.store = store
-        self.links = links
-        self.reports = reports
-        self.briefs = briefs
-        self.sender = sender
-        self.audit = audit
-        self.clock = clock
-        self.rules = rules
+    store: BotStore
+    links: Links
+    reports: Reports
+    briefs: Briefs
+    sender: TelegramSender
+    audit: AuditLog
+    clock: Clock
+    rules: list[EventRule | ErrorRateRule]
 
     def router(self) -> Router:
         r = Router(name="ours-bot")

@@ -25,19 +25,21 @@ from pydantic import ValidationError
 from bots.alerts import Alerts, load_rules
 from bots.brief import KIND as BRIEF_KIND
 from bots.brief import Briefs
-from bots.clock import Clock, SystemClock
 from bots.commands import USAGE, Commands
 from bots.health import Health
 from bots.http import BotRoutes
-from bots.limiter import MemoryLimiter, SendLimiter
+from bots.limiter import SendLimiter
 from bots.links import Links
-from bots.reports import Reports
-from bots.sender import TelegramSender
+from bots.reports import Ledger, Reports
+from bots.sender import Priority as SendPriority
+from bots.sender import SendResult, TelegramSender
 from bots.store import BotStore
 from config import ConfigError
+from server.clock import Clock, SystemClock
 from server.errors import ApiError, Code
 from server.events import Event
 from server.feature import Feature
+from server.personal_data import Erasure
 
 if TYPE_CHECKING:
     from server.node import Node
@@ -77,7 +79,9 @@ class _FeatureClock:
 class BotFeature(Feature):
     name = "bot"
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, *, ledger: Ledger, limiter: SendLimiter) -> None:
+        """`ledger` answers a user's HOURS balance (/hours); `limiter` paces sends (in-process,
+        or shared in Redis by every process with this bot's token)."""
         super().__init__(node)
         s = node.settings
         self.clock: Clock = SystemClock()
@@ -101,13 +105,12 @@ class BotFeature(Feature):
             rules = load_rules(s.telegram_alert_rules)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self.limiter = self._limiter()
+        self.limiter = limiter
         self.sender = TelegramSender(self.bot, self.limiter, self.store)
         self.links = Links(self.store, clock)
         self.health = Health(node, self.store, clock)
         self.health.report = node.with_sockets  # `ours worker` serves no sockets
-        ledger = getattr(node.features.get("messaging"), "service", None)
-        self.reports = Reports(self.store, self.health, ledger.balance if ledger else None)
+        self.reports = Reports(self.store, self.health, ledger)
         self.alerts = Alerts(self.store, self.sender, rules, self.health.node_id)
         self.briefs = Briefs(self.store, node.scheduler, self.sender, self.reports, clock)
         self.commands = Commands(
@@ -128,15 +131,6 @@ class BotFeature(Feature):
             node.bus.subscribe("bot-stats", self.count_users)
             node.scheduler.register(BRIEF_KIND, self.briefs.run_job)
             self.health.listeners.append(self.alerts.on_health)
-
-    def _limiter(self) -> SendLimiter:
-        s = self.node.settings
-        if s.redis_url and self.bot is not None:
-            from bots.limiter_redis import RedisLimiter
-
-            # one hash tag: every key of this bot's limiter lives in one Redis Cluster slot
-            return RedisLimiter(s.redis_url, f"{{{s.redis_prefix}:tg:{self.bot.id}}}")
-        return MemoryLimiter()
 
     @property
     def enabled(self) -> bool:
@@ -228,6 +222,34 @@ class BotFeature(Feature):
             except Exception:
                 log.info("getMe failed; link answers carry no t.me URL", exc_info=True)
         return self._username
+
+    # -- notifications (the router's Telegram channel) --------------------------------------
+
+    async def chat_for(self, user_id: str) -> int | None:
+        """The chat linked to `user_id`; None if not linked or the chat blocked the bot."""
+        return await self.store.chat_for_user(user_id)
+
+    async def notify(self, chat_id: int, text: str, *, urgent: bool) -> SendResult:
+        """Send a notification through the shared sender: after admin alerts, urgent ones
+        before briefs. Raises TelegramDisabled without a token."""
+        prio = SendPriority.NORMAL if urgent else SendPriority.BRIEF
+        return await self.sender.send(chat_id, text, priority=prio)
+
+    # -- a user's data ------------------------------------------------------------------------
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        return {"profile": await self.store.export_user(user_id)}
+
+    async def erase_user(self, erasure: Erasure) -> None:
+        """Their link and markers; after the commit, the send limits of the chat they had."""
+        chats = await self.store.erase_user(erasure)
+        limiter = self.limiter
+
+        async def after() -> int:
+            return sum([await limiter.forget_chat(chat) for chat in chats])
+
+        if chats:
+            erasure.after(after)
 
     # -- counters ---------------------------------------------------------------------------
 

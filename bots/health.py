@@ -6,7 +6,6 @@ seconds and writes a heartbeat row, so `/status` from any process sums every liv
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -17,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bots.clock import Clock
 from bots.store import BotStore
 from server import metrics
+from server.clock import Clock
 
 if TYPE_CHECKING:
     from server.node import Node
@@ -74,7 +73,8 @@ class Health:
         self.report = True  # write heartbeats (a serving node); `ours bot` turns this off
         self.listeners: list[Callable[[Health], Awaitable[None]]] = []
         self._samples: deque[tuple[float, int, int]] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self._beats = 0
+        self._running = False
 
     # -- local numbers ----------------------------------------------------------------------
 
@@ -108,31 +108,21 @@ class Health:
 
     def start(self) -> None:
         self.sample()
-        self._task = asyncio.create_task(self._run(), name="bot-health")
+        self._running = True
+        self.node.periodic.every(lambda: self.interval, "bot.health", self._tick)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self.report:
+        """The node stops the periodic beat; a serving node's heartbeat row goes at once."""
+        if self._running and self.report:
             with contextlib.suppress(Exception):
                 await self.store.delete_node_stats(self.node_id)
+        self._running = False
 
-    async def _run(self) -> None:
-        beats = 0
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.beat()
-                beats += 1
-                if beats % 720 == 1:  # about hourly
-                    await self.store.prune(self.clock.now())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("health beat failed", exc_info=True)
+    async def _tick(self) -> None:
+        await self.beat()
+        self._beats += 1
+        if self._beats % 720 == 1:  # about hourly
+            await self.store.prune(self.clock.now())
 
     async def beat(self) -> None:
         """Sample the counters, write this node's heartbeat, let the alert rules look."""

@@ -13,10 +13,10 @@ import logging
 from typing import TYPE_CHECKING, Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bots.links import valid_tz
-from server.errors import ApiError, Code, field_errors
+from server.errors import ApiError, Code, validate
 from server.http_api import envelope, read_json, require_user
 
 if TYPE_CHECKING:
@@ -57,10 +57,7 @@ class BotRoutes:
         principal = require_user(request)
         self._require_enabled()
         raw = await read_json(request) if request.can_read_body else {}
-        try:
-            body = LinkRequest.model_validate(raw if raw is not None else {})
-        except ValidationError as exc:
-            raise ApiError(Code.BAD_REQUEST, "invalid link request", field_errors(exc)) from None
+        body = validate(LinkRequest, raw if raw is not None else {}, "link request")
         code = await self.feature.links.new_code(principal, body.tz)
         data = {
             "code": code.code,

@@ -45,8 +45,12 @@ class SendLimiter(abc.ABC):
         """The granted send got its answer (`used`), or never went out (not `used`)."""
 
     @abc.abstractmethod
+    async def forget_chat(self, chat_id: int) -> int:
+        """Erasure: drop what is kept about one chat; return the Redis keys deleted."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
-        """Release connections."""
+        """Release what the limiter holds."""
 
     def cooldown(self, retry_after: float) -> float:
         return max(self.chat_interval, retry_after)
@@ -79,6 +83,10 @@ class MemoryLimiter(SendLimiter):
         self._chat_busy.add(chat_id)
         self._chat_free.pop(chat_id, None)
         return Admission(True, 0.0, "ok", token)
+
+    async def forget_chat(self, chat_id: int) -> int:
+        self._chat_free.pop(chat_id, None)
+        return 0
 
     async def close(self) -> None:
         self._inflight.clear()

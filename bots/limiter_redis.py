@@ -13,8 +13,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from bots.limiter import POLL, Admission, SendLimiter
 
 ACQUIRE_LUA = """
@@ -59,7 +57,7 @@ return 1
 class RedisLimiter(SendLimiter):
     def __init__(
         self,
-        url: str,
+        redis: Any,
         prefix: str,
         per_window: int = 30,
         window: float = 1.0,
@@ -67,7 +65,7 @@ class RedisLimiter(SendLimiter):
         lease: float = 60.0,
     ) -> None:
         super().__init__(per_window, window, chat_interval)
-        self.redis: Any = aioredis.from_url(url, decode_responses=True)
+        self.redis = redis  # the process's shared client (closed by the node)
         self.prefix = prefix
         self.lease = lease
         self._acquire = self.redis.register_script(ACQUIRE_LUA)
@@ -75,6 +73,12 @@ class RedisLimiter(SendLimiter):
 
     def _keys(self, chat_id: int) -> list[str]:
         return [f"{self.prefix}:inflight", f"{self.prefix}:done", f"{self.prefix}:chat:{chat_id}"]
+
+    async def close(self) -> None:
+        """Nothing to release: the Redis client is the node's shared one (the node closes it)."""
+
+    async def forget_chat(self, chat_id: int) -> int:
+        return int(await self.redis.delete(self._keys(chat_id)[2]))
 
     async def acquire(self, chat_id: int) -> Admission:
         token = uuid.uuid4().hex
@@ -92,6 +96,3 @@ class RedisLimiter(SendLimiter):
             keys=self._keys(chat_id),
             args=[token, "1" if used else "0", self.window, self.cooldown(retry_after)],
         )
-
-    async def close(self) -> None:
-        await self.redis.aclose()

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bots.clock import Clock
 from bots.store import BotStore, Link
 from server.auth import Principal, Role
+from server.clock import Clock
 from server.policy import Action, allowed
 from server.storage import Storage
 

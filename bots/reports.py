@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 
 from bots.health import Health, Snapshot
 from bots.store import BotStore, Money, TrendingRow
-from server.messaging.service import tier
 
 TRENDING_WINDOW = timedelta(hours=24)
 TRENDING_HALF_LIFE_S = 6 * 3600.0
@@ -120,12 +119,12 @@ def _title(row: TrendingRow) -> str:
 # -- reports --------------------------------------------------------------------------------------
 
 
-#: HOURS balance and tier of a user: {"balance": ..., "tier": ...} (the messaging ledger)
+#: HOURS balance and tier of a user: {"balance": ..., "tier": ...} (the HOURS ledger, handed in)
 Ledger = Callable[[str], Awaitable[dict[str, Any]]]
 
 
 class Reports:
-    def __init__(self, store: BotStore, health: Health, ledger: Ledger | None = None) -> None:
+    def __init__(self, store: BotStore, health: Health, ledger: Ledger) -> None:
         self.store = store
         self.health = health
         self.ledger = ledger
@@ -162,15 +161,10 @@ class Reports:
         return "\n".join(lines)
 
     async def hours(self, user_id: str) -> str:
-        """Balance and tier from the HOURS ledger (messaging) when there is one, else from
-        the event log; the activity line always from the event log."""
+        """Balance and tier from the HOURS ledger; the activity line from the event log."""
         acct = await self.store.hours_account(user_id)
-        if self.ledger is not None:
-            data = await self.ledger(user_id)
-            balance, tier_name = Decimal(str(data["balance"])), str(data["tier"])
-        else:
-            balance = acct["earned"] + acct["tips_in"] - acct["tips_out"] - acct["spent"]
-            tier_name = tier(balance)
+        data = await self.ledger(user_id)
+        balance, tier_name = Decimal(str(data["balance"])), str(data["tier"])
         return "\n".join(
             [
                 f"⏣ Your HOURS balance: {fmt_hours(balance)} HRS",

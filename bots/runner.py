@@ -13,11 +13,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 
+from bots.feature import BotFeature
 from config import ConfigError, Settings
+from server.node import Node
+
+#: builds the bot process: its node and the bot feature (the composition root does)
+BotProcess = Callable[[], tuple[Node, BotFeature]]
 
 
-def run(settings: Settings, *, mode: str | None = None, url: str | None = None) -> int:
+def run(
+    settings: Settings, build: BotProcess, *, mode: str | None = None, url: str | None = None
+) -> int:
     if not settings.telegram_bot_token:
         raise ConfigError("OURS_TELEGRAM_BOT_TOKEN is not set: there is no bot to run")
     mode = mode or settings.telegram_mode
@@ -30,18 +38,11 @@ def run(settings: Settings, *, mode: str | None = None, url: str | None = None) 
             )
         if not settings.telegram_webhook_secret:
             raise ConfigError("webhook mode needs OURS_TELEGRAM_WEBHOOK_SECRET")
-    return asyncio.run(_run(settings, mode, url))
+    return asyncio.run(_run(build, mode, url))
 
 
-async def _run(settings: Settings, mode: str, url: str | None) -> int:
-    from bots.feature import BotFeature
-    from server.node import Node
-
-    # the bot process neither serves sockets nor consumes the bus; with Redis its emits would
-    # go through a write-only manager, without Redis a local (unused) Socket.IO server is fine
-    node = Node(settings, with_sockets=not settings.redis_url)
-    feature = node.features["bot"]
-    assert isinstance(feature, BotFeature)
+async def _run(build: BotProcess, mode: str, url: str | None) -> int:
+    node, feature = build()
     feature.health.report = False
     await node.start(consume=False)
     try:

@@ -1,7 +1,7 @@
 """The one Telegram sender of a node, shared by the bot (replies, brief, alerts) and the
-notification router's Telegram channel.
+notification router's Telegram channel (through `BotFeature.notify`).
 
-    result = await node.features["bot"].sender.send(chat_id, text, priority=Priority.ALERT)
+    result = await sender.send(chat_id, text, priority=Priority.ALERT)
 
 Messages wait in a priority queue (alerts before replies before briefs, first come first
 served within a priority) and leave within the limits of a `SendLimiter`: 30 per second overall,

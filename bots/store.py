@@ -11,7 +11,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from server.storage import Storage
+from server.personal_data import Erasure, records
+from server.storage import Store
 
 HOURS_TYPES = ("hours.earned", "hours.tipped", "hours.spent")
 REVENUE_TYPES = ("storefront.purchased", "storefront.membership_new")
@@ -65,13 +66,63 @@ _LINK_COLUMNS = (
 )
 
 
-class BotStore:
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
+class BotStore(Store):
+    # -- a user's data (export and erasure; see server/personal_data.py) -------------------
 
-    @property
-    def db(self) -> Any:
-        return self.storage.db
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        db = self.storage.db
+        link = await db.fetchrow(
+            "SELECT chat_id, role, tz, alerts, linked_at FROM telegram_links WHERE user_id = $1",
+            user_id,
+        )
+        seen = await db.fetchrow(
+            "SELECT first_seen, last_seen FROM bot_users WHERE user_id = $1", user_id
+        )
+        return {
+            "telegram": records([link])[0] if link else None,
+            "telegram_link_codes": records(
+                await db.fetch(
+                    "SELECT expires_at, used_at FROM telegram_link_codes WHERE user_id = $1",
+                    user_id,
+                )
+            ),
+            "daily_briefs_sent": records(
+                await db.fetch(
+                    "SELECT local_date, sent_at FROM bot_briefs_sent WHERE user_id = $1"
+                    " ORDER BY local_date",
+                    user_id,
+                )
+            ),
+            "seen_on_the_bus": records([seen])[0] if seen else None,
+        }
+
+    async def erase_user(self, e: Erasure) -> list[int]:
+        """The Telegram link, link codes, brief markers, `bot_users`, and the linked chat's
+        blocked/alert markers. Returns the chats that were linked."""
+        uid = e.user_id
+        chats = [
+            int(r["chat_id"])
+            for r in await e.conn.fetch(
+                "DELETE FROM telegram_links WHERE user_id = $1 RETURNING chat_id", uid
+            )
+        ]
+        e.add("telegram_links", len(chats))
+        for label, sql in (
+            ("telegram_link_codes", "DELETE FROM telegram_link_codes WHERE user_id = $1"),
+            ("bot_briefs_sent", "DELETE FROM bot_briefs_sent WHERE user_id = $1"),
+            ("bot_users", "DELETE FROM bot_users WHERE user_id = $1"),
+        ):
+            await e.execute(label, sql, uid)
+        if chats:
+            await e.execute(
+                "telegram_blocked_chats",
+                "DELETE FROM telegram_blocked_chats WHERE chat_id = ANY($1)",
+                chats,
+            )
+            await e.execute(
+                "bot_alerts_sent", "DELETE FROM bot_alerts_sent WHERE chat_id = ANY($1)", chats
+            )
+        return chats
 
     # -- link codes and links ---------------------------------------------------------------
 

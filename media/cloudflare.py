@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -16,6 +16,7 @@ import jwt
 
 from config import Settings
 from server import jsonutil
+from server.clock import utcnow
 from server.errors import ApiError, Code
 
 log = logging.getLogger("ours.media.cloudflare")
@@ -229,7 +230,7 @@ def sign_playback(
     if not pem.startswith("-----BEGIN"):
         pem = base64.b64decode(pem).decode()
     ttl_s = max(60, min(ttl_s, PLAYBACK_TTL_MAX_S))
-    now = datetime.now(UTC)
+    now = utcnow()
     exp = now + timedelta(seconds=ttl_s)
     claims: dict[str, Any] = {
         "sub": uid,

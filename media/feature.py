@@ -17,7 +17,9 @@ from media.stage import AudioRooms
 from media.stage_store import StageStore
 from media.video import Videos
 from media.video_store import VideoStore
+from server.clock import utcnow
 from server.feature import Feature
+from server.personal_data import Erasure
 
 if TYPE_CHECKING:
     from server.node import Node
@@ -37,14 +39,15 @@ class MediaFeature(Feature):
         self.livekit = None if livekit.missing_settings(s) else LiveKit(s)
         self.stream = None if cloudflare.missing_settings(s) else StreamAPI(s)
         self.stage_store = StageStore(node.storage)
+        self.video_store = VideoStore(node.storage)
         self.audio = AudioRooms(node, self.stage_store, self.livekit)
-        self.videos = Videos(node, VideoStore(node.storage), self.stream)
+        self.videos = Videos(node, self.video_store, self.stream)
+        node.scheduler.register(PRUNE_JOB, self._prune_receipts)
 
     def routes(self, app: web.Application) -> None:
-        http.add_routes(app)
+        http.add_routes(app, self)
 
     async def start(self) -> None:
-        self.node.scheduler.register(PRUNE_JOB, self._prune_receipts)
         await self._schedule_prune()
         if self.livekit is not None:
             await self.livekit.start()
@@ -61,6 +64,49 @@ class MediaFeature(Feature):
         if self.stream is not None:
             await self.stream.close()
 
+    # -- a user's data ------------------------------------------------------------------------
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        return {
+            "audio": await self.stage_store.export_user(user_id),
+            "media": await self.video_store.export_user(user_id),
+        }
+
+    async def erase_user(self, erasure: Erasure) -> None:
+        """Audio rooms they host and their memberships, their videos and live inputs; after
+        the commit, live rooms they hosted are ended (LiveKit, `audio:ended` to the room) and
+        they are taken out of the LiveKit rooms they were in."""
+        hosted, seats = await self.stage_store.erase_user(erasure)
+        await self.video_store.erase_user(erasure)
+        if hosted or seats:
+            user_id = erasure.user_id
+
+            async def after() -> int:
+                await self._end_erased(user_id, hosted, seats)
+                return 0
+
+            erasure.after(after)
+
+    async def _end_erased(self, user_id: str, hosted: list[str], seats: list[str]) -> None:
+        for room_id in seats:
+            try:
+                if self.livekit is not None:
+                    await self.livekit.remove(room_id, user_id)
+            except Exception:
+                log.warning("removing an erased user from LiveKit failed", exc_info=True)
+        for room_id in hosted:
+            try:
+                if self.livekit is not None:
+                    await self.livekit.delete_room(room_id)
+                await self.node.fanout.emit(
+                    "audio:ended",
+                    {"room_id": room_id, "reason": "the host's account was deleted"},
+                    namespace="/live",
+                    room=f"audio:{room_id}",
+                )
+            except Exception:
+                log.warning("ending an erased host's audio room failed", exc_info=True)
+
     async def _prune_receipts(self, payload: dict[str, Any]) -> None:
         removed = await self.stage_store.prune_receipts(RECEIPT_DAYS)
         log.info("webhook receipts pruned", extra={"removed": removed})
@@ -68,6 +114,6 @@ class MediaFeature(Feature):
 
     async def _schedule_prune(self) -> None:
         """Once a day at 03:00 UTC; the key makes every process schedule the same job."""
-        day = datetime.now(UTC).date() + timedelta(days=1)
+        day = utcnow().date() + timedelta(days=1)
         run_at = datetime.combine(day, time(3, 0), tzinfo=UTC)
         await self.node.scheduler.schedule(PRUNE_JOB, f"{PRUNE_JOB}:{day.isoformat()}", run_at)

@@ -3,16 +3,15 @@ GET /v1/media/{uid}/playback."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from media import webhooks
-from media.webhooks import media_feature
-from server.auth import Principal
-from server.errors import ApiError, Code, field_errors
-from server.http_api import envelope, read_json, require_api_key, require_user
+from media.webhooks import MEDIA, media_feature
+from server.errors import ApiError, Code, validate
+from server.http_api import envelope, read_json, require_caller, require_user
 
 Zone = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 Title = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -39,14 +38,14 @@ class LiveInputRequest(BaseModel):
     require_signed_urls: bool = False
 
 
+if TYPE_CHECKING:
+    from media.feature import MediaFeature
+
 M = TypeVar("M", bound=BaseModel)
 
 
 def _parse(model: type[M], raw: object) -> M:
-    try:
-        return model.model_validate(raw if raw is not None else {})
-    except ValidationError as exc:
-        raise ApiError(Code.BAD_REQUEST, "invalid body", field_errors(exc)) from None
+    return validate(model, raw if raw is not None else {})
 
 
 async def post_upload(request: web.Request) -> web.Response:
@@ -85,12 +84,9 @@ async def get_playback(request: web.Request) -> web.Response:
     uid = request.match_info["uid"]
     if not (0 < len(uid) <= 64 and uid.isalnum()):
         raise ApiError(Code.BAD_REQUEST, "uid is the Stream video id")
-    principal: Principal | None
-    try:  # the platform backend (API key) decides entitlement itself
-        require_api_key(request)
-        principal = None
-    except ApiError:
-        principal = require_user(request)
+    caller = require_caller(request)
+    # the platform backend (API key) decides entitlement itself
+    principal = None if isinstance(caller, str) else caller
     try:
         ttl = int(request.query.get("ttl", "3600"))
     except ValueError:
@@ -101,7 +97,8 @@ async def get_playback(request: web.Request) -> web.Response:
     return resp
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, feature: MediaFeature) -> None:
+    app[MEDIA] = feature
     app.router.add_post("/v1/media/uploads", post_upload)
     app.router.add_post("/v1/media/live-inputs", post_live_input)
     app.router.add_get("/v1/media/{uid}/playback", get_playback)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from livekit import api
@@ -16,6 +16,7 @@ from livekit import api
 from media.livekit import LiveKit, Role, missing_settings, publishes
 from media.stage_store import Member, Room, StageStore, StageTx
 from server.auth import Principal
+from server.clock import utcnow
 from server.errors import ApiError, Code
 from server.events import build_event
 from server.policy import Action, allowed, require
@@ -100,7 +101,7 @@ class AudioRooms:
         lk = self.lk
         require(principal, Action.AUDIO_CREATE)
         room_id = "a_" + uuid.uuid4().hex[:16]
-        live = scheduled_for is None or scheduled_for <= datetime.now(UTC) + timedelta(seconds=60)
+        live = scheduled_for is None or scheduled_for <= utcnow() + timedelta(seconds=60)
         if live:
             await lk.create_room(room_id)  # before any row: a refusal leaves nothing behind
         room = await self.store.create_room(
@@ -143,7 +144,7 @@ class AudioRooms:
                         Code.CONFLICT, f"the room starts at {when}, once the host opens it"
                     )
                 await lk.create_room(room.id)
-                await tx.update_room(state="live", started_at=datetime.now(UTC))
+                await tx.update_room(state="live", started_at=utcnow())
                 started = room
             if member is None:
                 member = await tx.add_member(uid, "listener", present=True)
@@ -492,7 +493,7 @@ class AudioRooms:
             )
 
     async def _mark_ended(self, tx: StageTx) -> None:
-        await tx.update_room(state="ended", ended_at=datetime.now(UTC))
+        await tx.update_room(state="ended", ended_at=utcnow())
 
     async def _ended(self, room: Room, reason: str, *, announce: bool) -> None:
         target = audio_room(room.id)

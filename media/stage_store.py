@@ -12,7 +12,8 @@ from typing import Any
 
 import asyncpg
 
-from server.storage import Storage
+from server.personal_data import Erasure, records
+from server.storage import Store
 
 
 @dataclass(slots=True)
@@ -160,9 +161,40 @@ class StageTx:
         return self.room.version
 
 
-class StageStore:
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
+class StageStore(Store):
+    # -- a user's data ------------------------------------------------------------------------
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        db = self.storage.db
+        return {
+            "rooms_hosted": records(
+                await db.fetch("SELECT * FROM audio_rooms WHERE host_id = $1", user_id)
+            ),
+            "memberships": records(
+                await db.fetch("SELECT * FROM audio_members WHERE user_id = $1", user_id)
+            ),
+        }
+
+    async def erase_user(self, e: Erasure) -> tuple[list[str], list[str]]:
+        """Rooms they host and their memberships go. Returns (live rooms they hosted, other
+        live rooms they were present in), for the steps after the commit (LiveKit, sockets)."""
+        hosted = [
+            r["id"]
+            for r in await e.conn.fetch(
+                "SELECT id FROM audio_rooms WHERE host_id = $1 AND state = 'live'", e.user_id
+            )
+        ]
+        seats = [
+            r["room_id"]
+            for r in await e.conn.fetch(
+                "SELECT m.room_id FROM audio_members m JOIN audio_rooms r ON r.id = m.room_id"
+                " WHERE m.user_id = $1 AND m.present AND r.state = 'live' AND r.host_id <> $1",
+                e.user_id,
+            )
+        ]
+        await e.execute("audio_rooms", "DELETE FROM audio_rooms WHERE host_id = $1", e.user_id)
+        await e.execute("audio_members", "DELETE FROM audio_members WHERE user_id = $1", e.user_id)
+        return hosted, seats
 
     async def create_room(
         self,

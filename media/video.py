@@ -5,7 +5,7 @@ videos get signed playback tokens."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from media import cloudflare
@@ -13,6 +13,7 @@ from media.cloudflare import StreamAPI
 from media.stage_store import claim_receipt
 from media.video_store import VideoStore
 from server.auth import Principal, Role
+from server.clock import utcnow
 from server.errors import ApiError, Code
 from server.events import build_event
 from server.policy import Action, require
@@ -61,7 +62,7 @@ class Videos:
         """A one-time upload URL: basic for up to 200 MB, tus (resumable) above or on request."""
         require(principal, Action.MEDIA_UPLOAD)
         stream = self.api
-        expiry = datetime.now(UTC) + UPLOAD_URL_TTL
+        expiry = utcnow() + UPLOAD_URL_TTL
         if size_bytes is not None and size_bytes > cloudflare.BASIC_UPLOAD_MAX:
             uid, url = await stream.tus_upload(
                 creator=principal.user_id,
@@ -255,9 +256,7 @@ class Videos:
             await self.store.set_live_state(conn, input_id, "idle")
             payload = {"live_id": input_id, "host_id": creator}
             if row["state"] == "live" and row["started_at"] is not None:
-                payload["duration_s"] = max(
-                    0, int((datetime.now(UTC) - row["started_at"]).total_seconds())
-                )
+                payload["duration_s"] = max(0, int((utcnow() - row["started_at"]).total_seconds()))
             await self._publish("live.ended", creator, subjects, payload, receipt)
             return "live.ended"
 

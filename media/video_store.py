@@ -6,12 +6,33 @@ from typing import Any
 
 import asyncpg
 
-from server.storage import Storage
+from server.personal_data import Erasure, records
+from server.storage import Store
 
 
-class VideoStore:
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
+class VideoStore(Store):
+    # -- a user's data (the assets at Cloudflare are the platform's to delete) ----------------
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        db = self.storage.db
+        return {
+            "videos": records(
+                await db.fetch(
+                    "SELECT * FROM media WHERE creator_id = $1 ORDER BY created_at", user_id
+                )
+            ),
+            "live_inputs": records(
+                await db.fetch(
+                    "SELECT * FROM live_inputs WHERE creator_id = $1 ORDER BY created_at",
+                    user_id,
+                ),
+                drop=("stream_key",),
+            ),
+        }
+
+    async def erase_user(self, e: Erasure) -> None:
+        await e.execute("live_inputs", "DELETE FROM live_inputs WHERE creator_id = $1", e.user_id)
+        await e.execute("media", "DELETE FROM media WHERE creator_id = $1", e.user_id)
 
     async def add_media(
         self,

@@ -23,12 +23,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("ours.media.webhooks")
 
 
-def media_feature(request: web.Request) -> MediaFeature:
-    from media.feature import MediaFeature
+#: the media feature, for its routes (set by `media.http.add_routes`)
+MEDIA: web.AppKey[MediaFeature] = web.AppKey("media.feature")
 
-    feature = request.app[NODE].features["media"]
-    assert isinstance(feature, MediaFeature)
-    return feature
+
+def media_feature(request: web.Request) -> MediaFeature:
+    return request.app[MEDIA]
 
 
 async def _raw_body(request: web.Request) -> bytes:

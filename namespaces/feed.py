@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from namespaces.activity import ActivityHandlers
-from namespaces.base import RoomsNamespace, handles
+from activity.service import Activity
+from activity.sockets import ActivityHandlers
 from server.auth import Principal
+from server.node import Node
+from server.sockets import RoomsNamespace, handles
 
 Zone = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 
@@ -20,6 +23,12 @@ class ZonesReq(BaseModel):
 
 
 class FeedNamespace(ActivityHandlers, RoomsNamespace):
+    def __init__(
+        self, node: Node, activity: Activity, viewed: Callable[[str], Awaitable[None]]
+    ) -> None:
+        super().__init__("/feed", node, viewed)
+        self.activity = activity
+
     @handles("feed:subscribe", ZonesReq)
     async def feed_subscribe(self, sid: str, p: Principal, req: ZonesReq) -> Any:
         """Set this socket's zones at once: join the new ones, leave the others."""

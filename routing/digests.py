@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from routing.channels.base import Message, PermanentError, Skip
 from routing.channels.email import EmailChannel
 from routing.priorities import Priority
-from routing.store import RouterStore
+from routing.store.digests import DigestStore
+from routing.store.preferences import PreferenceStore
 
 log = logging.getLogger("ours.router.digest")
 
@@ -23,13 +25,12 @@ PERIOD = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 MAX_ITEMS = 50
 
 
+@dataclass(eq=False)
 class Digests:
-    def __init__(
-        self, store: RouterStore, email: EmailChannel, now: Callable[[], datetime]
-    ) -> None:
-        self.store = store
-        self.email = email
-        self.now = now
+    prefs: PreferenceStore
+    store: DigestStore
+    email: EmailChannel
+    now: Callable[[], datetime]
 
     async def run(self, payload: dict[str, Any]) -> None:
         """Scheduler job handler; returns quietly when there is nothing to send."""
@@ -38,14 +39,14 @@ class Digests:
 
     async def send(self, user: str, mode: str, due: datetime) -> bool:
         """Send the user's digest due at `due`; True when an email went out."""
-        prefs = await self.store.get_prefs(user)
+        prefs = await self.prefs.get(user)
         current = prefs.effective_digest()
         if current == "off" or current != mode:
             return False  # the user changed it; a later notification schedules the new one
         now = self.now()
-        last = await self.store.last_digest(user)
+        last = await self.store.last_sent(user)
         since = max(last, due - PERIOD[mode]) if last else due - PERIOD[mode]
-        items, total = await self.store.digest_items(user, since, now, MAX_ITEMS)
+        items, total = await self.store.items(user, since, now, MAX_ITEMS)
         if not items:
             return False
         # the digest has its own switch (digest: off); the email channel switch is for the
@@ -69,5 +70,5 @@ class Digests:
         except (Skip, PermanentError) as exc:
             log.warning("digest refused", extra={"user_id": user, "error": str(exc)})
             return False
-        await self.store.record_digest(user, mode, now)
+        await self.store.record(user, mode, now)
         return True

@@ -34,7 +34,9 @@ from routing.channels.base import (
 )
 from routing.preferences import Preferences
 from routing.priorities import Channel, Priority
-from routing.store import Outcome, RouterStore, item
+from routing.store import RouterStore
+from routing.store.inbox import item
+from routing.store.outbox import Outcome
 
 log = logging.getLogger("ours.router.dispatch")
 
@@ -150,7 +152,7 @@ class Dispatcher:
             await asyncio.wait(set(inflight), return_when=asyncio.FIRST_COMPLETED)
         self._claiming += 1
         try:
-            rows = await self.store.claim_due(
+            rows = await self.store.outbox.claim_due(
                 ch.value, self.now(), room - len(inflight), self.lease_s
             )
             groups: dict[tuple[str, str], list[Any]] = {}
@@ -161,8 +163,8 @@ class Dispatcher:
                 # what every send of this pass needs, in three queries instead of three each
                 users = list({u for u, _ in groups})
                 ctx = _Lookups(
-                    await self.store.notifications(list({r["notification_id"] for r in rows})),
-                    await self.store.load_prefs(users),
+                    await self.store.inbox.by_ids(list({r["notification_id"] for r in rows})),
+                    await self.store.prefs.load(users),
                     await channel.addresses(users),
                 )
             for group in groups.values():
@@ -190,17 +192,7 @@ class Dispatcher:
         notes = ctx.notes
         read = [r["id"] for r in rows if notes[r["notification_id"]]["read_at"] is not None]
         if read:
-            await self._record(
-                Outcome(
-                    read,
-                    "skipped",
-                    now,
-                    reason="read",
-                    detail="read in-app before it went out",
-                    attempted=False,
-                )
-            )
-            self._count(ch, "skipped", "read", len(read))
+            await self._drop(ch, read, now, "read", "read in-app before it went out")
         live = [r for r in rows if notes[r["notification_id"]]["read_at"] is None]
         if not live:
             return
@@ -209,17 +201,9 @@ class Dispatcher:
         # the user may have changed their mind while this waited (quiet hours, a batch, retries)
         refused = [r["id"] for r in live if prefs.refuses(ch, notes[r["notification_id"]]["kind"])]
         if refused:
-            await self._record(
-                Outcome(
-                    refused,
-                    "skipped",
-                    now,
-                    reason="preference",
-                    detail="preferences changed before it went out",
-                    attempted=False,
-                )
+            await self._drop(
+                ch, refused, now, "preference", "preferences changed before it went out"
             )
-            self._count(ch, "skipped", "preference", len(refused))
             live = [r for r in live if r["id"] not in refused]
             if not live:
                 return
@@ -262,6 +246,15 @@ class Dispatcher:
             )
         )
         self._count(ch, "sent", "", len(ids))
+
+    async def _drop(
+        self, ch: Channel, ids: list[int], now: datetime, reason: str, detail: str
+    ) -> None:
+        """Skip rows without trying them: read meanwhile, or no longer wanted."""
+        await self._record(
+            Outcome(ids, "skipped", now, reason=reason, detail=detail, attempted=False)
+        )
+        self._count(ch, "skipped", reason, len(ids))
 
     async def _retry(
         self, ch: Channel, rows: list[Any], error: str, retry_after: float | None, now: datetime
@@ -338,7 +331,7 @@ class Dispatcher:
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
             try:
-                await self.store.finish([o for o, _ in batch])
+                await self.store.outbox.finish([o for o, _ in batch])
             except Exception as exc:
                 for _, done in batch:
                     if not done.done():

@@ -9,32 +9,27 @@ GET  /v1/notifications/{id}/deliveries     its owner, an admin, or an API key
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from routing.inbox import Inbox
 from routing.preferences import ContactUpdate, PreferencesUpdate
 from server.auth import Principal, Role
-from server.errors import ApiError, Code, field_errors
+from server.errors import ApiError, Code, M, validate
 from server.events import Id
-from server.http_api import NODE, envelope, read_json, require_api_key, require_user
+from server.http_api import envelope, read_json, require_caller, require_user
 
-if TYPE_CHECKING:
-    from routing.inbox import Inbox
+INBOX = web.AppKey("routing.inbox", Inbox)
 
 
 def _inbox(request: web.Request) -> Inbox:
-    return request.app[NODE].features["router"].inbox  # type: ignore[attr-defined]
+    return request.app[INBOX]
 
 
-def _validate(model: type[BaseModel], raw: Any) -> Any:
-    if not isinstance(raw, dict):
-        raise ApiError(Code.BAD_REQUEST, "body must be a JSON object")
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise ApiError(Code.BAD_REQUEST, "invalid body", field_errors(exc)) from None
+def _validate(model: type[M], raw: Any) -> M:
+    return validate(model, raw, object_only=True)
 
 
 def _int(value: str | None, name: str, default: int | None, lo: int, hi: int) -> int | None:
@@ -99,17 +94,16 @@ def _validate_id(value: str) -> None:
 def _api_key_or_admin(request: web.Request, *, allow_user: bool = False) -> Principal:
     """An API key acts as an admin; otherwise the user's token (admins, or any user when
     `allow_user`, whose access is then checked against ownership)."""
-    try:
-        key = require_api_key(request)
-        return Principal(user_id=f"apikey:{key}", role=Role.ADMIN)
-    except ApiError:
-        principal = require_user(request)
-        if not allow_user and principal.role is not Role.ADMIN:
-            raise ApiError(Code.FORBIDDEN, "admins only") from None
-        return principal
+    caller = require_caller(request)
+    if isinstance(caller, str):
+        return Principal(user_id=f"apikey:{caller}", role=Role.ADMIN)
+    if not allow_user and caller.role is not Role.ADMIN:
+        raise ApiError(Code.FORBIDDEN, "admins only")
+    return caller
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, inbox: Inbox) -> None:
+    app[INBOX] = inbox
     app.router.add_get("/v1/me/preferences", get_preferences)
     app.router.add_put("/v1/me/preferences", put_preferences)
     app.router.add_get("/v1/me/notifications", list_notifications)

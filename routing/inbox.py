@@ -4,6 +4,7 @@ devices; and why a notification did or did not arrive (the delivery log)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,28 +15,22 @@ from server.auth import Principal, Role
 from server.errors import ApiError, Code
 
 
+@dataclass(eq=False)
 class Inbox:
-    def __init__(
-        self,
-        store: RouterStore,
-        in_app: InAppChannel,
-        now: Callable[[], datetime],
-        max_devices: int,
-    ) -> None:
-        self.store = store
-        self.in_app = in_app
-        self.now = now
-        self.max_devices = max_devices
+    store: RouterStore
+    in_app: InAppChannel
+    now: Callable[[], datetime]
+    max_devices: int
 
     # -- notifications ----------------------------------------------------------------------
 
     async def page(
         self, user_id: str, before: int | None, limit: int, unread_only: bool
     ) -> dict[str, Any]:
-        items = await self.store.list_inbox(user_id, before, limit + 1, unread_only)
+        items = await self.store.inbox.page(user_id, before, limit + 1, unread_only)
         more = len(items) > limit
         items = items[:limit]
-        unread = (await self.store.unread_counts([user_id]))[user_id]
+        unread = await self.unread(user_id)
         return {
             "items": items,
             "next": items[-1]["id"] if more else None,
@@ -45,41 +40,41 @@ class Inbox:
     async def read(self, user_id: str, ids: list[int] | None) -> dict[str, Any]:
         """Mark read (these, or all); pending push/email/SMS/Telegram for them are cancelled;
         every device of the user hears `notification:read`."""
-        read, cancelled, unread = await self.store.mark_read(user_id, ids, self.now())
+        read, cancelled, unread = await self.store.inbox.mark_read(user_id, ids, self.now())
         if read:
             await self.in_app.read(user_id, None if ids is None else read, unread)
         return {"read": read, "cancelled": cancelled, "unread": unread}
 
     async def unread(self, user_id: str) -> int:
-        return (await self.store.unread_counts([user_id]))[user_id]
+        return (await self.store.inbox.unread_counts([user_id]))[user_id]
 
     async def deliveries(self, principal: Principal, notification_id: int) -> dict[str, Any]:
-        owner = await self.store.owner_of(notification_id)
+        owner = await self.store.inbox.owner_of(notification_id)
         if owner is None or (owner != principal.user_id and principal.role is not Role.ADMIN):
             raise ApiError(Code.NOT_FOUND, "no such notification")
         return {
             "notification_id": notification_id,
             "user_id": owner,
-            "deliveries": await self.store.deliveries_of(notification_id),
+            "deliveries": await self.store.outbox.of_notification(notification_id),
         }
 
     # -- preferences ------------------------------------------------------------------------
 
     async def preferences(self, user_id: str) -> dict[str, Any]:
-        return (await self.store.get_prefs(user_id)).public()
+        return (await self.store.prefs.get(user_id)).public()
 
     async def set_preferences(
         self, user_id: str, update: PreferencesUpdate | ContactUpdate
     ) -> dict[str, Any]:
-        prefs: Preferences = apply_update(await self.store.get_prefs(user_id), update)
-        await self.store.save_prefs(user_id, prefs)
+        prefs: Preferences = apply_update(await self.store.prefs.get(user_id), update)
+        await self.store.prefs.save(user_id, prefs)
         return prefs.public()
 
     # -- push devices -----------------------------------------------------------------------
 
     async def register_device(self, user_id: str, token: str, platform: str) -> dict[str, Any]:
-        count = await self.store.register_device(user_id, token, platform, self.max_devices)
+        count = await self.store.devices.register(user_id, token, platform, self.max_devices)
         return {"registered": True, "devices": count}
 
     async def unregister_device(self, user_id: str, token: str) -> dict[str, Any]:
-        return {"unregistered": await self.store.unregister_device(user_id, token)}
+        return {"unregistered": await self.store.devices.unregister(user_id, token)}

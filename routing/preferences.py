@@ -16,7 +16,14 @@ from datetime import time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from routing.priorities import KINDS, Channel
 
@@ -53,6 +60,11 @@ def _check_phone(v: str | None) -> str | None:
     if v and not E164.match(v):
         raise ValueError("phone must be E.164, e.g. +4915112345678")
     return v
+
+
+#: contact data as users and the platform send it ("" removes it)
+Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_check_email)]
+Phone = Annotated[str, StringConstraints(max_length=16), AfterValidator(_check_phone)]
 
 
 def _check_types(v: dict[str, bool]) -> dict[str, bool]:
@@ -145,8 +157,8 @@ class PreferencesUpdate(BaseModel):
     digest_time: HHMM | None = None
     digest_day: Weekday | None = None
     critical_breaks_quiet: bool | None = None
-    email: Annotated[str, StringConstraints(max_length=320)] | None = None
-    phone: Annotated[str, StringConstraints(max_length=16)] | None = None
+    email: Email | None = None
+    phone: Phone | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -158,35 +170,15 @@ class PreferencesUpdate(BaseModel):
     def _types(cls, v: dict[str, bool] | None) -> dict[str, bool] | None:
         return None if v is None else _check_types(v)
 
-    @field_validator("email")
-    @classmethod
-    def _email(cls, v: str | None) -> str | None:
-        return _check_email(v)
-
-    @field_validator("phone")
-    @classmethod
-    def _phone(cls, v: str | None) -> str | None:
-        return _check_phone(v)
-
 
 class ContactUpdate(BaseModel):
     """PUT /v1/users/{id}/contact (API key or admin): the platform's verified contact data."""
 
     model_config = ConfigDict(extra="forbid")
 
-    email: Annotated[str, StringConstraints(max_length=320)] | None = None
-    phone: Annotated[str, StringConstraints(max_length=16)] | None = None
+    email: Email | None = None
+    phone: Phone | None = None
     phone_verified: bool | None = None
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, v: str | None) -> str | None:
-        return _check_email(v)
-
-    @field_validator("phone")
-    @classmethod
-    def _phone(cls, v: str | None) -> str | None:
-        return _check_phone(v)
 
 
 def apply_update(prefs: Preferences, upd: PreferencesUpdate | ContactUpdate) -> Preferences:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -37,7 +38,10 @@ from routing.priorities import (
     recipients_of,
 )
 from routing.quiet_hours import next_digest_at, quiet_until
-from routing.store import DIGEST_JOB, DeliveryRow, NewNotification, RouterStore, item
+from routing.store import RouterStore
+from routing.store.digests import DIGEST_JOB
+from routing.store.inbox import NewNotification, item
+from routing.store.outbox import DeliveryRow
 from server.events import Event
 
 if TYPE_CHECKING:
@@ -57,22 +61,14 @@ class RouterOptions:
     email_gather: timedelta = timedelta(minutes=15)  # how long a new email batch collects
 
 
+@dataclass(eq=False)
 class Router:
-    def __init__(
-        self,
-        store: RouterStore,
-        in_app: InAppChannel,
-        channels: dict[Channel, OutboundChannel],
-        dispatcher: Dispatcher,
-        now: Callable[[], datetime],
-        options: RouterOptions,
-    ) -> None:
-        self.store = store
-        self.in_app = in_app
-        self.channels = channels
-        self.dispatcher = dispatcher
-        self.now = now
-        self.options = options
+    store: RouterStore
+    in_app: InAppChannel
+    channels: dict[Channel, OutboundChannel]
+    dispatcher: Dispatcher
+    now: Callable[[], datetime]
+    options: RouterOptions
 
     # -- entry points -----------------------------------------------------------------------
 
@@ -125,9 +121,9 @@ class Router:
             chunk = users[start : start + CHUNK]
             now = self.now()
             async with self.store.transaction() as conn:
-                new = await self.store.claim_event(conn, event_id, chunk, kind_name, now)
+                new = await self.store.inbox.claim_event(conn, event_id, chunk, kind_name, now)
                 if new:
-                    prefs = await self.store.load_prefs(new, conn)
+                    prefs = await self.store.prefs.load(new, conn)
                     await self._add(conn, event_id, kind_name, new, prefs, actor, payload, group)
             await self._tell_sockets(event_id, chunk)
         self.dispatcher.wake()
@@ -146,7 +142,7 @@ class Router:
         kind = KINDS[kind_name]
         now = self.now()
         if kind.aggregate or kind.daily_cap is not None:
-            await self.store.lock_users(conn, users)
+            await self.store.inbox.lock_users(conn, users)
         actors = [actor] if actor else []
         title, body = render.texts(kind_name, payload, actors, len(actors))
         data = {"event_id": event_id, **payload}
@@ -177,17 +173,17 @@ class Router:
                     hidden=why is not None,
                 )
             )
-        for row in await self.store.insert_notifications(conn, inserts, now):
+        for row in await self.store.inbox.insert(conn, inserts, now):
             notification_of[row["user_id"]] = row["id"]
         counted = kind.daily_cap is not None
-        await self.store.link_events(
+        await self.store.inbox.link_events(
             conn,
             event_id,
             [(u, notification_of[u], counted and u not in filtered) for u in users],
         )
         rows = await self._plan(conn, users, notification_of, filtered, kind_name, prefs, now)
-        await self.store.insert_deliveries(conn, event_id, rows, now)
-        await self.store.ensure_digest_jobs(conn, self._digest_jobs(users, filtered, prefs, now))
+        await self.store.outbox.insert(conn, event_id, rows, now)
+        await self.store.digests.ensure_jobs(conn, self._digest_jobs(users, filtered, prefs, now))
         for user in users:
             metrics.NOTIFICATIONS.labels(
                 kind_name, "filtered" if user in filtered else "added"
@@ -201,7 +197,9 @@ class Router:
             return "preference", f"{kind_name} notifications are switched off"
         cap = KINDS[kind_name].daily_cap
         if cap is not None:
-            seen = await self.store.count_since(conn, user, kind_name, now - timedelta(days=1))
+            seen = await self.store.inbox.count_since(
+                conn, user, kind_name, now - timedelta(days=1)
+            )
             if seen >= cap:
                 return "cap", f"at most {cap} {kind_name} notifications a day"
         return None
@@ -217,7 +215,7 @@ class Router:
         now: datetime,
     ) -> int | None:
         """Collapse into the user's open notification of this group; its id, or None."""
-        open_row = await self.store.open_group(
+        open_row = await self.store.inbox.open_group(
             conn, user, group_key, now - self.options.aggregate_window
         )
         if open_row is None:
@@ -229,7 +227,9 @@ class Router:
                 count += 1
             known = [actor, *[a for a in known if a != actor]][:MAX_ACTORS]
         title, body = render.texts(kind_name, payload, known, count)
-        grown = await self.store.grow_group(conn, open_row["id"], known, count, title, body, now)
+        grown = await self.store.inbox.grow_group(
+            conn, open_row["id"], known, count, title, body, now
+        )
         return int(grown["id"])
 
     # -- delivery planning ------------------------------------------------------------------
@@ -257,43 +257,24 @@ class Router:
             rows.append(DeliveryRow(user, Channel.IN_APP, nid, priority, "queued"))
             quiet = quiet_until(p, now)
             for ch in EXTERNAL:
+                planned = partial(DeliveryRow, user, ch, nid, priority)
                 skip = self._skip(ch, p, kind_name, priority)
                 if skip is not None:
-                    rows.append(DeliveryRow(user, ch, nid, priority, "skipped", *skip))
+                    rows.append(planned("skipped", *skip))
                 elif ch is Channel.EMAIL:
                     emailed.append(user)
-                    rows.append(
-                        DeliveryRow(
-                            user,
-                            ch,
-                            nid,
-                            priority,
-                            "queued",
-                            "batched",
-                            "waits for the user's hourly email",
-                            "email",
-                        )
-                    )
+                    why = "waits for the user's hourly email"
+                    rows.append(planned("queued", "batched", why, batch_key="email"))
                 elif quiet is not None and not (
                     priority is Priority.IMMEDIATE and p.critical_breaks_quiet
                 ):
-                    rows.append(
-                        DeliveryRow(
-                            user,
-                            ch,
-                            nid,
-                            priority,
-                            "queued",
-                            "quiet_hours",
-                            f"held until quiet hours end ({quiet.isoformat()})",
-                            f"quiet:{quiet.isoformat()}",
-                            quiet,
-                        )
-                    )
+                    until = quiet.isoformat()
+                    why = f"held until quiet hours end ({until})"
+                    rows.append(planned("queued", "quiet_hours", why, f"quiet:{until}", quiet))
                 else:
-                    rows.append(DeliveryRow(user, ch, nid, priority, "queued", not_before=now))
+                    rows.append(planned("queued", not_before=now))
         if emailed:
-            timing = await self.store.email_timing(conn, emailed)
+            timing = await self.store.outbox.email_timing(conn, emailed)
             for row in rows:
                 if row.channel is Channel.EMAIL and row.state == "queued":
                     row.not_before = self._email_due(now, *timing[row.user_id])
@@ -353,7 +334,7 @@ class Router:
     # -- sockets ----------------------------------------------------------------------------
 
     async def _tell_sockets(self, event_id: str, users: list[str]) -> None:
-        taken = await self.store.take_in_app(event_id, users, self.now())
+        taken = await self.store.outbox.take_in_app(event_id, users, self.now())
         emits = []
         for user, row, unread in taken:
             payload = item(row)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from server.auth import Principal
+from server.personal_data import Erasure
 from server.storage import Storage
 
 
@@ -60,3 +61,18 @@ class AuditLog:
             limit,
         )
         return [{**dict(r), "at": r["at"].isoformat()} for r in rows]
+
+    async def export_user(self, user_id: str) -> list[Any]:
+        """Every entry the user did or that names them."""
+        return list(
+            await self.storage.db.fetch(
+                "SELECT * FROM audit_log WHERE actor_id = $1 OR target = 'user:' || $1 ORDER BY id",
+                user_id,
+            )
+        )
+
+    async def erase_user(self, e: Erasure) -> None:
+        """The user id becomes the pseudonym in every entry (migration 0009's
+        `audit_log_erase_subject`: the log stays append-only except for this substitution)."""
+        n = await e.conn.fetchval("SELECT audit_log_erase_subject($1, $2)", e.user_id, e.pseudonym)
+        e.add("audit_log", int(n))

@@ -16,6 +16,7 @@ from typing import Any
 
 from server import logs, metrics
 from server.events import Event
+from server.personal_data import Erasure
 
 log = logging.getLogger("ours.bus")
 
@@ -81,6 +82,10 @@ class Bus(abc.ABC):
     async def replay(self, ids: list[str] | None = None) -> int:
         """Put dead letters (all, or these ids) back for their consumer group; return count."""
 
+    @abc.abstractmethod
+    async def erase_user(self, erasure: Erasure) -> None:
+        """Erasure: what this backend keeps in PostgreSQL about the user."""
+
     async def _handle(self, consumer: Consumer, event: Event) -> None:
         """Run one handler with logging context and metrics; exceptions propagate."""
         token = logs.event_id.set(event.id)
@@ -115,19 +120,3 @@ class Bus(abc.ABC):
         for event in events:
             metrics.EVENTS_CONSUMED.labels(consumer.group, event.type, "ok").inc()
         return True
-
-
-def make_bus(settings: Any, storage: Any) -> Bus:
-    if settings.redis_url:
-        from server.bus_redis import RedisBus
-
-        return RedisBus(
-            settings.redis_url,
-            stream=settings.bus_stream,
-            maxlen=settings.bus_maxlen,
-            visibility_timeout_ms=settings.bus_visibility_timeout_ms,
-            max_deliveries=settings.bus_max_deliveries,
-        )
-    from server.bus_memory import MemoryBus
-
-    return MemoryBus(storage, max_deliveries=settings.bus_max_deliveries)

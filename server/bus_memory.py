@@ -16,7 +16,10 @@ import random
 from typing import Any
 
 from server.bus import Bus, Consumer
+from server.bus_memory_store import MemoryBusStore
+from server.eventlog import EventLog
 from server.events import Event
+from server.personal_data import Erasure
 from server.storage import Storage
 
 log = logging.getLogger("ours.bus")
@@ -31,6 +34,8 @@ class MemoryBus(Bus):
     ) -> None:
         super().__init__(max_deliveries)
         self.storage = storage
+        self.events = EventLog(storage)
+        self.store = MemoryBusStore(storage)
         self._queues: dict[str, asyncio.Queue[Event]] = {}
         self._pending: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -66,7 +71,7 @@ class MemoryBus(Bus):
         self._tasks.clear()
 
     async def publish(self, event: Event) -> bool:
-        if not await self.storage.log_event(event):
+        if not await self.events.append(event):
             return False
         if self._consuming:
             for group in self.consumers:
@@ -108,10 +113,10 @@ class MemoryBus(Bus):
 
     async def _deliver(self, consumer: Consumer, batch: list[Event]) -> None:
         group = consumer.group
-        done = await self.storage.done_among(group, [e.id for e in batch])
+        done = await self.store.done_among(group, [e.id for e in batch])
         todo = [e for e in batch if e.id not in done]
         if await self._handle_many(consumer, todo):
-            await self.storage.mark_done_many(group, [e.id for e in todo])
+            await self.store.mark_done_many(group, [e.id for e in todo])
             return
         handled: list[str] = []
         for event in todo:
@@ -119,12 +124,12 @@ class MemoryBus(Bus):
                 await self._handle(consumer, event)
             except Exception as exc:
                 # record what went through, then retry this one (in order) before the rest
-                await self.storage.mark_done_many(group, handled)
+                await self.store.mark_done_many(group, handled)
                 handled = []
                 await self._retry(consumer, event, f"{type(exc).__name__}: {exc}")
                 continue
             handled.append(event.id)
-        await self.storage.mark_done_many(group, handled)
+        await self.store.mark_done_many(group, handled)
 
     async def _retry(self, consumer: Consumer, event: Event, error: str) -> None:
         """Attempts 2..max_deliveries with backoff; then the dead letters."""
@@ -141,14 +146,14 @@ class MemoryBus(Bus):
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 continue
-            await self.storage.mark_done(consumer.group, event.id)
+            await self.store.mark_done(consumer.group, event.id)
             return
-        await self.storage.add_dead_letter(consumer.group, event, error, self.max_deliveries)
+        await self.store.add_dead_letter(consumer.group, event, error, self.max_deliveries)
         log.error("event dead-lettered", extra={"group": consumer.group, "error": error})
 
     async def _rescan(self) -> None:
         for group in self._queues:
-            for event in await self.storage.undone_events(group):
+            for event in await self.store.undone_events(group):
                 self._enqueue(group, event)
 
     def _on_notify(self, *_: Any) -> None:
@@ -163,13 +168,16 @@ class MemoryBus(Bus):
         return {g: len(p) for g, p in self._pending.items()}
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        return await self.storage.dead_letters(limit)
+        return await self.store.dead_letters(limit)
 
     async def dead_letter_count(self) -> int:
-        return await self.storage.count_dead_letters()
+        return await self.store.count_dead_letters()
+
+    async def erase_user(self, erasure: Erasure) -> None:
+        await self.store.erase_user(erasure)
 
     async def replay(self, ids: list[str] | None = None) -> int:
-        taken = await self.storage.take_dead_letters(ids)
+        taken = await self.store.take_dead_letters(ids)
         if taken:
             await self.storage.db.execute(f"NOTIFY {RESCAN_CHANNEL}")
         return len(taken)

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 from server import jsonutil, redis_client
 from server.bus import Bus, Consumer
 from server.events import Event
+from server.personal_data import Erasure
 
 log = logging.getLogger("ours.bus")
 
@@ -370,6 +371,11 @@ class RedisBus(Bus):
 
     async def dead_letter_count(self) -> int:
         return int(await self.redis.xlen(self.dlq))
+
+    async def erase_user(self, erasure: Erasure) -> None:
+        """Nothing: the stream and its dead letters are transport buffers trimmed by MAXLEN,
+        whose durable copy (the event log) is anonymized; rewriting entries under consumer
+        groups would break redelivery."""
 
     async def replay(self, ids: list[str] | None = None) -> int:
         if ids is None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Code(StrEnum):
@@ -59,6 +63,22 @@ def field_errors(exc: Any) -> list[dict[str, str]]:
     for e in exc.errors(include_url=False, include_input=False):
         out.append({"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]})
     return out
+
+
+def validate(
+    model: type[M], raw: Any, what: str = "body", *, prefix: str = "", object_only: bool = False
+) -> M:
+    """Validate `raw` with `model` or raise ApiError(bad_request) naming each bad field (the
+    one validate-and-raise of HTTP bodies, socket payloads and events). `prefix` is put before
+    each field name (`payload.` for an event's payload); with `object_only`, anything but a
+    JSON object is refused before validation."""
+    if object_only and not isinstance(raw, dict):
+        raise ApiError(Code.BAD_REQUEST, f"{what} must be a JSON object")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{**e, "field": prefix + e["field"]} for e in field_errors(exc)]
+        raise ApiError(Code.BAD_REQUEST, f"invalid {what}", errors) from None
 
 
 def ok(data: Any = None) -> dict[str, Any]:

@@ -7,7 +7,6 @@ unknown fields and wrong types are refused with field errors before anything is 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -17,11 +16,11 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
-    ValidationError,
     field_validator,
 )
 
-from server.errors import ApiError, Code, field_errors
+from server.clock import utcnow
+from server.errors import validate
 from server.rooms import ROOM_RE
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
@@ -308,15 +307,8 @@ def build_event(raw: Any, *, idempotency_key: str | None = None, scope: str = ""
     """Validate a producer's event and make its envelope; raise ApiError(bad_request) with
     field errors. An idempotency key (scoped to the producer) fixes the event id, so a retry
     publishes the same id and is a no-op on the bus."""
-    try:
-        inp = EventIn.model_validate(raw)
-    except ValidationError as exc:
-        raise ApiError(Code.BAD_REQUEST, "invalid event", field_errors(exc)) from None
-    try:
-        payload = EVENT_TYPES[inp.type].model_validate(inp.payload)
-    except ValidationError as exc:
-        errors = [{**e, "field": f"payload.{e['field']}"} for e in field_errors(exc)]
-        raise ApiError(Code.BAD_REQUEST, f"invalid {inp.type} payload", errors) from None
+    inp = validate(EventIn, raw, "event")
+    payload = validate(EVENT_TYPES[inp.type], inp.payload, f"{inp.type} payload", prefix="payload.")
     if inp.id is not None:
         event_id = str(inp.id)
     elif idempotency_key is not None:
@@ -329,7 +321,7 @@ def build_event(raw: Any, *, idempotency_key: str | None = None, scope: str = ""
         actor=inp.actor,
         subjects=inp.subjects,
         payload=payload.model_dump(mode="json", exclude_none=True),
-        ts=datetime.now(UTC).isoformat(),
+        ts=utcnow().isoformat(),
     )
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from server import jsonutil, metrics
 from server.events import Event
+from server.managers import Delivery
 
 #: event type prefix -> namespace its socket event is emitted on
 NAMESPACE_OF: dict[str, str] = {
@@ -34,32 +35,20 @@ def namespace_for(event_type: str) -> str:
     return NAMESPACE_OF[event_type.split(".", 1)[0]]
 
 
-class Emitter(Protocol):
-    async def emit(
-        self,
-        event: str,
-        data: Any = None,
-        *,
-        namespace: str,
-        room: str | list[str] | None = None,
-        skip_sid: str | list[str] | None = None,
-    ) -> None: ...
-
-
 class Fanout:
     """Room delivery across nodes: an AsyncServer (whose client manager is Redis-backed when
     several nodes share Redis) or, in `ours worker`, a write-only Redis manager."""
 
-    def __init__(self, emitter: Any, backpressure_wait_s: float = 2.0) -> None:
-        # an AsyncServer's manager, or (ours worker) a write-only manager itself
-        self.manager: Any = getattr(emitter, "manager", emitter)
+    def __init__(self, manager: Delivery, backpressure_wait_s: float = 2.0) -> None:
+        # the AsyncServer's manager, or (ours worker) a write-only manager of its own
+        self.manager = manager
         self.backpressure_wait_s = backpressure_wait_s
 
     async def flowing(self) -> bool:
         """Wait while fan-out is held back by this node's socket buffers (a hold lasts at most
         `backpressure_wait_s`); False if it still is after twice that."""
-        flowing = getattr(self.manager, "flowing", None)
-        if flowing is None or flowing.is_set():
+        flowing = self.manager.flowing
+        if flowing.is_set():
             return True
         try:
             await asyncio.wait_for(flowing.wait(), 2 * self.backpressure_wait_s)
@@ -116,14 +105,12 @@ class Fanout:
         )
 
     async def _hold(self) -> None:
-        hold = getattr(self.manager, "hold_while_congested", None)
-        if hold is not None:
-            await hold(self.backpressure_wait_s)
+        await self.manager.hold_while_congested(self.backpressure_wait_s)
 
     @property
     def batches(self) -> bool:
         """True when the manager emits a run of events in one round trip (Redis)."""
-        return hasattr(self.manager, "emit_many")
+        return self.manager.batches
 
     async def deliver_many(self, events: list[Event]) -> None:
         """Bus consumer for a run of queued events: emitted in chunks of about CHUNK_BYTES

@@ -26,7 +26,6 @@ from server.events import build_event, schemas
 from server.node import Node
 from server.openapi import openapi_document
 from server.ratelimit import Decision
-from server.rooms import is_room
 
 log = logging.getLogger("ours.http")
 
@@ -154,13 +153,28 @@ def _rate_headers(request: web.Request, resp: web.StreamResponse) -> None:
         resp.headers["X-RateLimit-Reset"] = str(math.ceil(decision.reset))
 
 
-def require_api_key(request: web.Request) -> str:
-    """Return a short id of the API key presented as `Authorization: Bearer <key>`."""
+def api_key_id(request: web.Request) -> str | None:
+    """The short id of the API key presented as `Authorization: Bearer <key>`, if it is one."""
     key = _bearer(request)
     for i, known in enumerate(request.app[NODE].settings.api_keys):
         if hmac.compare_digest(key.encode(), known.encode()):
             return f"key{i}"
-    raise ApiError(Code.UNAUTHORIZED, "a valid API key is required: Authorization: Bearer <key>")
+    return None
+
+
+def require_api_key(request: web.Request) -> str:
+    """The short id of the API key presented; `unauthorized` without a valid one."""
+    key_id = api_key_id(request)
+    if key_id is None:
+        raise ApiError(
+            Code.UNAUTHORIZED, "a valid API key is required: Authorization: Bearer <key>"
+        )
+    return key_id
+
+
+def require_caller(request: web.Request) -> str | Principal:
+    """The platform's backend (an API key: its short id) or a user (a verified token)."""
+    return api_key_id(request) or require_user(request)
 
 
 def require_user(request: web.Request) -> Principal:
@@ -170,14 +184,13 @@ def require_user(request: web.Request) -> Principal:
 
 
 def require_admin(request: web.Request) -> str:
-    """An API key, or a user token with the admin role."""
-    try:
-        return require_api_key(request)
-    except ApiError:
-        principal = require_user(request)
-        if principal.role is not Role.ADMIN:
-            raise ApiError(Code.FORBIDDEN, "admins only") from None
-        return f"user:{principal.user_id}"
+    """An API key (its short id), or a user token with the admin role (`user:<id>`)."""
+    caller = require_caller(request)
+    if isinstance(caller, str):
+        return caller
+    if caller.role is not Role.ADMIN:
+        raise ApiError(Code.FORBIDDEN, "admins only")
+    return f"user:{caller.user_id}"
 
 
 def _bearer(request: web.Request) -> str:
@@ -335,16 +348,7 @@ async def audit_list(request: web.Request) -> web.Response:
     return envelope(request, rows)
 
 
-async def room_count(request: web.Request) -> web.Response:
-    room = request.match_info["room"]
-    if not room.startswith(("content:", "live:")) or not is_room(room):
-        raise ApiError(Code.BAD_REQUEST, "counts exist for content:<id> and live:<id> rooms")
-    watching = request.app[NODE].features["watching"]
-    return envelope(request, {"room": room, "count": await watching.count(room)})  # type: ignore[attr-defined]
-
-
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/rooms/{room}/count", room_count)
     app.router.add_get("/v1/admin/audit", audit_list)
     app.router.add_post("/v1/events", post_event)
     app.router.add_get("/v1/events/types", event_types)

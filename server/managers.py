@@ -10,9 +10,10 @@ Both managers share `Delivery`:
   sees every event once and in order;
 - user control: put every socket of a user (any node) into a room, take them out, disconnect.
 
-`LocalManager` is the embedded default (in-process room log). `RedisManager` appends to the
-Redis room log and publishes in one Lua call; every node, this one included, delivers what it
-receives from the channel, so all nodes see a room's events in the same order.
+`LocalManager` (here) is the embedded default (in-process room log). `RedisManager`
+(managers_redis.py) appends to the Redis room log and publishes in one Lua call; every node,
+this one included, delivers what it receives from the channel, so all nodes see a room's
+events in the same order.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from server import metrics, redis_client
+from server import metrics
 from server.roomlog import MemoryRoomLog, Replay
-from server.roomlog_redis import RedisRoomLog
 from server.rooms import ROOM_RE
 from server.transport import CONNECTIONS, congested, congested_connections, text_frame
 
@@ -56,10 +56,39 @@ class _Recovering:
 
 
 class Delivery:
-    """Local delivery shared by both managers (mixed into socketio managers)."""
+    """Local delivery shared by both managers (mixed into socketio managers), and what fan-out
+    (server/fanout.py) may call on either."""
 
     server: Any
     rooms: dict[str, Any]
+    roomlog: Any  # MemoryRoomLog | RedisRoomLog
+    #: True when the manager emits a run of room events in one round trip (`emit_many`)
+    batches: bool = False
+
+    if TYPE_CHECKING:  # python-socketio's manager API, which every Delivery is mixed into
+
+        async def emit(
+            self,
+            event: str,
+            data: Any,
+            namespace: str,
+            room: Any = None,
+            skip_sid: Any = None,
+            callback: Any = None,
+            to: Any = None,
+            volatile: bool = False,
+            **kwargs: Any,
+        ) -> None: ...
+
+        def is_connected(self, sid: str, namespace: str) -> bool: ...
+
+    async def user_control(self, namespace: str, op: dict[str, Any]) -> None:
+        """Join, leave or disconnect every socket of a user, on every node."""
+        raise NotImplementedError
+
+    async def emit_many(self, items: list[tuple[str, Any, str, list[str]]]) -> None:
+        """Room events (event, data, namespace, rooms) in one round trip (where `batches`)."""
+        raise NotImplementedError
 
     def _init_delivery(self) -> None:
         self.recovering: dict[tuple[str, str], _Recovering] = {}
@@ -238,7 +267,7 @@ class Delivery:
         return results
 
 
-async def _apply_control(manager: Any, namespace: str, op: dict[str, Any]) -> None:
+async def apply_control(manager: Any, namespace: str, op: dict[str, Any]) -> None:
     server = manager.server
     if server is None or namespace not in manager.rooms:
         return
@@ -281,7 +310,7 @@ class LocalManager(Delivery, socketio.AsyncManager):
     ) -> None:
         room = to or room
         rooms = room_targets(room)
-        if rooms is None or callback is not None or _binary(data):
+        if rooms is None or callback is not None or is_binary(data):
             await super().emit(
                 event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
             )
@@ -291,123 +320,17 @@ class LocalManager(Delivery, socketio.AsyncManager):
         if not volatile:
             message = {"ns": namespace, "event": event, "data": data, "eid": eid}
             offsets = {r: self.roomlog.append(namespace, r, message) for r in rooms}
-        await self.deliver_local(namespace, rooms, event, data, _skip(skip_sid), offsets, eid)
+        await self.deliver_local(namespace, rooms, event, data, skip_set(skip_sid), offsets, eid)
 
     async def user_control(self, namespace: str, op: dict[str, Any]) -> None:
-        await _apply_control(self, namespace, op)
+        await apply_control(self, namespace, op)
 
 
-class RedisManager(Delivery, socketio.AsyncRedisManager):
-    """Several processes: Redis room log + ordered publish; every node delivers locally."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        channel: str,
-        prefix: str,
-        write_only: bool = False,
-        json: Any = None,
-        window_s: float = 120.0,
-    ) -> None:
-        super().__init__(url, channel=channel, write_only=write_only, json=json)
-        self._init_delivery()
-        self.log_redis = redis_client.connect(url)
-        self.roomlog = RedisRoomLog(self.log_redis, prefix, channel, window_s)
-
-    async def emit(
-        self,
-        event: str,
-        data: Any,
-        namespace: str | None = None,
-        room: Any = None,
-        skip_sid: Any = None,
-        callback: Any = None,
-        to: Any = None,
-        volatile: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        room = to or room
-        rooms = room_targets(room)
-        if rooms is None or callback is not None or _binary(data) or kwargs.get("ignore_queue"):
-            await super().emit(
-                event,
-                data,
-                namespace=namespace,
-                room=room,
-                skip_sid=skip_sid,
-                callback=callback,
-                **kwargs,
-            )
-            return
-        skip = skip_sid if isinstance(skip_sid, list) else ([skip_sid] if skip_sid else [])
-        message = _room_message(namespace or "/", rooms, event, data, skip)
-        if volatile:
-            await self.roomlog.publish_volatile(message)
-        else:
-            await self.roomlog.append_publish(rooms, message)
-
-    async def emit_many(self, items: list[tuple[str, Any, str, list[str]]]) -> None:
-        """Room events (event, data, namespace, rooms), logged and published in order in one
-        round trip."""
-        await self.roomlog.append_publish_many(
-            [(rooms, _room_message(ns, rooms, event, data, [])) for event, data, ns, rooms in items]
-        )
-
-    async def _handle_emit(self, message: dict[str, Any]) -> None:
-        if message.get("ours"):
-            m = message["m"]
-            await self.deliver_local(
-                m["ns"],
-                m["rooms"],
-                m["event"],
-                m["data"],
-                set(m["skip"]),
-                message["offsets"],
-                m["eid"],
-            )
-            return
-        if message.get("event") == CONTROL_EVENT:
-            await _apply_control(self, message["namespace"], message["data"][0])
-            return
-        await super()._handle_emit(message)
-
-    async def user_control(self, namespace: str, op: dict[str, Any]) -> None:
-        await _apply_control(self, namespace, op)
-        await self._publish(
-            {
-                "method": "emit",
-                "event": CONTROL_EVENT,
-                "data": [op],
-                "binary": False,
-                "namespace": namespace,
-                "room": None,
-                "skip_sid": None,
-                "callback": None,
-                "host_id": self.host_id,
-            }
-        )
-
-
-def _room_message(
-    ns: str, rooms: list[str], event: str, data: Any, skip: list[str]
-) -> dict[str, Any]:
-    """A room emit as it travels on the Redis channel (and sits in the room logs)."""
-    return {
-        "ns": ns,
-        "rooms": rooms,
-        "event": event,
-        "data": data,
-        "skip": skip,
-        "eid": uuid.uuid4().hex,
-    }
-
-
-def _skip(skip_sid: Any) -> set[str] | None:
+def skip_set(skip_sid: Any) -> set[str] | None:
     if not skip_sid:
         return None
     return set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
 
 
-def _binary(data: Any) -> bool:
+def is_binary(data: Any) -> bool:
     return bool(sio_packet.Packet.data_is_binary(data))

@@ -1,29 +1,35 @@
 """The node: one process of OURS comms. It owns the settings, storage, bus, Socket.IO server and
-fan-out, wires the consumers, and runs the start-up and graceful shutdown sequence."""
+fan-out, runs the features it is given, and runs the start-up and graceful shutdown sequence.
+
+The node imports no feature and no backend: the composition root (`app.py`) chooses the
+backends (in-process or Redis), builds the features with what each needs, and hands them here
+(`add_features`, `add_namespaces`), as centrifuge's `NewNode` + `SetBroker` do.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import socketio
 
-import namespaces
 from config import Settings
-from server import metrics, redis_client
+from server import metrics
 from server.audit import AuditLog
 from server.auth import TokenVerifier
-from server.bus import Bus, make_bus
+from server.bus import Bus
 from server.crypto import Keyring
+from server.eventlog import EventLog
 from server.fanout import Fanout
 from server.feature import Feature
-from server.features import feature_classes
 from server.jsonutil import SocketJSON
-from server.managers import LocalManager, RedisManager
-from server.ratelimit import MemoryLimiter, RateLimits, RedisLimiter
+from server.periodic import Periodic
+from server.ratelimit import Limiter, RateLimits
 from server.scheduler import Scheduler
+from server.sockets import Namespace
 from server.storage import Storage
 from server.transport import FastWebSocket
 
@@ -31,21 +37,33 @@ log = logging.getLogger("ours.node")
 
 
 class Node:
-    def __init__(self, settings: Settings, *, with_sockets: bool = True) -> None:
+    """One process. `manager` is the Socket.IO client manager (local or Redis); without
+    sockets (`ours worker`) it is the serving nodes' manager, write-only, and fan-out emits
+    through it. `redis` is the process's one shared Redis client (None on the embedded
+    default): features and the limiter use it instead of opening their own."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        storage: Storage,
+        bus: Bus,
+        limiter: Limiter,
+        manager: Any,
+        redis: Any = None,
+        with_sockets: bool = True,
+    ) -> None:
         self.settings = settings
         self.started_at = time.time()
-        self.storage = Storage(settings)
-        self.bus: Bus = make_bus(settings, self.storage)
+        self.storage = storage
+        self.events = EventLog(storage)
+        self.bus = bus
+        self.redis = redis
         self.verifier = TokenVerifier(settings)
         self.keyring = Keyring(settings.master_key or "", settings.master_key_previous)
         self.scheduler = Scheduler(self.storage, poll_interval=settings.scheduler_poll_interval)
         self.audit = AuditLog(self.storage)
-        self.limits = RateLimits(
-            settings,
-            RedisLimiter(redis_client.connect(settings.redis_url), settings.redis_prefix)
-            if settings.redis_url
-            else MemoryLimiter(),
-        )
+        self.limits = RateLimits(settings, limiter)
         self.with_sockets = with_sockets
         self.consuming = False
         self.draining = False
@@ -53,27 +71,15 @@ class Node:
         self.sweep_interval = 5.0  # expired-token sweep and dead-letter count
         self.backlog = 0  # fan-out events published but not yet delivered (sampled each second)
         self.sio: socketio.AsyncServer | None = None
-        self.namespaces: dict[str, namespaces.Namespace] = {}
-        self._metrics_task: asyncio.Task[None] | None = None
+        self.namespaces: dict[str, Namespace] = {}
+        self.features: list[Feature] = []
+        self.periodic = Periodic()  # this node's periodic jobs, features' included
+        self._last_sweep = 0.0
         if with_sockets:
-            self.sio = self._make_sio()
-            self.namespaces = namespaces.build(self)
-            for ns in self.namespaces.values():
-                self.sio.register_namespace(ns)
-            self.fanout = Fanout(self.sio, settings.backpressure_wait_s)
+            self.sio = self._make_sio(manager)
+            self.fanout = Fanout(manager, settings.backpressure_wait_s)
         else:  # `ours worker`: emits reach the serving nodes through Redis
-            # the serving nodes' manager, write-only: room log + ordered publish, same offsets
-            self.fanout = Fanout(
-                RedisManager(
-                    settings.redis_url or "",
-                    channel=settings.sio_channel,
-                    prefix=settings.redis_prefix,
-                    write_only=True,
-                    json=SocketJSON,
-                    window_s=settings.recovery_window_s,
-                ),
-                settings.backpressure_wait_s,
-            )
+            self.fanout = Fanout(manager, settings.backpressure_wait_s)
         self.bus.subscribe(
             "fanout",
             self.fanout.deliver,
@@ -82,23 +88,20 @@ class Node:
         )
         if settings.redis_url:  # the in-process bus writes the log itself on publish
             self.bus.subscribe("eventlog", self._log_event)
-        self.features: dict[str, Feature] = {}
-        for cls in feature_classes():
-            self.features[cls.name] = cls(self)
 
-    def _make_sio(self) -> socketio.AsyncServer:
+    def add_features(self, features: Iterable[Feature]) -> None:
+        """The features this node runs, in start order (stopped in reverse)."""
+        self.features.extend(features)
+
+    def add_namespaces(self, namespaces: Iterable[Namespace]) -> None:
+        assert self.sio is not None, "a node without sockets has no namespaces"
+        for ns in namespaces:
+            assert ns.namespace is not None
+            self.namespaces[ns.namespace] = ns
+            self.sio.register_namespace(ns)
+
+    def _make_sio(self, manager: Any) -> socketio.AsyncServer:
         s = self.settings
-        manager: LocalManager | RedisManager = (
-            RedisManager(
-                s.redis_url,
-                channel=s.sio_channel,
-                prefix=s.redis_prefix,
-                json=SocketJSON,
-                window_s=s.recovery_window_s,
-            )
-            if s.redis_url
-            else LocalManager(s.recovery_window_s)
-        )
         sio = socketio.AsyncServer(
             async_mode="aiohttp",
             client_manager=manager,
@@ -117,7 +120,7 @@ class Node:
         return sio
 
     async def _log_event(self, event: Any) -> None:
-        await self.storage.log_event(event)
+        await self.events.append(event)
 
     @property
     def consumes(self) -> bool:
@@ -130,11 +133,11 @@ class Node:
         consume = self.consumes if consume is None else consume
         self.consuming = consume  # features with background senders run only where this is set
         await self.bus.start(consume=consume)
-        for feature in self.features.values():
+        for feature in self.features:
             await feature.start()
         if consume:
             self.scheduler.start()
-        self._metrics_task = asyncio.create_task(self._sample_metrics())
+        self.periodic.every(1.0, "node.sample", self._sample)
         log.info(
             "node started",
             extra={
@@ -179,11 +182,14 @@ class Node:
     async def stop(self) -> None:
         """Stop in reverse order of start; a step that hangs is abandoned after a bound
         (named in the log) so the process always exits."""
-        if self._metrics_task is not None:
-            self._metrics_task.cancel()
-        steps: list[tuple[str, Any]] = [("scheduler", self.scheduler.close)]
-        steps += [(f"feature {f.name}", f.stop) for f in reversed(self.features.values())]
+        steps: list[tuple[str, Any]] = [
+            ("periodic jobs", self.periodic.stop),
+            ("scheduler", self.scheduler.close),
+        ]
+        steps += [(f"feature {f.name}", f.stop) for f in reversed(self.features)]
         steps += [("bus", self.bus.close), ("storage", self.storage.close)]
+        if self.redis is not None:
+            steps.append(("redis", self.redis.aclose))
         bound = max(2.0, self.settings.shutdown_timeout)
         for name, step in steps:
             try:
@@ -194,33 +200,26 @@ class Node:
                 log.exception("stop step failed", extra={"step": name})
         log.info("node stopped")
 
-    async def _sample_metrics(self) -> None:
+    async def _sample(self) -> None:
         """Every second: consumer lag (for metrics and publish backpressure); every
         `sweep_interval`: expired tokens and the dead-letter count."""
-        last_sweep = 0.0
-        while True:
-            now = time.time()
+        now = time.time()
+        try:
+            lags = await self.bus.lag()
+            for group, lag in lags.items():
+                metrics.CONSUMER_LAG.labels(group).set(lag)
+            self.backlog = lags.get("fanout", 0)
+        except Exception:
+            log.debug("lag sample failed", exc_info=True)
+        if now - self._last_sweep < self.sweep_interval:
+            return
+        self._last_sweep = now
+        for ns in self.namespaces.values():
             try:
-                lags = await self.bus.lag()
-                for group, lag in lags.items():
-                    metrics.CONSUMER_LAG.labels(group).set(lag)
-                self.backlog = lags.get("fanout", 0)
-            except asyncio.CancelledError:
-                raise
+                await ns.expire_tokens(now)
             except Exception:
-                log.debug("lag sample failed", exc_info=True)
-            await asyncio.sleep(1.0)
-            if now - last_sweep < self.sweep_interval:
-                continue
-            last_sweep = now
-            for ns in self.namespaces.values():
-                try:
-                    await ns.expire_tokens(now)
-                except Exception:
-                    log.warning("token expiry sweep failed", exc_info=True)
-            try:
-                metrics.DEAD_LETTERS.set(await self.bus.dead_letter_count())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.debug("metrics sample failed", exc_info=True)
+                log.warning("token expiry sweep failed", exc_info=True)
+        try:
+            metrics.DEAD_LETTERS.set(await self.bus.dead_letter_count())
+        except Exception:
+            log.debug("metrics sample failed", exc_info=True)

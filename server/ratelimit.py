@@ -2,7 +2,8 @@
 
 A bucket holds `limit` tokens and refills at `limit` per `period` seconds (seed 003: 100/min
 per user, 200/min per IP). In-process in the embedded default; with Redis one atomic Lua call
-takes from every bucket a request or event involves, so every process shares the same buckets.
+(`ratelimit_redis`) takes from every bucket a request or event involves, so every process
+shares the same buckets.
 """
 
 from __future__ import annotations
@@ -11,35 +12,26 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
 log = logging.getLogger("ours.ratelimit")
 
-# one token from each bucket KEYS[i] (limit ARGV[2i], period ARGV[2i+1]); ARGV[1] is now
-TAKE_LUA = """
-local now = tonumber(ARGV[1])
-local out = {}
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[2 * i])
-  local period = tonumber(ARGV[2 * i + 1])
-  local b = redis.call('HMGET', KEYS[i], 't', 'ts')
-  local tokens = tonumber(b[1]) or limit
-  local ts = tonumber(b[2]) or now
-  tokens = math.min(limit, tokens + (now - ts) * limit / period)
-  local ok = 0
-  if tokens >= 1 then tokens = tokens - 1; ok = 1 end
-  redis.call('HSET', KEYS[i], 't', tostring(tokens), 'ts', tostring(now))
-  redis.call('PEXPIRE', KEYS[i], math.ceil(period * 1000))
-  out[2 * i - 1] = ok
-  out[2 * i] = tostring(tokens)
-end
-return out
-"""
-
 #: (bucket key, limit, period in seconds)
 Bucket = tuple[str, int, float]
+
+
+class Limiter(Protocol):
+    """Token buckets: in-process (`MemoryLimiter`) or shared in Redis (`ratelimit_redis`)."""
+
+    async def take(self, key: str, limit: int, period: float) -> Decision: ...
+
+    async def take_many(self, buckets: list[Bucket]) -> list[Decision]: ...
+
+    async def forget_user(self, user_id: str) -> int:
+        """Drop the user's buckets (`u:<id>` and `u:<id>:<event>`); return how many."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +43,7 @@ class Decision:
     reset: float  # seconds until the bucket is full again
 
 
-def _decide(ok: bool, tokens: float, limit: int, period: float) -> Decision:
+def decide(ok: bool, tokens: float, limit: int, period: float) -> Decision:
     per_token = period / limit
     retry = 0.0 if ok else max(0.001, (1 - tokens) * per_token)
     return Decision(ok, limit, max(0, math.floor(tokens)), retry, (limit - tokens) * per_token)
@@ -78,7 +70,7 @@ class MemoryLimiter:
         self._buckets[key] = (tokens, now)
         if now - self._last_sweep > 60:
             self._sweep(now, period)
-        return _decide(ok, tokens, limit, period)
+        return decide(ok, tokens, limit, period)
 
     def _sweep(self, now: float, period: float) -> None:
         self._last_sweep = now
@@ -86,42 +78,18 @@ class MemoryLimiter:
         for k in stale:
             del self._buckets[k]
 
-    async def forget(self, prefix: str) -> None:
-        for k in [k for k in self._buckets if k.startswith(prefix)]:
+    async def forget_user(self, user_id: str) -> int:
+        own = f"u:{user_id}"
+        keys = [k for k in self._buckets if k == own or k.startswith(own + ":")]
+        for k in keys:
             del self._buckets[k]
-
-
-class RedisLimiter:
-    def __init__(self, redis: Any, prefix: str) -> None:
-        self.redis = redis
-        self.prefix = prefix
-        self._take = redis.register_script(TAKE_LUA)
-
-    async def take(self, key: str, limit: int, period: float) -> Decision:
-        return (await self.take_many([(key, limit, period)]))[0]
-
-    async def take_many(self, buckets: list[Bucket]) -> list[Decision]:
-        """One token from each bucket, in one round trip."""
-        args: list[Any] = [time.time()]
-        for _, limit, period in buckets:
-            args += [limit, period]
-        out = await self._take(
-            keys=[f"{self.prefix}:bucket:{key}" for key, _, _ in buckets], args=args
-        )
-        return [
-            _decide(bool(out[2 * i]), float(out[2 * i + 1]), limit, period)
-            for i, (_, limit, period) in enumerate(buckets)
-        ]
-
-    async def forget(self, prefix: str) -> None:
-        async for k in self.redis.scan_iter(match=f"{self.prefix}:bucket:{prefix}*", count=500):
-            await self.redis.delete(k)
+        return len(keys)
 
 
 class RateLimits:
     """The project's limits over one limiter: which buckets a request or event takes from."""
 
-    def __init__(self, settings: Any, limiter: MemoryLimiter | RedisLimiter) -> None:
+    def __init__(self, settings: Any, limiter: Limiter) -> None:
         self.limiter = limiter
         self.user_limit = settings.rate_user_per_min
         self.ip_limit = settings.rate_ip_per_min
@@ -136,7 +104,7 @@ class RateLimits:
             return await self._check(user_id, ip, name)
         except (OSError, RedisError) as exc:
             log.warning("rate limiter unavailable; allowing", extra={"error": str(exc)})
-            return _decide(True, 1, 1, 60)
+            return decide(True, 1, 1, 60)
 
     async def _check(self, user_id: str | None, ip: str | None, name: str) -> Decision:
         buckets: list[Bucket] = []
@@ -150,9 +118,9 @@ class RateLimits:
         refused = [d for d in decisions if not d.allowed]
         if refused:
             return max(refused, key=lambda d: d.retry_after)
-        return min(decisions, key=lambda d: d.remaining) if decisions else _decide(True, 1, 1, 60)
+        return min(decisions, key=lambda d: d.remaining) if decisions else decide(True, 1, 1, 60)
 
     async def check_connect(self, ip: str | None) -> Decision:
         if not ip:
-            return _decide(True, 1, 1, 60)
+            return decide(True, 1, 1, 60)
         return await self.limiter.take(f"conn:{ip}", self.connect_limit, 60)

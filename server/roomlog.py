@@ -90,5 +90,10 @@ class MemoryRoomLog:
     async def current(self, ns: str, room: str) -> str:
         return self.head(ns, room)
 
+    async def forget_user(self, user_id: str) -> int:
+        """Erasure: nothing is deleted here; this log is process memory, a two-minute window
+        (docs/protocol.md, erasure)."""
+        return 0
+
     async def close(self) -> None:
         self._logs.clear()

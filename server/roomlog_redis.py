@@ -8,6 +8,7 @@ a room's events in offset order. Volatile emits (typing, counts) publish without
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -109,6 +110,20 @@ class RedisRoomLog:
             reason = "outside the recovery window" if _older(after, head_id) else "bad offset"
             return Replay(False, [], head, reason)
         return Replay(True, entries, head)
+
+    async def forget_user(self, user_id: str) -> int:
+        """Erasure: the user's own room logs go; entries of shared rooms' logs (conversations,
+        audio rooms, ...) that name them are deleted. Returns the keys deleted."""
+        r, base = self.redis, f"{self.prefix}:rl:"
+        keys = [k async for k in r.scan_iter(match=f"{base}*:user:{user_id}", count=1000)]
+        keys += [k async for k in r.scan_iter(match=f"{base}*:user:{user_id}:epoch", count=1000)]
+        removed = int(await r.delete(*keys)) if keys else 0
+        named = re.compile(r'"(user:)?' + re.escape(user_id) + '"')
+        async for key in r.scan_iter(match=f"{base}*", count=1000, _type="stream"):
+            ids = [i for i, fields in await r.xrange(key) if named.search(fields.get("m", ""))]
+            if ids:
+                await r.xdel(key, *ids)
+        return removed
 
     async def close(self) -> None:
         pass

@@ -13,9 +13,11 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from server.clock import utcnow
+from server.personal_data import Erasure
 from server.storage import Storage
 
 log = logging.getLogger("ours.scheduler")
@@ -59,7 +61,7 @@ class Scheduler:
             )
         )
         status = await (conn or self.storage.db).execute(sql, kind, key, run_at, payload or {})
-        if run_at <= datetime.now(UTC) + timedelta(seconds=self.poll_interval):
+        if run_at <= utcnow() + timedelta(seconds=self.poll_interval):
             self._wake.set()
         return bool(status.endswith(" 1"))
 
@@ -70,6 +72,22 @@ class Scheduler:
             key,
         )
         return bool(status.endswith(" 1"))
+
+    async def erase_user(self, e: Erasure) -> None:
+        """Jobs whose payload names the user (digests, briefs, sweeps of others) are dropped."""
+        await e.execute(
+            "jobs",
+            "DELETE FROM jobs WHERE payload IS DISTINCT FROM privacy_erase_json(payload, $1, $2)",
+            e.user_id,
+            e.pseudonym,
+        )
+
+    async def drop(self, keys: list[str], *, conn: Any = None) -> None:
+        """Delete these jobs whatever their state."""
+        if keys:
+            await (conn or self.storage.db).execute(
+                "DELETE FROM jobs WHERE key = ANY($1::text[])", keys
+            )
 
     async def get(self, key: str) -> dict[str, Any] | None:
         row = await self.storage.db.fetchrow("SELECT * FROM jobs WHERE key = $1", key)

@@ -1,4 +1,4 @@
-"""Storage: the asyncpg pool, versioned SQL migrations, and the event log's SQL.
+"""Storage: the asyncpg pool and the versioned SQL migrations.
 
 The same code drives the embedded PostgreSQL (pgserver) and a production server
 (`OURS_DATABASE_URL`): one dialect, one set of migrations.
@@ -7,6 +7,8 @@ The same code drives the embedded PostgreSQL (pgserver) and a production server
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from typing import Any
 
@@ -14,7 +16,6 @@ import asyncpg
 
 from config import Settings
 from server import embedded_pg, jsonutil
-from server.events import Event
 
 log = logging.getLogger("ours.storage")
 
@@ -109,127 +110,29 @@ class Storage:
                 await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
         return applied
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection inside a transaction: committed on exit, rolled back on error."""
+        async with self.db.acquire() as conn, conn.transaction():
+            yield conn
+
     async def ping(self) -> bool:
         try:
             return await self.db.fetchval("SELECT 1") == 1
         except (OSError, asyncpg.PostgresError, RuntimeError):
             return False
 
-    # -- event log --------------------------------------------------------------------------
 
-    async def log_event(self, event: Event) -> bool:
-        """Insert into the event log; False when the id was already there (a retry)."""
-        status = await self.db.execute(
-            "INSERT INTO events (id, type, actor, subjects, payload, ts)"
-            " VALUES ($1, $2, $3, $4, $5, $6::text::timestamptz) ON CONFLICT (id) DO NOTHING",
-            event.id,
-            event.type,
-            event.actor,
-            event.subjects,
-            event.payload,
-            event.ts,
-        )
-        return bool(status.endswith(" 1"))
+class Store:
+    """The base of every feature's SQL class: the storage, its pool (`db`) and one transaction
+    helper. Methods that must run in a caller's transaction take its connection first."""
 
-    async def get_event(self, event_id: str) -> Event | None:
-        row = await self.db.fetchrow("SELECT * FROM events WHERE id = $1", event_id)
-        return _event(row) if row else None
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
 
-    async def count_events(self, type_: str | None = None) -> int:
-        if type_ is None:
-            return int(await self.db.fetchval("SELECT count(*) FROM events"))
-        return int(await self.db.fetchval("SELECT count(*) FROM events WHERE type = $1", type_))
+    @property
+    def db(self) -> asyncpg.Pool:
+        return self.storage.db
 
-    # -- in-process bus bookkeeping ---------------------------------------------------------
-
-    async def mark_done(self, consumer: str, event_id: str) -> None:
-        await self.mark_done_many(consumer, [event_id])
-
-    async def done_among(self, consumer: str, event_ids: list[str]) -> set[str]:
-        """Which of `event_ids` this consumer group has already handled."""
-        rows = await self.db.fetch(
-            "SELECT event_id FROM consumer_done WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
-            consumer,
-            event_ids,
-        )
-        return {str(r["event_id"]) for r in rows}
-
-    async def mark_done_many(self, consumer: str, event_ids: list[str]) -> None:
-        """Record `event_ids` as handled by this consumer group, in one statement."""
-        if event_ids:
-            await self.db.execute(
-                "INSERT INTO consumer_done (consumer, event_id)"
-                " SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING",
-                consumer,
-                event_ids,
-            )
-
-    async def undone_events(self, consumer: str, since_hours: int = 24) -> list[Event]:
-        rows = await self.db.fetch(
-            "SELECT e.* FROM events e WHERE e.ts > now() - make_interval(hours => $2)"
-            " AND NOT EXISTS (SELECT 1 FROM consumer_done d"
-            "   WHERE d.consumer = $1 AND d.event_id = e.id)"
-            " AND NOT EXISTS (SELECT 1 FROM dead_letters x"
-            "   WHERE x.consumer = $1 AND x.event_id = e.id)"
-            " ORDER BY e.ts, e.logged_at",
-            consumer,
-            since_hours,
-        )
-        return [_event(r) for r in rows]
-
-    async def add_dead_letter(self, consumer: str, event: Event, error: str, attempts: int) -> None:
-        await self.db.execute(
-            "INSERT INTO dead_letters (consumer, event_id, envelope, error, attempts)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer, event_id)"
-            " DO UPDATE SET error = EXCLUDED.error, attempts = EXCLUDED.attempts,"
-            " failed_at = now()",
-            consumer,
-            event.id,
-            event.wire(),
-            error[:2000],
-            attempts,
-        )
-
-    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self.db.fetch(
-            "SELECT id, consumer, event_id, envelope, error, attempts, failed_at"
-            " FROM dead_letters ORDER BY id LIMIT $1",
-            limit,
-        )
-        return [
-            {
-                "id": str(r["id"]),
-                "consumer": r["consumer"],
-                "event": r["envelope"],
-                "error": r["error"],
-                "attempts": r["attempts"],
-                "failed_at": r["failed_at"].isoformat(),
-            }
-            for r in rows
-        ]
-
-    async def take_dead_letters(self, ids: list[str] | None) -> list[tuple[str, Event]]:
-        """Delete dead letters (all, or these ids) and return (consumer, event) to redeliver."""
-        if ids is None:
-            rows = await self.db.fetch("DELETE FROM dead_letters RETURNING consumer, envelope")
-        else:
-            rows = await self.db.fetch(
-                "DELETE FROM dead_letters WHERE id = ANY($1::bigint[])"
-                " RETURNING consumer, envelope",
-                [int(i) for i in ids if i.isdigit()],
-            )
-        return [(r["consumer"], Event(**r["envelope"])) for r in rows]
-
-    async def count_dead_letters(self) -> int:
-        return int(await self.db.fetchval("SELECT count(*) FROM dead_letters"))
-
-
-def _event(row: asyncpg.Record) -> Event:
-    return Event(
-        id=str(row["id"]),
-        type=row["type"],
-        actor=row["actor"],
-        subjects=list(row["subjects"]),
-        payload=row["payload"],
-        ts=row["ts"].isoformat(),
-    )
+    def transaction(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        return self.storage.transaction()

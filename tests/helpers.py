@@ -17,8 +17,8 @@ import aiohttp
 import socketio
 from aiohttp import web
 
+from app import FEATURES, Features, create_app
 from config import Settings
-from server.app import create_app
 from server.auth import issue_token
 from server.http_api import NODE
 from server.node import Node
@@ -41,6 +41,11 @@ class ServerHandle:
     def node(self) -> Node:
         assert self.runner is not None, "subprocess servers have no in-process node"
         return self.runner.app[NODE]
+
+    @property
+    def features(self) -> Features:
+        assert self.runner is not None, "subprocess servers have no in-process features"
+        return self.runner.app[FEATURES]
 
     def token(self, user: str, role: str = "user", ttl: float = 600) -> str:
         return issue_token(self.settings, user, role, ttl)
@@ -102,7 +107,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 async def spawn_server(settings: Settings, port: int, *args: str) -> ServerHandle:
     """Start `ours serve` (or another `ours` command) as a real process; wait for /health."""
-    cmd = [sys.executable, "-m", "server.cli", *(args or ("serve",))]
+    cmd = [sys.executable, "-m", "app", *(args or ("serve",))]
     if not args:
         cmd += ["--host", "127.0.0.1", "--port", str(port)]
     log = open(os.path.join(str(settings.data_dir), f"server-{port}.log"), "ab")

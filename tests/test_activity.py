@@ -13,9 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from server.activity.feature import ActivityFeature
-from server.activity.service import PURGE_JOB
-from server.activity.similarity import label, similarity_key, words
+from activity.feature import ActivityFeature
+from activity.service import PURGE_JOB
+from activity.similarity import label, similarity_key, words
+from server.clock import ManualClock
 from tests.helpers import Client, ServerHandle, connect
 
 
@@ -38,7 +39,7 @@ async def until(cond: Callable[[], Awaitable[bool]], timeout: float = 10) -> Non
 
 
 def feature(server: ServerHandle) -> ActivityFeature:
-    f = server.node.features["activity"]
+    f = server.features.activity
     assert isinstance(f, ActivityFeature)
     return f
 
@@ -114,7 +115,7 @@ async def test_two_share_the_same_thing_the_second_learns_1_other_and_after_24h_
     # 24 hours later: invisible at once, and the purge job really deletes the rows
     f = feature(server)
     later = datetime.now(UTC) + timedelta(hours=24, seconds=1)
-    f.clock = lambda: later
+    f.clock = ManualClock(later)
     again = ok(await c.call("activity:share", {"text": "Lover, Taylor Swift", "kind": "listening"}))
     assert (again["similar"], again["label"]) == (0, "only one")
     status = ok(await a.call("activity:status", {}))

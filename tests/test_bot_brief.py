@@ -17,14 +17,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiogram.types import Update
 
+from app import compose
 from bots.brief import job_key, next_date, run_at
-from bots.clock import ManualClock
-from bots.feature import BotFeature
 from bots.reports import fmt_money, next_milestone
 from config import Settings
 from server.auth import Principal, Role
+from server.clock import ManualClock
 from server.events import Event, build_event
-from server.node import Node
 from tests.fakes.telegram import TOKEN, FakeTelegram, message_update
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -54,9 +53,9 @@ class Process:
     """One run of the server process, with the bot's clock at a chosen time."""
 
     def __init__(self, settings: Settings, at: datetime) -> None:
-        self.node = Node(settings)
-        f = self.node.features["bot"]
-        assert isinstance(f, BotFeature)
+        composed = compose(settings)
+        self.node = composed.node
+        f = composed.features.bot
         self.bot = f
         self.clock = ManualClock(at)
         f.clock = self.clock
@@ -78,7 +77,7 @@ class Process:
         """An event in the log at `at` (as the eventlog and bot-stats consumers record it)."""
         event = build_event({"type": type_, "payload": payload})
         event = Event(**{**event.wire(), "ts": at.astimezone(UTC).isoformat()})
-        await self.node.storage.log_event(event)
+        await self.node.events.append(event)
         await self.bot.count_users(event)
 
     async def brief_jobs(self, user: str) -> list[dict[str, Any]]:

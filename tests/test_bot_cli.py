@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from bots.clock import SystemClock
 from bots.links import Links
 from bots.store import BotStore
 from config import Settings
 from server.auth import Principal, Role
+from server.clock import SystemClock
 from server.storage import Storage
 from tests.conftest import PgCluster, make_settings
 from tests.fakes.telegram import TOKEN, FakeTelegram, message_update
@@ -46,7 +46,7 @@ def bot_env(settings: Settings, telegram: FakeTelegram, **extra: str) -> dict[st
 def ours_bot(env: dict[str, str], settings: Settings, *args: str) -> subprocess.Popen[bytes]:
     log = open(os.path.join(str(settings.data_dir), "bot.log"), "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "bot", *args],
+        [sys.executable, "-m", "app", "bot", *args],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -106,7 +106,7 @@ def test_ours_bot_without_a_token_says_what_is_missing(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     env = settings_env(settings)
     done = subprocess.run(
-        [sys.executable, "-m", "server.cli", "bot"],
+        [sys.executable, "-m", "app", "bot"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from app import compose
 from bots.feature import BotFeature
 from bots.links import chat_id_for
 from bots.sender import Priority, TelegramDisabled
 from config import Settings
 from server.auth import Principal, Role
-from server.node import Node
 from tests.fakes.telegram import TOKEN, FakeTelegram
 
 
@@ -30,12 +30,10 @@ async def telegram() -> AsyncIterator[FakeTelegram]:
 async def bot(settings: Settings, telegram: FakeTelegram) -> AsyncIterator[BotFeature]:
     settings.telegram_bot_token = TOKEN
     settings.telegram_api_base = telegram.url
-    node = Node(settings)
-    await node.start(consume=False)
-    feature = node.features["bot"]
-    assert isinstance(feature, BotFeature)
-    yield feature
-    await node.stop()
+    composed = compose(settings)
+    await composed.node.start(consume=False)
+    yield composed.features.bot
+    await composed.node.stop()
 
 
 async def test_200_alerts_to_50_chats_stay_within_telegram_limits(
@@ -108,11 +106,11 @@ async def test_a_chat_that_blocked_the_bot_stops_receiving(
 
 
 async def test_without_a_token_the_feature_is_idle(settings: Settings) -> None:
-    node = Node(settings)
+    composed = compose(settings)
+    node = composed.node
     await node.start(consume=False)
     try:
-        feature = node.features["bot"]
-        assert isinstance(feature, BotFeature)
+        feature = composed.features.bot
         assert not feature.enabled and not feature.sender.enabled
         with pytest.raises(TelegramDisabled, match="OURS_TELEGRAM_BOT_TOKEN"):
             await feature.sender.send(1, "never sent")
@@ -129,11 +127,12 @@ async def test_two_processes_share_the_limits_through_redis(
         pytest.skip("in the embedded default each process limits itself; Redis shares them")
     settings.telegram_bot_token = TOKEN
     settings.telegram_api_base = telegram.url
-    nodes = [Node(settings), Node(settings)]  # two servers with one bot token
+    processes = [compose(settings), compose(settings)]  # two servers with one bot token
+    nodes = [p.node for p in processes]
     for node in nodes:
         await node.start(consume=False)
     try:
-        senders = [n.features["bot"].sender for n in nodes]  # type: ignore[attr-defined]
+        senders = [p.features.bot.sender for p in processes]
         chats = [40_000 + i for i in range(20)]
         results = await asyncio.gather(
             *(s.send(chat, f"{i} to {chat}") for i, s in enumerate(senders) for chat in chats),

@@ -164,7 +164,7 @@ async def test_poisoned_event_goes_to_dead_letters_and_cli_replays_it(env: Env) 
     # the CLI sees it in another process
     cli_env = settings_env(env.settings)
     out = subprocess.run(
-        [sys.executable, "-m", "server.cli", "dlq", "list"],
+        [sys.executable, "-m", "app", "dlq", "list"],
         cwd=ROOT,
         env=cli_env,
         capture_output=True,
@@ -178,7 +178,7 @@ async def test_poisoned_event_goes_to_dead_letters_and_cli_replays_it(env: Env) 
     await bus.publish(good)
     await until(lambda: handled == [good.id])
     out = subprocess.run(
-        [sys.executable, "-m", "server.cli", "dlq", "replay"],
+        [sys.executable, "-m", "app", "dlq", "replay"],
         cwd=ROOT,
         env=cli_env,
         capture_output=True,

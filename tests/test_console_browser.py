@@ -88,7 +88,7 @@ async def test_console_dm_feed_and_operator_view(server: ServerHandle) -> None:
             "argv": [
                 sys.executable,
                 "-m",
-                "server.cli",
+                "app",
                 "publish",
                 "content.created",
                 "--json",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app import create_app
 from config import Settings
 from namespaces import ALL
-from server.app import create_app
 from tests.conftest import PgCluster, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent

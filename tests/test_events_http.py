@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import aiohttp
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from server.events import EVENT_TYPES
 from tests.helpers import ServerHandle, connect
 
-CREATED = {
+CREATED: dict[str, Any] = {
     "type": "content.created",
     "subjects": ["zone:music"],
     "payload": {"content_id": "c_1", "kind": "video", "title": "New set"},
@@ -75,14 +76,14 @@ async def test_event_log_records_each_event_once(server: ServerHandle) -> None:
     body = {**CREATED, "id": str(uuid.uuid4())}
     await server.publish(body)
     await server.publish(body)
-    storage = server.node.storage
+    events = server.node.events
     for _ in range(50):
-        if await storage.get_event(body["id"]):
+        if await events.get(body["id"]):
             break
         await asyncio.sleep(0.05)
-    ev = await storage.get_event(body["id"])
+    ev = await events.get(body["id"])
     assert ev is not None and ev.type == "content.created"
-    assert await storage.count_events() == 1
+    assert await events.count() == 1
 
 
 @pytest.mark.parametrize(
@@ -123,7 +124,7 @@ async def test_bad_events_are_refused_with_field_errors(
     err = resp["errors"][0]
     assert err["code"] == "bad_request"
     assert field in {d["field"] for d in err["details"]}
-    assert await server.node.storage.count_events() == 0  # nothing written
+    assert await server.node.events.count() == 0  # nothing written
 
 
 async def test_http_errors(server: ServerHandle) -> None:

@@ -14,10 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from livechat.feature import LiveChatFeature
+from livechat.service import LiveChat
 from server.events import Event
-from server.livechat import store
-from server.livechat.feature import LiveChatFeature
-from server.livechat.service import LiveChat
 from tests import jsclient
 from tests.conftest import REDIS_URL, PgCluster, free_port, make_settings
 from tests.helpers import Client, ServerHandle, connect, spawn_server
@@ -66,7 +65,7 @@ def say(live_id: str, body: str, cid: str | None = None) -> dict[str, Any]:
 
 
 def chat(server: ServerHandle) -> LiveChat:
-    feature = server.node.features["livechat"]
+    feature = server.features.livechat
     assert isinstance(feature, LiveChatFeature)
     return feature.service
 
@@ -400,27 +399,27 @@ async def test_lives_follow_the_newest_event_and_the_trim_keeps_the_latest(
     now = datetime.now(UTC)
     await svc.on_event(live_event("live.started", "l9", now))
     await svc.on_event(live_event("live.ended", "l9", now - timedelta(seconds=5), None))  # late
-    live = await store.live(svc.db, "l9")
+    live = await svc.store.live("l9")
     assert live is not None and live["state"] == "live" and live["host_id"] == "h"
     await svc.on_event(live_event("live.ended", "l9", now + timedelta(seconds=5), None))
-    live = await store.live(svc.db, "l9")
+    live = await svc.store.live("l9")
     assert live is not None and live["state"] == "ended" and live["host_id"] == "h"
     await svc.on_event(live_event("live.started", "l9", now + timedelta(seconds=9), "h2"))
     assert (await svc._admit("l9", "u", take_slot=False)).outcome == "ok"  # cache refreshed
 
     for n in range(8):
-        await store.insert_message(svc.db, "l9", "u", f"c{n}", f"m{n}")
-    await store.insert_message(svc.db, "other", "u", "old", "old")
-    await svc.db.execute(
+        await svc.store.insert_message("l9", "u", f"c{n}", f"m{n}")
+    await svc.store.insert_message("other", "u", "old", "old")
+    await svc.store.storage.db.execute(
         "UPDATE live_chat_messages SET created_at = now() - interval '2 days'"
         " WHERE live_id = 'other'"
     )
     assert await svc.trim(keep=3, max_age_s=3600) == 6
-    rest = await store.recent(svc.db, "l9", 50)
+    rest = await svc.store.recent("l9", 50)
     assert [r["body"] for r in rest] == ["m5", "m6", "m7"]
-    assert await store.recent(svc.db, "other", 50) == []
+    assert await svc.store.recent("other", 50) == []
     # the trim runs as a scheduled job, every 10 minutes
-    jobs = await svc.db.fetch("SELECT state FROM jobs WHERE kind = 'livechat.trim'")
+    jobs = await svc.store.storage.db.fetch("SELECT state FROM jobs WHERE kind = 'livechat.trim'")
     assert [j["state"] for j in jobs] == ["pending"]
 
 

@@ -216,7 +216,7 @@ async def test_stage_host_3_speakers_20_listeners(server: ServerHandle, lk: Fake
 
 @pytest.mark.parametrize("backend", ["memory"])
 async def test_101st_on_stage_is_refused(server: ServerHandle, lk: FakeLiveKit) -> None:
-    audio = server.node.features["media"]
+    audio = server.features.media
     assert isinstance(audio, MediaFeature)
     rooms = audio.audio
     host = Principal("host", Role.CREATOR)

@@ -344,7 +344,7 @@ async def test_old_webhook_receipts_are_pruned_daily(server: ServerHandle) -> No
         "INSERT INTO webhook_receipts (provider, receipt_id, received_at) VALUES"
         " ('cloudflare', 'old', now() - interval '8 days'), ('cloudflare', 'new', now())"
     )
-    feature = server.node.features["media"]
+    feature = server.features.media
     assert isinstance(feature, MediaFeature)
     await feature._prune_receipts({})
     assert [r["receipt_id"] for r in await db.fetch("SELECT * FROM webhook_receipts")] == ["new"]

@@ -21,10 +21,6 @@ from tests.helpers import Client, ServerHandle, connect, start_server
 NS = "/messages"
 
 
-def svc(server: ServerHandle) -> Any:
-    return server.node.features["messaging"].service  # type: ignore[attr-defined]
-
-
 async def ok(c: Client, event: str, data: Any = None) -> Any:
     ack = await c.call(event, data)
     assert ack["ok"], ack
@@ -292,7 +288,7 @@ async def test_rows_hold_no_plaintext_and_moved_ciphertext_fails(server: ServerH
 
 
 async def test_50_concurrent_tips_against_a_balance_of_10(server: ServerHandle) -> None:
-    await svc(server).grant("admin", "tipper", Decimal(10), "grant-1")
+    await server.features.ledger.service.grant("admin", "tipper", Decimal(10), "grant-1")
     tipper = await connect(server.url, NS, server.token("tipper"))
     creator = await connect(server.url, NS, server.token("creator"))
     cid = (await ok(tipper, "conversation:open", {"user_id": "creator"}))["id"]
@@ -407,7 +403,7 @@ async def test_key_rotation_rewraps_without_losing_messages(
     )
     srv = await start_server(new, free_port())
     try:
-        assert await svc(srv).rotate_keys() == 1
+        assert await srv.features.messaging.keys.rotate() == 1
         row = await srv.node.storage.db.fetchrow(
             "SELECT key_id FROM conversations WHERE id = $1", cid
         )

@@ -22,9 +22,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from config import Settings
+from privacy.erase import SWEEP_JOB, pseudonym
 from server.audit import AuditLog
 from server.auth import Principal, Role
-from server.privacy.erase import SWEEP_JOB, pseudonym
 from server.storage import Storage
 from tests.conftest import API_KEY, REDIS_URL, free_port, make_settings
 from tests.fakes.livekit import FakeLiveKit
@@ -95,7 +95,7 @@ async def rows_naming(db: Any, needle: str) -> list[str]:
 
 
 #: the bus stream is a transport buffer (trimmed by MAXLEN) whose durable copy, the `events`
-#: table, is anonymized; see server/privacy/ephemeral.py
+#: table, is anonymized; see privacy/erase.py and the features' erase_user
 def bus_streams(prefix: str) -> set[str]:
     return {f"{prefix}:events", f"{prefix}:events:dlq"}
 
@@ -211,7 +211,7 @@ async def test_export_then_delete_leaves_no_row_or_key_of_theirs(server: ServerH
     node, db = server.node, server.node.storage.db
     tag = uuid.uuid4().hex[:10]
     uid, pal = f"gone-{tag}", f"pal-{tag}"
-    eraser = node.features["privacy"].eraser  # type: ignore[attr-defined]
+    eraser = server.features.privacy.eraser
     eraser.sweeps = (timedelta(hours=1), timedelta(hours=2))  # made due by hand below
 
     # -- a life on the platform ------------------------------------------------------------
@@ -225,8 +225,8 @@ async def test_export_then_delete_leaves_no_row_or_key_of_theirs(server: ServerH
     circle = ok(await me.call("conversation:create", {"title": "circle", "members": [pal]}))["id"]
     ok(await me.call("message:send", {"conversation_id": circle, "client_msg_id": "g1",
                                        "body": "in the circle"}))  # fmt: skip
-    messaging = node.features["messaging"].service  # type: ignore[attr-defined]
-    await messaging.grant("admin", uid, Decimal("50"), f"grant-{tag}")
+    ledger = server.features.ledger.service
+    await ledger.grant("admin", uid, Decimal("50"), f"grant-{tag}")
     ok(await me.call("tip:send", {"conversation_id": direct, "amount": 5, "client_msg_id": "t1"}))
     later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     ok(await me.call("message:schedule", {"conversation_id": direct, "body": "a note for later",
@@ -527,7 +527,7 @@ async def test_a_listener_cannot_moderate_and_every_moderator_action_is_audited(
 @pytest.mark.parametrize("backend", ["memory"])
 async def test_dlq_replay_from_the_cli_is_audited(settings: Settings) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "server.cli", "dlq", "replay"],
+        [sys.executable, "-m", "app", "dlq", "replay"],
         cwd=ROOT,
         env=settings_env(settings),
         capture_output=True,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import socketio
@@ -96,7 +97,7 @@ async def test_embedded_default_starts_with_nothing_configured(tmp_path: Path) -
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OURS_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "app", "serve", "--port", str(port)],
         cwd=tmp_path,
         env={**env, "PYTHONPATH": ROOT},
         stdout=subprocess.DEVNULL,
@@ -112,7 +113,7 @@ async def test_embedded_default_starts_with_nothing_configured(tmp_path: Path) -
         assert secrets_file.exists()
         assert oct(secrets_file.stat().st_mode & 0o777) == "0o600"
         token = subprocess.run(
-            [sys.executable, "-m", "server.cli", "token", "--user", "42"],
+            [sys.executable, "-m", "app", "token", "--user", "42"],
             cwd=tmp_path,
             env={**env, "PYTHONPATH": ROOT},
             capture_output=True,
@@ -126,7 +127,7 @@ async def test_embedded_default_starts_with_nothing_configured(tmp_path: Path) -
             [
                 sys.executable,
                 "-m",
-                "server.cli",
+                "app",
                 "publish",
                 "content.created",
                 "--json",
@@ -167,7 +168,7 @@ async def test_bad_setting_stops_startup_naming_the_variable(tmp_path: Path) -> 
         ("OURS_JWT_SECRET", "short"),
     ):
         out = subprocess.run(
-            [sys.executable, "-m", "server.cli", "serve"],
+            [sys.executable, "-m", "app", "serve"],
             cwd=tmp_path,
             env={**env, "PYTHONPATH": ROOT, var: value},
             capture_output=True,
@@ -186,7 +187,7 @@ async def test_sigterm_drains_clients_and_exits_within_10s(
     )
     srv = await spawn_server(settings, free_port())
     sio = socketio.AsyncClient(reconnection=False)
-    notices: list[object] = []
+    notices: list[dict[str, Any]] = []
     disconnected = asyncio.Event()
     sio.on("server:shutdown", lambda d: notices.append(d), namespace="/feed")
     sio.on("disconnect", lambda *a: disconnected.set(), namespace="/feed")

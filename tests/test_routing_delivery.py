@@ -210,13 +210,13 @@ async def test_unregistered_token_is_pruned_and_never_retried(env: Env) -> None:
     push = (await env.deliveries(eid, "ana"))["push"]
     assert push["state"] == "sent"
     assert push["detail"] == "1/2 devices; 1 invalid token(s) pruned"
-    assert await env.feature.store.devices("ana") == [("tok-new", "android")]
+    assert await env.feature.store.devices.of_user("ana") == [("tok-new", "android")]
 
     eid = await env.publish(FOLLOWED, followed("bo", "cy"))
     await env.settle()
     push = (await env.deliveries(eid, "cy"))["push"]
     assert (push["state"], push["reason"]) == ("failed", "invalid_token")
-    assert await env.feature.store.devices("cy") == []
+    assert await env.feature.store.devices.of_user("cy") == []
     sent_before = len(env.fcm.requests)
     env.clock.advance(hours=2)
     await env.settle()
@@ -231,7 +231,7 @@ async def test_redelivered_event_sends_nothing_twice(env: Env) -> None:
     body = followed("bo", "ana")
     await env.publish(FOLLOWED, body, event_id=event_id)
     await env.publish(FOLLOWED, body, event_id=event_id, wait=False)  # a duplicate publish
-    event = await env.server.node.storage.get_event(event_id)
+    event = await env.server.node.events.get(event_id)
     assert event is not None
     await env.feature.router.handle(event)  # the bus redelivering it after a crash
     await env.feature.router.handle(event)
@@ -239,7 +239,7 @@ async def test_redelivered_event_sends_nothing_twice(env: Env) -> None:
     await env.settle()
     assert len(env.fcm.messages) == 1
     assert len(env.resend.emails) == 1
-    assert len(await env.feature.store.deliveries_of_event(event_id)) == 5
+    assert len(await env.feature.store.outbox.of_event(event_id)) == 5
     await sock.wait_for("notification:new")
     [item] = (await sock.call("notification:list", {}))["data"]["items"]
     assert item["event_count"] == 1

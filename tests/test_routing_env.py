@@ -41,6 +41,9 @@ class FakeClock:
     def __call__(self) -> datetime:
         return self.t
 
+    def now(self) -> datetime:
+        return self.t
+
     def advance(self, **delta: float) -> datetime:
         self.t += timedelta(**delta)
         return self.t
@@ -70,7 +73,7 @@ class Env:
 
     @property
     def feature(self) -> RouterFeature:
-        return self.server.node.features["router"]  # type: ignore[return-value]
+        return self.server.features.router
 
     # -- events -----------------------------------------------------------------------------
 
@@ -100,7 +103,7 @@ class Env:
         """Wait until the router handled the event (its in-app rows are out of `queued`)."""
 
         async def done() -> bool:
-            rows = await self.feature.store.deliveries_of_event(event_id)
+            rows = await self.feature.store.outbox.of_event(event_id)
             return bool(rows) and all(
                 not (r["channel"] == "in_app" and r["state"] == "queued") for r in rows
             )
@@ -112,7 +115,7 @@ class Env:
         await self.feature.dispatcher.settle()
 
     async def deliveries(self, event_id: str, user: str) -> dict[str, dict[str, Any]]:
-        rows = await self.feature.store.deliveries_of_event(event_id)
+        rows = await self.feature.store.outbox.of_event(event_id)
         return {r["channel"]: r for r in rows if r["user_id"] == user}
 
     # -- users ------------------------------------------------------------------------------

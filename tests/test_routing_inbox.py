@@ -123,7 +123,7 @@ async def test_device_registry_over_the_socket(env: Env) -> None:
     bo = await env.socket("bo")
     assert (await bo.call("device:unregister", {"token": "t1"}))["data"] == {"unregistered": False}
     assert (await sock.call("device:unregister", {"token": "t1"}))["data"] == {"unregistered": True}
-    assert await env.feature.store.devices("ana") == []
+    assert await env.feature.store.devices.of_user("ana") == []
     await sock.close()
     await bo.close()
 
@@ -161,9 +161,7 @@ async def test_match_is_opt_in_and_capped_at_three_a_day(env: Env) -> None:
         "text": "Someone else is listening to Lover",
     }
     first = await router.notify(["ana"], "match", payload, key="m0")
-    [row] = [
-        r for r in await env.feature.store.deliveries_of_event(first) if r["channel"] == "in_app"
-    ]
+    [row] = [r for r in await env.feature.store.outbox.of_event(first) if r["channel"] == "in_app"]
     assert (row["state"], row["reason"]) == ("skipped", "preference")  # matches are opt-in
 
     await env.prefs("ana", types={"match": True})

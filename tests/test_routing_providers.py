@@ -99,9 +99,9 @@ async def test_sms_only_to_a_verified_number_and_bad_numbers_are_not_retried(env
 @pytest.mark.parametrize("routing_telegram", [True])
 async def test_telegram_through_the_bots_sender_when_linked(env: Env) -> None:
     assert env.telegram is not None
-    bot = env.server.node.features["bot"]
-    code = await bot.links.new_code(Principal("ana", Role.USER))  # type: ignore[attr-defined]
-    assert await bot.links.redeem(code.code, 4242) is not None  # type: ignore[attr-defined]
+    bot = env.server.features.bot
+    code = await bot.links.new_code(Principal("ana", Role.USER))
+    assert await bot.links.redeem(code.code, 4242) is not None
 
     eid = await env.publish("user.followed", {"follower_id": "bo", "followee_id": "ana"})
     await env.settle()

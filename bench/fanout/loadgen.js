@@ -20,14 +20,14 @@
 // Run `node loadgen.js --help` for options.
 'use strict';
 
-const { fork } = require('child_process');
 const http = require('http');
 const path = require('path');
-const { monitorEventLoopDelay } = require('perf_hooks');
 
 const common = require(path.join(__dirname, '..', 'common.js'));
 const {
-  nowMs, sleep, r3, hNew, hAdd, hToJSON, hMerge, hSummary, mintJwt, out, progress, killWorkersOnExit,
+  nowMs, sleep, r3, addCount, mergeCounts, countAt, sumTimelines, hNew, hAdd, hToJSON, hMerge, hSummary,
+  mintJwt, out, progress, splitEven, forkWorkers, loadgenStats, onCoordinator, sendFatal, clientOptions,
+  wsExtensionsOf, connectRange, loadMeter,
 } = common;
 
 // ---------------------------------------------------------------- args
@@ -55,25 +55,14 @@ function parseArgs(argv) {
     eventType: 'content.created',
     clientDeflate: 'on', // on: offer permessage-deflate like browsers and socket.io-client do
   };
-  const map = {
-    '--url': ['url', String], '--namespace': ['namespace', String], '--room': ['room', String],
-    '--clients': ['clients', Number], '--workers': ['workers', Number], '--mode': ['mode', String],
-    '--rate': ['rate', Number], '--concurrency': ['concurrency', Number], '--max-inflight': ['maxInflight', Number], '--duration': ['duration', Number],
-    '--warmup': ['warmup', Number], '--payload-bytes': ['payloadBytes', Number], '--api-key': ['apiKey', String],
-    '--jwt-secret': ['jwtSecret', String], '--connect-concurrency': ['connectConcurrency', Number],
-    '--connect-timeout': ['connectTimeout', Number], '--drain-idle': ['drainIdle', Number],
-    '--drain-max': ['drainMax', Number], '--label': ['label', String], '--event-type': ['eventType', String],
-    '--client-deflate': ['clientDeflate', String],
-  };
-  const o = common.parseArgs(argv, defaults, map);
-  if (!['on', 'off'].includes(o.clientDeflate)) throw new Error('--client-deflate must be on or off');
+  const o = common.parseArgs(argv, defaults);
+  common.checkClientDeflate(o);
   if (!['rate', 'saturate'].includes(o.mode)) throw new Error('--mode must be rate or saturate');
   if (o.mode === 'rate' && !(o.rate > 0)) throw new Error('--rate must be > 0 in rate mode');
   return o;
 }
 
 // ================================================================= worker
-const LOOP_RES_MS = 10;
 function runWorker() {
   const { io } = require('socket.io-client');
   let cfg = null;
@@ -94,9 +83,8 @@ function runWorker() {
   let warmupRecv = 0;
   let disconnects = 0;
   const disconnectReasons = {};
-  let timeline = [];
-  let cpu0 = null;
-  const loopDelay = monitorEventLoopDelay({ resolution: LOOP_RES_MS });
+  const timeline = [];
+  const meter = loadMeter();
 
   const send = (m) => process.send(m);
 
@@ -126,10 +114,7 @@ function runWorker() {
     if (!firstRecv) firstRecv = now;
     lastRecv = now;
     const sec = Math.floor((now - t0) / 1000);
-    if (sec >= 0) {
-      while (timeline.length <= sec) timeline.push(0);
-      timeline[sec]++;
-    }
+    if (sec >= 0) countAt(timeline, sec);
   }
 
   function connectOne(idx) {
@@ -142,22 +127,11 @@ function runWorker() {
         done = true;
         resolve({ c, ok, err });
       };
-      const s = io(cfg.url + cfg.namespace, {
-        forceNew: true,
-        multiplex: false,
-        transports: ['websocket'],
-        auth: { token },
-        reconnection: false,
-        timeout: 20000,
-        // socket.io-client's default ({threshold: 1024}) offers permessage-deflate
-        ...(cfg.clientDeflate === 'off' ? { perMessageDeflate: false } : {}),
-      });
+      const s = io(cfg.url + cfg.namespace, clientOptions(token, 20000, cfg.clientDeflate));
       c.socket = s;
       s.on(cfg.eventType, (env) => onEvent(c, env));
       s.on('connect', () => {
-        if (wsExtensions === null) {
-          try { wsExtensions = s.io.engine.transport.ws.extensions || ''; } catch (_) { wsExtensions = '?'; }
-        }
+        if (wsExtensions === null) wsExtensions = wsExtensionsOf(s);
         s.timeout(20000).emit('room:join', { room: cfg.room }, (err, ack) => {
           if (err) return finish(false, 'join ack timeout');
           if (ack && ack.ok === true && ack.data && ack.data.room === cfg.room) {
@@ -171,7 +145,7 @@ function runWorker() {
       s.on('disconnect', (reason) => {
         if (c.joined) {
           disconnects++;
-          disconnectReasons[reason] = (disconnectReasons[reason] || 0) + 1;
+          addCount(disconnectReasons, reason);
         }
         finish(false, 'disconnect: ' + reason);
       });
@@ -180,22 +154,7 @@ function runWorker() {
 
   async function connectAll() {
     const t = nowMs();
-    const errors = {};
-    let joined = 0;
-    let next = cfg.first;
-    const end = cfg.first + cfg.count;
-    async function lane() {
-      while (next < end) {
-        const idx = next++;
-        const r = await connectOne(idx);
-        clients.push(r.c);
-        if (r.ok) joined++;
-        else errors[r.err] = (errors[r.err] || 0) + 1;
-      }
-    }
-    const lanes = [];
-    for (let i = 0; i < Math.min(cfg.connectConcurrency, cfg.count); i++) lanes.push(lane());
-    await Promise.all(lanes);
+    const { joined, errors } = await connectRange(cfg.first, cfg.count, cfg.connectConcurrency, connectOne, clients);
     send({ type: 'ready', joined, failed: cfg.count - joined, errors, connectMs: nowMs() - t });
   }
 
@@ -222,7 +181,6 @@ function runWorker() {
       const tooLong = now - started > cfg.drainMax * 1000;
       if (complete || idle || tooLong) {
         clearInterval(tickTimer);
-        loopDelay.disable();
         let deliveredExpected = 0;
         let extra = 0;
         let joinedClients = 0;
@@ -237,7 +195,6 @@ function runWorker() {
           deliveredExpected += c.got;
         }
         deliveredExpected -= extra;
-        const cpu = process.cpuUsage(cpu0);
         send({
           type: 'result',
           joinedClients,
@@ -257,10 +214,7 @@ function runWorker() {
           drainEnd: complete ? 'complete' : idle ? 'idle' : 'timeout',
           hist: hToJSON(hist),
           timeline,
-          cpuMs: (cpu.user + cpu.system) / 1000,
-          // the histogram holds whole timer intervals: subtract the resolution
-          loopDelayP99Ms: Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RES_MS),
-          loopDelayMaxMs: Math.max(0, loopDelay.max / 1e6 - LOOP_RES_MS),
+          ...meter.read(),
         });
       }
     };
@@ -268,25 +222,24 @@ function runWorker() {
     tickTimer = setInterval(() => { send({ type: 'tick', unique }); check(); }, 100);
   }
 
-  process.on('message', (msg) => {
-    if (msg.type === 'start') {
+  onCoordinator({
+    start(msg) {
       cfg = msg.cfg;
-      connectAll().catch((e) => send({ type: 'fatal', error: String(e && e.stack) }));
-    } else if (msg.type === 'pubstart') {
+      connectAll().catch(sendFatal);
+    },
+    pubstart(msg) {
       t0 = msg.t0;
       tEnd = msg.tEnd;
       measuring = true;
-      cpu0 = process.cpuUsage();
-      loopDelay.enable();
+      meter.start();
       tickTimer = setInterval(() => send({ type: 'tick', unique }), 1000);
-    } else if (msg.type === 'pubend') {
-      drain(msg);
-    } else if (msg.type === 'close') {
+    },
+    pubend: drain,
+    close() {
       for (const c of clients) c.socket.close();
       setTimeout(() => process.exit(0), 200);
-    }
+    },
   });
-  process.on('disconnect', () => process.exit(0)); // parent died
 }
 
 // ================================================================= coordinator
@@ -337,57 +290,21 @@ async function coordinator(o) {
   const pub = makePublisher(o);
   const nWorkers = Math.max(1, Math.min(o.workers, o.clients));
   const seqCapacity = o.mode === 'rate' ? Math.ceil(o.rate * o.duration) + 16 : 4096;
-  const workers = [];
-  const per = Math.floor(o.clients / nWorkers);
-  let first = 0;
-  for (let w = 0; w < nWorkers; w++) {
-    const count = per + (w < o.clients % nWorkers ? 1 : 0);
-    const child = fork(__filename, ['--worker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const wk = { child, count, ready: null, result: null, unique: 0, exited: false };
-    child.on('message', (m) => {
-      if (m.type === 'ready') wk.ready = m;
-      else if (m.type === 'tick') wk.unique = m.unique;
-      else if (m.type === 'result') wk.result = m;
-      else if (m.type === 'fatal') { wk.fatal = m.error; }
-    });
-    child.on('exit', () => { wk.exited = true; });
-    child.send({
-      type: 'start',
-      cfg: {
-        url: o.url, namespace: o.namespace, room: o.room, eventType: o.eventType, jwtSecret: o.jwtSecret,
-        first, count, seqCapacity, connectConcurrency: o.connectConcurrency, clientDeflate: o.clientDeflate,
-        drainIdle: o.drainIdle, drainMax: o.drainMax,
-      },
-    });
-    first += count;
-    workers.push(wk);
-  }
-  const killAll = killWorkersOnExit(workers);
-
-  const waitFor = async (pred, timeoutMs, what) => {
-    const t = Date.now();
-    let lastLog = t;
-    while (!pred()) {
-      for (const w of workers) if (w.fatal) throw new Error('worker failed: ' + w.fatal);
-      if (workers.some((w) => w.exited)) throw new Error(`a worker exited during ${what}`);
-      if (Date.now() - t > timeoutMs) throw new Error(`timeout during ${what}`);
-      if (Date.now() - lastLog > 5000) {
-        lastLog = Date.now();
-        const delivered = workers.reduce((a, w) => a + w.unique, 0);
-        progress(`${what}: waiting (${workers.filter((w) => w.ready).length}/${workers.length} workers ready, ${delivered} delivered)`);
-      }
-      await sleep(50);
-    }
-  };
+  const parts = splitEven(o.clients, nWorkers);
+  const pool = forkWorkers(__filename, nWorkers, (w) => ({
+    url: o.url, namespace: o.namespace, room: o.room, eventType: o.eventType, jwtSecret: o.jwtSecret,
+    first: parts[w].first, count: parts[w].count, seqCapacity, connectConcurrency: o.connectConcurrency,
+    clientDeflate: o.clientDeflate, drainIdle: o.drainIdle, drainMax: o.drainMax,
+  }), { tick: { unique: 0 } });
+  const { workers } = pool;
+  const deliveredSoFar = () => pool.total((w) => w.tick.unique);
+  const waiting = (what) => () =>
+    `${what}: waiting (${workers.filter((w) => w.ready).length}/${workers.length} workers ready, ${deliveredSoFar()} delivered)`;
 
   // ---- connect + join
   progress(`connecting ${o.clients} clients via ${nWorkers} worker(s) to ${o.url}${o.namespace}`);
-  const tc = nowMs();
-  await waitFor(() => workers.every((w) => w.ready), o.connectTimeout * 1000, 'connect');
-  const connectS = (nowMs() - tc) / 1000;
-  const joined = workers.reduce((a, w) => a + w.ready.joined, 0);
-  const connectErrors = {};
-  for (const w of workers) for (const [k, v] of Object.entries(w.ready.errors)) connectErrors[k] = (connectErrors[k] || 0) + v;
+  const { seconds: connectS, joined, errors: connectErrors } = await pool.allReady(
+    o.connectTimeout * 1000, 'connect', waiting('connect'), 5000);
   progress(`joined ${joined}/${o.clients} clients in ${connectS.toFixed(2)}s`, { errors: connectErrors });
   if (joined === 0) throw new Error('no client joined the room: ' + JSON.stringify(connectErrors));
 
@@ -414,25 +331,20 @@ async function coordinator(o) {
   let maxInflight = 0;
   let maxLag = 0;
   const record = (seq, r) => {
-    statusCounts[r.status] = (statusCounts[r.status] || 0) + 1;
+    addCount(statusCounts, r.status);
     if (r.status >= 200 && r.status < 300) { accepted++; hAdd(postHist, r.ms); } else {
       failedSeqs.push(seq);
       if (!sampleError) sampleError = `${r.status} ${r.body.slice(0, 300)}`;
     }
   };
-  const t0 = nowMs() + 200;
-  const tEnd = t0 + o.duration * 1000;
-  for (const w of workers) w.child.send({ type: 'pubstart', t0, tEnd });
-  while (nowMs() < t0) await sleep(1);
-  out({ event: 'phase', phase: 'publish_start', t: t0 });
+  const { t0, tEnd } = await pool.startAt(200, 'pubstart', o.duration, 'publish_start');
   const cpuC0 = process.cpuUsage();
   let lastProgress = nowMs();
   const logProgress = () => {
     const now = nowMs();
     if (now - lastProgress < 1000) return;
     lastProgress = now;
-    const delivered = workers.reduce((a, w) => a + w.unique, 0);
-    progress(`t=${((now - t0) / 1000).toFixed(1)}s sent=${sent} accepted=${accepted} inflight=${inflight} delivered=${delivered}`);
+    progress(`t=${((now - t0) / 1000).toFixed(1)}s sent=${sent} accepted=${accepted} inflight=${inflight} delivered=${deliveredSoFar()}`);
   };
   const pending = [];
   let skipped = 0;
@@ -505,8 +417,8 @@ async function coordinator(o) {
   const cpuC = process.cpuUsage(cpuC0);
   out({ event: 'phase', phase: 'publish_end', t: pubEnd });
   progress(`publishing done: sent=${sent} accepted=${accepted} in ${((pubEnd - t0) / 1000).toFixed(2)}s; draining`);
-  for (const w of workers) w.child.send({ type: 'pubend', accepted, failedSeqs });
-  await waitFor(() => workers.every((w) => w.result), (o.drainMax + 15) * 1000, 'drain');
+  pool.send({ type: 'pubend', accepted, failedSeqs });
+  await pool.waitFor(() => workers.every((w) => w.result), (o.drainMax + 15) * 1000, 'drain', waiting('drain'), 5000);
   const drainDone = nowMs();
   out({ event: 'phase', phase: 'drain_end', t: drainDone });
 
@@ -516,11 +428,8 @@ async function coordinator(o) {
   let disconnects = 0, badEnvelope = 0, envelopeBytes = null, joinedAtEnd = 0, wsExtensions = null;
   const disconnectReasons = {};
   const drainEnds = {};
-  const timeline = [];
-  const workerCpu = [];
-  const workerLoop = [];
-  for (const w of workers) {
-    const r = w.result;
+  const results = workers.map((w) => w.result);
+  for (const r of results) {
     hMerge(hist, r.hist);
     delivered += r.delivered; dups += r.dups; extra += r.extra; inWindow += r.inWindow;
     joinedAtEnd += r.joinedClients;
@@ -529,13 +438,9 @@ async function coordinator(o) {
     disconnects += r.disconnects; badEnvelope += r.badEnvelope;
     if (r.envelopeBytes !== null) envelopeBytes = r.envelopeBytes;
     if (r.wsExtensions !== null) wsExtensions = r.wsExtensions;
-    for (const [k, v] of Object.entries(r.disconnectReasons)) disconnectReasons[k] = (disconnectReasons[k] || 0) + v;
-    drainEnds[r.drainEnd] = (drainEnds[r.drainEnd] || 0) + 1;
-    r.timeline.forEach((c, i) => { timeline[i] = (timeline[i] || 0) + c; });
-    workerCpu.push(Math.round(r.cpuMs));
-    workerLoop.push({ p99_ms: r3(r.loopDelayP99Ms), max_ms: r3(r.loopDelayMaxMs) });
+    mergeCounts(disconnectReasons, r.disconnectReasons);
+    addCount(drainEnds, r.drainEnd);
   }
-  for (let i = 0; i < timeline.length; i++) timeline[i] = timeline[i] || 0;
   const expected = accepted * joined;
   const lost = Math.max(0, expected - delivered);
   const pubWindowS = (pubEnd - t0) / 1000;
@@ -592,32 +497,15 @@ async function coordinator(o) {
     disconnect_reasons: disconnectReasons,
     bad_envelopes: badEnvelope,
     clients_joined_at_end: joinedAtEnd,
-    timeline_per_s: timeline,
-    loadgen: {
-      coordinator_cpu_ms: Math.round((cpuC.user + cpuC.system) / 1000),
-      worker_cpu_ms: workerCpu,
-      worker_event_loop_delay: workerLoop,
-    },
+    timeline_per_s: sumTimelines(results.map((r) => r.timeline)),
+    loadgen: loadgenStats(cpuC, results),
     drain_wait_s: r3((drainDone - pubEnd) / 1000),
     last_fire_to_pub_end_s: r3((pubEnd - lastFire) / 1000),
   };
   out(result);
-  for (const w of workers) if (!w.exited) w.child.send({ type: 'close' });
-  await sleep(500);
+  await pool.close(500);
   pub.agent.destroy();
-  killAll();
 }
 
 // ---------------------------------------------------------------- main
-const opts = parseArgs(process.argv.slice(2));
-if (opts.worker) {
-  runWorker();
-} else {
-  coordinator(opts).then(
-    () => process.exit(0),
-    (e) => {
-      out({ event: 'error', error: String(e && e.message), stack: String(e && e.stack) });
-      process.exit(1);
-    },
-  );
-}
+common.runMain(parseArgs(process.argv.slice(2)), runWorker, coordinator);

@@ -16,12 +16,14 @@
 // Run `node loadgen.js --help` for options.
 'use strict';
 
-const { fork } = require('child_process');
 const path = require('path');
 const readline = require('readline');
 
 const common = require(path.join(__dirname, '..', 'common.js'));
-const { nowMs, sleep, r3, addCount, mintJwt, out, progress, killWorkersOnExit } = common;
+const {
+  nowMs, r3, addCount, mergeCounts, mintJwt, out, progress, splitEven, forkWorkers, onCoordinator, sendFatal,
+  clientOptions, wsExtensionsOf, connectRange,
+} = common;
 
 function parseArgs(argv) {
   const defaults = {
@@ -37,15 +39,8 @@ function parseArgs(argv) {
     ackTimeout: 10, // s, room:join
     clientDeflate: 'on',
   };
-  const map = {
-    '--url': ['url', String], '--namespace': ['namespace', String], '--room': ['room', String],
-    '--clients': ['clients', Number], '--workers': ['workers', Number], '--jwt-secret': ['jwtSecret', String],
-    '--user-prefix': ['userPrefix', String], '--connect-concurrency': ['connectConcurrency', Number],
-    '--connect-timeout': ['connectTimeout', Number], '--ack-timeout': ['ackTimeout', Number],
-    '--client-deflate': ['clientDeflate', String],
-  };
-  const o = common.parseArgs(argv, defaults, map);
-  if (!['on', 'off'].includes(o.clientDeflate)) throw new Error('--client-deflate must be on or off');
+  const o = common.parseArgs(argv, defaults);
+  common.checkClientDeflate(o);
   return o;
 }
 
@@ -79,21 +74,12 @@ function runWorker() {
         done = true;
         resolve({ c, ok, err });
       };
-      const s = io(cfg.url + cfg.namespace, {
-        forceNew: true,
-        multiplex: false,
-        transports: ['websocket'],
-        auth: { token: mintJwt(cfg.jwtSecret, `${cfg.userPrefix}-${idx}`) },
-        reconnection: false,
-        timeout: 30000,
-        ...(cfg.clientDeflate === 'off' ? { perMessageDeflate: false } : {}),
-      });
+      const token = mintJwt(cfg.jwtSecret, `${cfg.userPrefix}-${idx}`);
+      const s = io(cfg.url + cfg.namespace, clientOptions(token, 30000, cfg.clientDeflate));
       c.s = s;
       s.io.on('ping', () => { pings++; });
       s.on('connect', () => {
-        if (wsExtensions === null) {
-          try { wsExtensions = s.io.engine.transport.ws.extensions || ''; } catch (_) { wsExtensions = '?'; }
-        }
+        if (wsExtensions === null) wsExtensions = wsExtensionsOf(s);
         joinAck(s, cfg.room, cfg.ackTimeout).then((r) => {
           if (r.ok) { c.joined = true; finish(true); } else finish(false, 'join ' + r.err);
         });
@@ -108,22 +94,8 @@ function runWorker() {
 
   async function connectAll() {
     const t = nowMs();
-    const errors = {};
-    let joined = 0;
-    let next = cfg.first;
-    const end = cfg.first + cfg.count;
-    const ticker = setInterval(() => send({ type: 'tick', joined }), 1000);
-    const lane = async () => {
-      while (next < end) {
-        const r = await connectOne(next++);
-        clients.push(r.c);
-        if (r.ok) joined++;
-        else addCount(errors, r.err);
-      }
-    };
-    const lanes = [];
-    for (let i = 0; i < Math.min(cfg.connectConcurrency, cfg.count); i++) lanes.push(lane());
-    await Promise.all(lanes);
+    const ticker = setInterval(() => send({ type: 'tick', joined: clients.filter((c) => c.joined).length }), 1000);
+    const { joined, errors } = await connectRange(cfg.first, cfg.count, cfg.connectConcurrency, connectOne, clients);
     clearInterval(ticker);
     send({ type: 'ready', joined, failed: cfg.count - joined, errors, connectMs: nowMs() - t, wsExtensions, rss: process.memoryUsage().rss });
   }
@@ -141,79 +113,47 @@ function runWorker() {
     send({ type: 'verified', asked: k, picked: picks.length, ok: rs.filter((r) => r.ok).length, rtts: rs.filter((r) => r.ok).map((r) => r.ms), errors });
   }
 
-  process.on('message', (msg) => {
-    if (msg.type === 'start') {
+  onCoordinator({
+    start(msg) {
       cfg = msg.cfg;
-      connectAll().catch((e) => send({ type: 'fatal', error: String(e && e.stack) }));
-    } else if (msg.type === 'status') {
+      connectAll().catch(sendFatal);
+    },
+    status() {
       send({
         type: 'status',
         connected: clients.filter((c) => c.s.connected).length,
         joined: clients.filter((c) => c.joined && c.s.connected).length,
         disconnects, disconnectReasons, pings, rss: process.memoryUsage().rss,
       });
-    } else if (msg.type === 'verify') {
-      verify(msg.k).catch((e) => send({ type: 'fatal', error: String(e && e.stack) }));
-    } else if (msg.type === 'close') {
+    },
+    verify(msg) {
+      verify(msg.k).catch(sendFatal);
+    },
+    close() {
       for (const c of clients) c.s.close();
       setTimeout(() => process.exit(0), 300);
-    }
+    },
   });
-  process.on('disconnect', () => process.exit(0)); // parent died
 }
 
 // ================================================================= coordinator
 async function coordinator(o) {
   const nWorkers = Math.max(1, Math.min(o.workers, o.clients));
-  const workers = [];
-  const per = Math.floor(o.clients / nWorkers);
-  let first = 0;
-  for (let w = 0; w < nWorkers; w++) {
-    const count = per + (w < o.clients % nWorkers ? 1 : 0);
-    const child = fork(__filename, ['--worker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const wk = { child, count, ready: null, joined: 0, status: null, verified: null, exited: false };
-    child.on('message', (m) => {
-      if (m.type === 'ready') wk.ready = m;
-      else if (m.type === 'tick') wk.joined = m.joined;
-      else if (m.type === 'status') wk.status = m;
-      else if (m.type === 'verified') wk.verified = m;
-      else if (m.type === 'fatal') wk.fatal = m.error;
-    });
-    child.on('exit', () => { wk.exited = true; });
-    child.send({
-      type: 'start',
-      cfg: {
-        url: o.url, namespace: o.namespace, room: o.room, jwtSecret: o.jwtSecret, userPrefix: o.userPrefix,
-        first, count, connectConcurrency: o.connectConcurrency, ackTimeout: o.ackTimeout, clientDeflate: o.clientDeflate,
-      },
-    });
-    first += count;
-    workers.push(wk);
-  }
-  const killAll = killWorkersOnExit(workers);
-
-  const waitFor = async (pred, timeoutMs, what, every) => {
-    const t = Date.now();
-    let lastLog = t;
-    while (!pred()) {
-      for (const w of workers) if (w.fatal) throw new Error('worker failed: ' + w.fatal);
-      if (workers.some((w) => w.exited)) throw new Error(`a worker exited during ${what}`);
-      if (Date.now() - t > timeoutMs) throw new Error(`timeout during ${what}`);
-      if (every && Date.now() - lastLog > 2000) { lastLog = Date.now(); progress(every()); }
-      await sleep(50);
-    }
-  };
+  const parts = splitEven(o.clients, nWorkers);
+  const pool = forkWorkers(__filename, nWorkers, (w) => ({
+    url: o.url, namespace: o.namespace, room: o.room, jwtSecret: o.jwtSecret, userPrefix: o.userPrefix,
+    first: parts[w].first, count: parts[w].count, connectConcurrency: o.connectConcurrency, ackTimeout: o.ackTimeout,
+    clientDeflate: o.clientDeflate,
+  }), { tick: { joined: 0 } });
+  const { workers } = pool;
 
   progress(`connecting ${o.clients} clients via ${nWorkers} worker(s) to ${o.url}${o.namespace}, room ${o.room}`);
   const tc = nowMs();
-  await waitFor(() => workers.every((w) => w.ready), o.connectTimeout * 1000, 'connect',
-    () => `connect: ${workers.reduce((a, w) => a + (w.ready ? w.ready.joined : w.joined), 0)}/${o.clients} joined after ${((nowMs() - tc) / 1000).toFixed(0)}s`);
-  const errors = {};
-  for (const w of workers) for (const [k, v] of Object.entries(w.ready.errors)) addCount(errors, k, v);
-  const joined = workers.reduce((a, w) => a + w.ready.joined, 0);
+  const { seconds, joined, errors } = await pool.allReady(o.connectTimeout * 1000, 'connect',
+    () => `connect: ${pool.total((w) => (w.ready ? w.ready.joined : w.tick.joined))}/${o.clients} joined after ${((nowMs() - tc) / 1000).toFixed(0)}s`);
   out({
     event: 'ready', clients: o.clients, workers: nWorkers, joined, failed: o.clients - joined, errors,
-    connect_s: r3((nowMs() - tc) / 1000), ws_extensions: workers.map((w) => w.ready.wsExtensions).find((x) => x !== null) ?? null,
+    connect_s: r3(seconds), ws_extensions: workers.map((w) => w.ready.wsExtensions).find((x) => x !== null) ?? null,
     worker_rss_mib: workers.map((w) => Math.round(w.ready.rss / 2 ** 20)),
   });
 
@@ -221,30 +161,32 @@ async function coordinator(o) {
   for await (const line of rl) {
     const [cmd, arg] = line.trim().split(/\s+/);
     if (cmd === 'status') {
-      for (const w of workers) { w.status = null; w.child.send({ type: 'status' }); }
-      await waitFor(() => workers.every((w) => w.status), 30000, 'status');
+      for (const w of workers) w.status = null;
+      pool.send({ type: 'status' });
+      await pool.waitFor(() => workers.every((w) => w.status), 30000, 'status');
       const s = { event: 'status', connected: 0, joined: 0, disconnects: 0, pings: 0, disconnect_reasons: {}, worker_rss_mib: [] };
       for (const w of workers) {
         s.connected += w.status.connected; s.joined += w.status.joined;
         s.disconnects += w.status.disconnects; s.pings += w.status.pings;
-        for (const [k, v] of Object.entries(w.status.disconnectReasons)) addCount(s.disconnect_reasons, k, v);
+        mergeCounts(s.disconnect_reasons, w.status.disconnectReasons);
         s.worker_rss_mib.push(Math.round(w.status.rss / 2 ** 20));
       }
       out(s);
     } else if (cmd === 'verify') {
       const k = Math.max(0, parseInt(arg || '100', 10));
       const t = nowMs();
+      const shares = splitEven(k, nWorkers);
       workers.forEach((w, i) => {
         w.verified = null;
-        w.child.send({ type: 'verify', k: Math.floor(k / nWorkers) + (i < k % nWorkers ? 1 : 0) });
+        w.child.send({ type: 'verify', k: shares[i].count });
       });
-      await waitFor(() => workers.every((w) => w.verified), (o.ackTimeout + 20) * 1000, 'verify');
+      await pool.waitFor(() => workers.every((w) => w.verified), (o.ackTimeout + 20) * 1000, 'verify');
       const rtts = [];
       const verrors = {};
       let ok = 0, picked = 0;
       for (const w of workers) {
         ok += w.verified.ok; picked += w.verified.picked; rtts.push(...w.verified.rtts);
-        for (const [kk, v] of Object.entries(w.verified.errors)) addCount(verrors, kk, v);
+        mergeCounts(verrors, w.verified.errors);
       }
       rtts.sort((a, b) => a - b);
       const pct = (p) => (rtts.length ? r3(rtts[Math.min(rtts.length - 1, Math.ceil(rtts.length * p) - 1)]) : null);
@@ -253,25 +195,12 @@ async function coordinator(o) {
         rtt_ms: { p50: pct(0.5), p99: pct(0.99), max: rtts.length ? r3(rtts[rtts.length - 1]) : null },
       });
     } else if (cmd === 'close') {
-      for (const w of workers) if (!w.exited) w.child.send({ type: 'close' });
-      await sleep(1000);
       break;
     } else if (cmd) {
       out({ event: 'progress', msg: `unknown command ${cmd}` });
     }
   }
-  killAll();
+  await pool.close(1000);
 }
 
-const opts = parseArgs(process.argv.slice(2));
-if (opts.worker) {
-  runWorker();
-} else {
-  coordinator(opts).then(
-    () => process.exit(0),
-    (e) => {
-      out({ event: 'error', error: String(e && e.message), stack: String(e && e.stack) });
-      process.exit(1);
-    },
-  );
-}
+common.runMain(parseArgs(process.argv.slice(2)), runWorker, coordinator);

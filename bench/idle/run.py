@@ -18,54 +18,25 @@ in time; stops every child process on exit, error, SIGINT or SIGTERM.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import queue
 import resource
-import secrets
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
 
 import common  # noqa: E402
-from common import (  # noqa: E402
-    datadirs,
-    ensure_npm,
-    fmt,
-    free_port,
-    install_cleanup,
-    loadavg,
-    log,
-    log_tail,
-    machine_busy,
-    npm_version,
-    proc_stat,
-    release_datadir,
-    row,
-    spawn,
-    stop,
-    tree,
-    venv_python,
-    wait_for_quiet,
-    wait_healthy,
-    write_doc,
-)
+from common import FANOUT, Server, fmt, loadavg, log, machine_busy, row  # noqa: E402
 
 common.set_log_name("idle")
 
-FANOUT = REPO / "bench" / "fanout"
-DOC = REPO / "docs" / "benchmarks-idle.md"
-DOC_BEGIN = "<!-- bench/idle results: written by `bench/idle/run --write-doc` -->"
-DOC_END = "<!-- /bench/idle results -->"
 DOC_TITLE = "# Benchmarks: idle sockets\n"
 KNOWN_SERVERS = ("ours", "bare", "bare-nodeflate", "node")
 RAISED = "1000000"  # the rate-limit settings' maximum (config/__init__.py)
@@ -102,11 +73,11 @@ def vmrss_kib(pid: int) -> int | None:
 
 def tree_rss_kib(root: int, also: str | None) -> int:
     """Summed VmRSS of a process tree (shared pages count once per process)."""
-    return sum(vmrss_kib(p) or 0 for p in tree(root, also))
+    return sum(vmrss_kib(p) or 0 for p in common.tree(root, also))
 
 
 def cpu_s(pid: int) -> float:
-    st = proc_stat(pid)
+    st = common.proc_stat(pid)
     return st[1] if st else 0.0
 
 
@@ -137,68 +108,10 @@ def machine_info(py: str) -> dict:
         py,
         PY_PACKAGES,
         extra={
-            "socket.io-client": npm_version(HERE, "socket.io-client"),
-            "socket.io (node server)": npm_version(FANOUT, "socket.io"),
+            "socket.io-client": common.npm_version(HERE, "socket.io-client"),
+            "socket.io (node server)": common.npm_version(FANOUT, "socket.io"),
         },
     )
-
-
-# ------------------------------------------------------------------ servers
-class Server:
-    """One server under test, started as bench/fanout/run.py starts it."""
-
-    def __init__(self, kind: str, args, logdir: Path) -> None:
-        self.kind, self.args = kind, args
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.datadir: str | None = None
-        self.logfile = logdir / f"{kind}-{self.port}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def command(self) -> list[str]:
-        host = ["--host", "127.0.0.1", "--port", str(self.port)]
-        if self.kind == "ours":
-            return [self.args.ours_bin, "serve", *host]
-        if self.kind == "bare":
-            return [self.args.python, str(FANOUT / "bare_server.py"), *host]
-        if self.kind == "bare-nodeflate":
-            return [self.args.python, str(FANOUT / "bare_server.py"), *host, "--no-ws-compress"]
-        if self.kind == "node":
-            return ["node", str(FANOUT / "node_server.js"), *host]
-        raise ValueError(self.kind)
-
-    def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if self.kind == "ours":
-            self.datadir = tempfile.mkdtemp(prefix="ours-bench-idle-")
-            datadirs.append(self.datadir)
-            env.update(
-                OURS_DATA_DIR=self.datadir,
-                OURS_JWT_SECRET=self.args.jwt_secret,
-                OURS_API_KEYS=self.args.api_key,
-            )
-            env.update(OURS_BENCH_ENV)
-            env.update(dict(kv.split("=", 1) for kv in self.args.ours_env))
-        with open(self.logfile, "ab") as fh:
-            self.proc = spawn(
-                self.command(),
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
-        timeout = self.args.ours_startup_timeout if self.kind == "ours" else 30
-        wait_healthy(self.proc, self.url, timeout, self.kind)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-        if self.datadir:
-            release_datadir(self.datadir)
-            self.datadir = None
-
-    def log_tail(self, n: int = 30) -> str:
-        return log_tail(self.logfile, n)
 
 
 # ------------------------------------------------------------------ load generator
@@ -217,7 +130,7 @@ class Loadgen:
         ]  # fmt: skip
         env = dict(os.environ, BENCH_JWT_SECRET=args.jwt_secret)
         self.tag = srv.kind
-        self.p = spawn(
+        self.p = common.spawn(
             cmd,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -272,11 +185,13 @@ class Loadgen:
             self.p.wait(timeout=15)
         except (OSError, subprocess.TimeoutExpired, ValueError):
             pass
-        stop(self.p, grace=2)
+        common.stop(self.p, grace=2)
 
 
 # ------------------------------------------------------------------ one server
-def measure(srv: Server, args) -> dict:
+def measure(srv: Server, args, tag: str) -> dict:
+    """Wait for a quiet machine, then the server's VmRSS before and after the idle sockets."""
+    background = common.wait_for_quiet(args, tag)
     assert srv.proc is not None
     pid = srv.proc.pid
     r: dict = {"server": srv.kind, "clients": args.clients}
@@ -364,6 +279,7 @@ def measure(srv: Server, args) -> dict:
         )
     finally:
         lg.close()
+    r["background_busy_cores_before"] = background
     return r
 
 
@@ -400,21 +316,18 @@ HIST_COLS = (
 
 def history(outdir: Path) -> list[dict]:
     """Every recorded run in the results directory, oldest first: one row per server."""
-    rows = []
-    for path in sorted(outdir.glob("idle-*.json")):
-        try:
-            rep = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        inflight = rep["args"].get("connect_concurrency", 50) * rep["args"]["workers"]
-        for r in rep.get("results", []):
-            if "error" not in r:
-                rows.append({"run": rep["started_at"], "inflight": inflight, **r})
-    return rows
+    return [
+        {
+            "run": rep["started_at"],
+            "inflight": rep["args"].get("connect_concurrency", 50) * rep["args"]["workers"],
+            **r,
+        }
+        for rep, r in common.recorded_results(outdir, "idle")
+    ]
 
 
-def history_md(rows: list[dict]) -> list[str]:
-    lines = [row(*HIST_COLS), row(*(["---", "---"] + ["---:"] * (len(HIST_COLS) - 2)))]
+def history_table(rows: list[dict]) -> list[str]:
+    lines = common.table_head(HIST_COLS, left=2)
     for r in rows:
         lb = r.get("loadavg_before") or []
         lines.append(
@@ -435,19 +348,14 @@ def history_md(rows: list[dict]) -> list[str]:
 
 def render_md(report: dict, heading: str = "#") -> str:
     m, a = report["machine"], report["args"]
-    pk = m["python_packages"]
-    pkgs = ", ".join(f"{k} {v}" for k, v in pk.items() if k != "python")
-    dirty = " (server/ dirty)" if m["git_dirty"] else ""
     lim = report["nofile"]
+    software = (
+        f"{common.packages_md(m['python_packages'])}; socket.io-client {m['socket.io-client']}, "
+        f"socket.io {m['socket.io (node server)']} (node server)"
+    )
     lines = [
-        f"{heading} Idle sockets benchmark, {report['started_at']}",
-        "",
-        f"Command: `{report['command']}`",
-        "",
-        f"Machine: {m['nproc']} vCPU {m['cpu_model']}, {m['mem_total_gib']} GiB RAM, {m['os']}, "
-        f"kernel {m['kernel']}; Node {m['node']}, Python {pk.get('python')}; {pkgs}; "
-        f"socket.io-client {m['socket.io-client']}, socket.io {m['socket.io (node server)']} "
-        f"(node server); git {m['git_commit']}{dirty}; open files limit {lim[0]}/{lim[1]}.",
+        *common.md_head(heading, "Idle sockets benchmark", report),
+        common.machine_md(m, software, f"; open files limit {lim[0]}/{lim[1]}"),
         "",
         f"Load: {a['clients']:,} socket.io-client connections to `/feed` (websocket only; "
         f"clients offer permessage-deflate: {a['client_deflate']}) from {a['workers']} Node "
@@ -458,13 +366,11 @@ def render_md(report: dict, heading: str = "#") -> str:
         f"{a['hold']:g} s hold, a connection count and {a['verify']} `room:join` ack round trips "
         "spread over the sockets. KiB per idle socket = (after - before) / sockets joined.",
         "",
-        row(*COLS),
-        row(*(["---"] + ["---:"] * (len(COLS) - 1))),
+        *common.table_head(COLS),
     ]
     for r in report["results"]:
         if "error" in r:
-            err = r["error"].replace("|", "/").replace("\n", " ")[:200]
-            lines.append(row(r["server"], err, *([""] * (len(COLS) - 2))))
+            lines.append(common.error_row(COLS, (r["server"],), r["error"]))
             continue
         v = r["verify"]
         lb, la = r.get("loadavg_before") or [], r.get("loadavg_after") or []
@@ -512,23 +418,14 @@ def render_md(report: dict, heading: str = "#") -> str:
         )
     hist = report.get("history") or []
     if len(hist) > len(report["results"]):
-        lines += [
-            "",
-            f"Every run recorded in `{report['results_dir']}` (the one above included):",
-            "",
-            *history_md(hist),
-        ]
-    notes = report.get("notes") or []
-    if notes:
-        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+        lines += common.history_md(report["results_dir"], history_table(hist))
+    lines += common.notes_md(report.get("notes") or [])
     return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------ main
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = common.parser(__doc__)
     ap.add_argument("--clients", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=4, help="load generator processes")
     ap.add_argument(
@@ -550,19 +447,9 @@ def main() -> int:
     ap.add_argument("--stable-tol-kib", type=int, default=1024, help="max spread in the window")
     ap.add_argument("--stable-max", type=float, default=120, help="max s to wait for stable")
     ap.add_argument("--client-deflate", choices=("on", "off"), default="on")
-    ap.add_argument("--quiet-wait", type=float, default=120, help="max s to wait for quiet")
-    ap.add_argument("--quiet-cores", type=float, default=0.3, help="busy cores counting as quiet")
-    ap.add_argument("--ours-bin", default=str(REPO / ".venv" / "bin" / "ours"))
-    ap.add_argument(
-        "--ours-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment for `ours serve` (repeatable); defaults raise the limits: "
-        + " ".join(f"{k}={v}" for k, v in OURS_BENCH_ENV.items()),
-    )
-    ap.add_argument("--ours-startup-timeout", type=float, default=120)
-    ap.add_argument("--python", default=venv_python(), help="python for the bare server")
+    common.add_quiet_args(ap)
+    common.add_ours_args(ap, OURS_BENCH_ENV)
+    ap.add_argument("--python", default=common.venv_python(), help="python for the bare server")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument(
         "--write-doc",
@@ -570,27 +457,19 @@ def main() -> int:
         help="also replace the results section of docs/benchmarks-idle.md",
     )
     args = ap.parse_args()
-    args.api_key = "bench-" + secrets.token_hex(8)
-    args.jwt_secret = secrets.token_hex(32)
-    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    for s in servers:
-        if s not in KNOWN_SERVERS:
-            ap.error(f"unknown server {s!r}")
+    common.new_credentials(args)
+    servers = common.parse_servers(ap, args.servers, KNOWN_SERVERS)
     if "ours" in servers and not os.access(args.ours_bin, os.X_OK):
         ap.error(f"{args.ours_bin} not found (create the venv: see README.md)")
-    if "node" in servers and not npm_version(FANOUT, "socket.io"):
+    if "node" in servers and not common.npm_version(FANOUT, "socket.io"):
         ap.error(
             "the node server needs bench/fanout's npm dependencies: (cd bench/fanout && npm ci)"
         )
 
-    install_cleanup()
+    common.install_cleanup()
     nofile = raise_nofile()
-    ensure_npm(HERE)
-    started = datetime.now(UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    logdir = Path(tempfile.mkdtemp(prefix="bench-idle-logs-"))
+    common.ensure_npm(HERE)
+    started, outdir, logdir = common.begin_run("idle", args.out)
     machine = machine_info(args.python)
     log(
         f"{len(servers)} server(s), {args.clients:,} idle clients each; open files limit "
@@ -602,58 +481,25 @@ def main() -> int:
     results: list[dict] = []
     for n, kind in enumerate(servers, 1):
         tag = f"[{n}/{len(servers)}] {kind}"
-        srv = None
-        try:
-            srv = Server(kind, args, logdir)
-            log(f"{tag} | starting on {srv.url}")
-            t = time.time()
-            srv.start()
-            log(f"{tag} | healthy after {time.time() - t:.1f}s")
-            background = wait_for_quiet(args, tag)
-            r = measure(srv, args)
-            r["background_busy_cores_before"] = background
-            results.append(r)
-        except Exception as e:
-            log(f"{tag} | FAILED: {e}")
-            entry = {"server": kind, "error": str(e)}
-            if srv is not None:
-                entry["server_log_tail"] = srv.log_tail()
-                log(f"{kind} log tail:\n{entry['server_log_tail']}")
-            results.append(entry)
-        finally:
-            if srv is not None:
-                srv.stop()
+        results.append(
+            common.measure_server(
+                partial(Server, kind, args, logdir, "idle", OURS_BENCH_ENV),
+                tag,
+                partial(measure, args=args, tag=tag),
+                {"server": kind},
+            )
+        )
 
     report = {
-        "benchmark": "bench/idle",
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "bench/idle/run " + " ".join(sys.argv[1:]),
-        "args": {
-            k: v
-            for k, v in vars(args).items()
-            if k not in ("api_key", "jwt_secret", "out", "python")
-        },
-        "machine": machine,
+        **common.report_head("idle", started, args, machine),
         "nofile": list(nofile),
-        "ours_env": {**OURS_BENCH_ENV, **dict(kv.split("=", 1) for kv in args.ours_env)},
+        "ours_env": {**OURS_BENCH_ENV, **common.env_pairs(args.ours_env)},
         "results": results,
         "notes": notes,
         "server_logs": str(logdir),
     }
-    jpath = outdir / f"idle-{stamp}.json"
-    mpath = outdir / f"idle-{stamp}.md"
-    jpath.write_text(json.dumps(report, indent=2) + "\n")
-    report["history"] = history(outdir)
-    report["results_dir"] = str(outdir.relative_to(REPO) if outdir.is_relative_to(REPO) else outdir)
-    md = render_md(report)
-    mpath.write_text(md)
-    print()
-    print(md)
-    if args.write_doc:
-        write_doc(DOC, DOC_BEGIN, DOC_END, render_md(report, heading="###"), DOC_TITLE)
-        log(f"wrote the results section of {DOC.relative_to(REPO)}")
-    log(f"wrote {jpath} and {mpath.name}")
+    doc_title = DOC_TITLE if args.write_doc else None
+    common.write_reports(outdir, "idle", started, report, render_md, history, doc_title)
     return 0 if all("error" not in r for r in results) else 1
 
 

@@ -15,11 +15,13 @@
 // Output: JSON lines on stdout ({"event":"progress"|"phase"|"result"|"error", ...}).
 'use strict';
 
-const { fork } = require('child_process');
 const path = require('path');
 
 const common = require(path.join(__dirname, '..', 'common.js'));
-const { nowMs, sleep, hNew, hAdd, hToJSON, hMerge, hPct, mintJwt, out, progress, killWorkersOnExit } = common;
+const {
+  nowMs, sleep, addCount, mergeCounts, countAt, sumTimelines, hNew, hAdd, hToJSON, hMerge, hPct, mintJwt, out,
+  progress, splitEven, forkWorkers, onCoordinator, sendFatal, clientOptions, connectRange,
+} = common;
 
 // ---------------------------------------------------------------- histogram (bench/common.js)
 const r1 = (x) => (x === null || x === undefined ? null : Math.round(x * 10) / 10);
@@ -33,18 +35,10 @@ function parseArgs(argv) {
   const defaults = {
     url: 'http://127.0.0.1:8080', live: 'bench', viewers: 2000, workers: 2, senders: 100,
     chatRate: 50, reactionRate: 500, duration: 20, bodyBytes: 100,
-    jwtSecret: process.env.BENCH_JWT_SECRET || 'bench-secret',
     connectConcurrency: 50, connectTimeout: 120, drainIdle: 3, drainMax: 20, ackTimeout: 30,
   };
-  const map = {
-    '--url': ['url', String], '--live': ['live', String], '--viewers': ['viewers', Number],
-    '--workers': ['workers', Number], '--senders': ['senders', Number], '--chat-rate': ['chatRate', Number],
-    '--reaction-rate': ['reactionRate', Number], '--duration': ['duration', Number],
-    '--body-bytes': ['bodyBytes', Number], '--connect-concurrency': ['connectConcurrency', Number],
-    '--connect-timeout': ['connectTimeout', Number], '--drain-idle': ['drainIdle', Number],
-    '--drain-max': ['drainMax', Number], '--ack-timeout': ['ackTimeout', Number],
-  };
-  const o = common.parseArgs(argv, defaults, map);
+  const o = common.parseArgs(argv, defaults);
+  o.jwtSecret = process.env.BENCH_JWT_SECRET || 'bench-secret'; // no option: the environment only
   if (!(o.viewers > 0 && o.workers > 0 && o.duration > 0)) throw new Error('viewers, workers, duration > 0');
   o.senders = Math.max(1, Math.min(o.senders, o.viewers));
   return o;
@@ -93,7 +87,7 @@ function runWorker() {
     if (now <= tEnd) inWindow++;
     lastRecv = now;
     const sec = Math.floor((now - t0) / 1000);
-    if (sec >= 0) { while (timeline.length <= sec) timeline.push(0); timeline[sec]++; }
+    if (sec >= 0) countAt(timeline, sec);
   }
 
   function onBurst(v, b) {
@@ -113,11 +107,8 @@ function runWorker() {
       const v = { s: null, joined: false, idx, got: 0, reacted: 0, burstSecs: {}, seen: [] };
       for (let w = 0; w < cfg.nWorkers; w++) v.seen.push(new Uint8Array(cfg.seqCapacity));
       let done = false;
-      const finish = (ok, err) => { if (!done) { done = true; resolve({ v, ok, err }); } };
-      const s = io(cfg.url + '/live', {
-        forceNew: true, multiplex: false, transports: ['websocket'], reconnection: false,
-        timeout: 20000, auth: { token: mintJwt(cfg.jwtSecret, `v${idx}`) },
-      });
+      const finish = (ok, err) => { if (!done) { done = true; resolve({ c: v, ok, err }); } };
+      const s = io(cfg.url + '/live', clientOptions(mintJwt(cfg.jwtSecret, `v${idx}`), 20000));
       v.s = s;
       s.on('chat:new', (m) => onChat(v, m));
       s.on('reaction:burst', (b) => onBurst(v, b));
@@ -130,7 +121,7 @@ function runWorker() {
       });
       s.on('connect_error', (e) => finish(false, 'connect_error: ' + (e && e.message)));
       s.on('disconnect', (reason) => {
-        if (v.joined) { disconnects++; disconnectReasons[reason] = (disconnectReasons[reason] || 0) + 1; }
+        if (v.joined) { disconnects++; addCount(disconnectReasons, reason); }
         finish(false, 'disconnect: ' + reason);
       });
     });
@@ -138,20 +129,7 @@ function runWorker() {
 
   async function connectAll() {
     const t = nowMs();
-    const errors = {};
-    let joined = 0;
-    let next = cfg.first;
-    const end = cfg.first + cfg.count;
-    const lane = async () => {
-      while (next < end) {
-        const r = await connectOne(next++);
-        viewers.push(r.v);
-        if (r.ok) joined++; else errors[r.err] = (errors[r.err] || 0) + 1;
-      }
-    };
-    const lanes = [];
-    for (let i = 0; i < Math.min(cfg.connectConcurrency, cfg.count); i++) lanes.push(lane());
-    await Promise.all(lanes);
+    const { joined, errors } = await connectRange(cfg.first, cfg.count, cfg.connectConcurrency, connectOne, viewers);
     send({ type: 'ready', joined, errors, connectMs: nowMs() - t });
   }
 
@@ -169,8 +147,7 @@ function runWorker() {
     }, (err, ack) => {
       chat.pending--;
       if (!err && ack && ack.ok) { chat.ok++; hAdd(chat.ackHist, nowMs() - start); return; }
-      const code = err ? 'ack_timeout' : (ack && ack.error && ack.error.code) || 'unknown';
-      chat.errors[code] = (chat.errors[code] || 0) + 1;
+      addCount(chat.errors, err ? 'ack_timeout' : (ack && ack.error && ack.error.code) || 'unknown');
       chat.failed.push(seq);
     });
   }
@@ -181,8 +158,7 @@ function runWorker() {
     v.s.timeout(cfg.ackTimeout * 1000).emit('reaction:send', { live_id: cfg.live, kind: KINDS[i % KINDS.length] }, (err, ack) => {
       react.pending--;
       if (!err && ack && ack.ok) { react.ok++; return; }
-      const code = err ? 'ack_timeout' : (ack && ack.error && ack.error.code) || 'unknown';
-      react.errors[code] = (react.errors[code] || 0) + 1;
+      addCount(react.errors, err ? 'ack_timeout' : (ack && ack.error && ack.error.code) || 'unknown');
     });
   }
 
@@ -258,18 +234,18 @@ function runWorker() {
     tick = setInterval(() => { send({ type: 'tick', unique }); check(); }, 100);
   }
 
-  process.on('message', (msg) => {
-    if (msg.type === 'start') { cfg = msg.cfg; connectAll().catch((e) => send({ type: 'fatal', error: String(e && e.stack) })); }
-    else if (msg.type === 'warmup') warmup().catch((e) => send({ type: 'fatal', error: String(e && e.stack) }));
-    else if (msg.type === 'go') {
+  onCoordinator({
+    start(msg) { cfg = msg.cfg; connectAll().catch(sendFatal); },
+    warmup() { warmup().catch(sendFatal); },
+    go(msg) {
       t0 = msg.t0; tEnd = msg.tEnd; measuring = true;
       tick = setInterval(() => send({ type: 'tick', unique }), 1000);
       const wait = t0 - nowMs();
-      setTimeout(() => publish().catch((e) => send({ type: 'fatal', error: String(e && e.stack) })), Math.max(0, wait));
-    } else if (msg.type === 'drain') drain(msg);
-    else if (msg.type === 'close') { for (const v of viewers) v.s.close(); setTimeout(() => process.exit(0), 200); }
+      setTimeout(() => publish().catch(sendFatal), Math.max(0, wait));
+    },
+    drain,
+    close() { for (const v of viewers) v.s.close(); setTimeout(() => process.exit(0), 200); },
   });
-  process.on('disconnect', () => process.exit(0));
 }
 
 // ================================================================= coordinator
@@ -278,94 +254,58 @@ async function coordinator(o) {
   const nWorkers = Math.max(1, Math.min(o.workers, o.viewers));
   const share = (total) => total / nWorkers; // each worker sends an equal share of each rate
   const seqCapacity = Math.ceil((o.chatRate / nWorkers) * o.duration) + 16;
-  const workers = [];
-  const per = Math.floor(o.viewers / nWorkers);
-  let first = 0;
-  for (let w = 0; w < nWorkers; w++) {
-    const count = per + (w < o.viewers % nWorkers ? 1 : 0);
-    const child = fork(__filename, ['--worker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const wk = { child, ready: null, warm: false, sent: null, result: null, unique: 0, exited: false, fatal: null };
-    child.on('message', (m) => {
-      if (m.type === 'ready') wk.ready = m;
-      else if (m.type === 'warm') wk.warm = true;
-      else if (m.type === 'sent') wk.sent = m;
-      else if (m.type === 'tick') wk.unique = m.unique;
-      else if (m.type === 'result') wk.result = m;
-      else if (m.type === 'fatal') wk.fatal = m.error;
-    });
-    child.on('exit', () => { wk.exited = true; });
-    child.send({ type: 'start', cfg: {
-      url: o.url, live: o.live, jwtSecret: o.jwtSecret, first, count, nWorkers, workerIndex: w, seqCapacity,
-      connectConcurrency: o.connectConcurrency, senders: Math.max(1, Math.round(o.senders / nWorkers)),
-      chatRate: share(o.chatRate), reactionRate: share(o.reactionRate), duration: o.duration,
-      bodyBytes: o.bodyBytes, ackTimeout: o.ackTimeout, drainIdle: o.drainIdle, drainMax: o.drainMax,
-    } });
-    first += count;
-    workers.push(wk);
-  }
-  const killAll = killWorkersOnExit(workers);
-  const waitFor = async (pred, timeoutMs, what) => {
-    const t = Date.now();
-    let lastLog = t;
-    while (!pred()) {
-      for (const w of workers) if (w.fatal) throw new Error('worker failed: ' + w.fatal);
-      if (workers.some((w) => w.exited)) throw new Error(`a worker exited during ${what}`);
-      if (Date.now() - t > timeoutMs) throw new Error(`timeout during ${what}`);
-      if (Date.now() - lastLog > 5000) {
-        lastLog = Date.now();
-        progress(`${what}: waiting (${workers.reduce((a, w) => a + w.unique, 0)} chat deliveries so far)`);
-      }
-      await sleep(50);
-    }
-  };
+  const parts = splitEven(o.viewers, nWorkers);
+  const pool = forkWorkers(__filename, nWorkers, (w) => ({
+    url: o.url, live: o.live, jwtSecret: o.jwtSecret, first: parts[w].first, count: parts[w].count, nWorkers,
+    workerIndex: w, seqCapacity, connectConcurrency: o.connectConcurrency,
+    senders: Math.max(1, Math.round(o.senders / nWorkers)), chatRate: share(o.chatRate),
+    reactionRate: share(o.reactionRate), duration: o.duration, bodyBytes: o.bodyBytes, ackTimeout: o.ackTimeout,
+    drainIdle: o.drainIdle, drainMax: o.drainMax,
+  }), { tick: { unique: 0 } });
+  const { workers } = pool;
+  const deliveries = () => pool.total((w) => w.tick.unique);
+  const waiting = (what) => () => `${what}: waiting (${deliveries()} chat deliveries so far)`;
+  const waitFor = (pred, timeoutMs, what) => pool.waitFor(pred, timeoutMs, what, waiting(what), 5000);
 
   progress(`connecting ${o.viewers} viewers via ${nWorkers} worker(s) to ${o.url}/live, room live:${o.live}`);
-  const tc = nowMs();
-  await waitFor(() => workers.every((w) => w.ready), o.connectTimeout * 1000, 'connect');
-  const connectS = (nowMs() - tc) / 1000;
-  const joined = workers.reduce((a, w) => a + w.ready.joined, 0);
-  const connectErrors = {};
-  for (const w of workers) for (const [k, v] of Object.entries(w.ready.errors)) connectErrors[k] = (connectErrors[k] || 0) + v;
+  const { seconds: connectS, joined, errors: connectErrors } = await pool.allReady(
+    o.connectTimeout * 1000, 'connect', waiting('connect'), 5000);
   progress(`joined ${joined}/${o.viewers} viewers in ${connectS.toFixed(1)}s`, { errors: connectErrors });
   if (joined === 0) throw new Error('no viewer joined: ' + JSON.stringify(connectErrors));
-  for (const w of workers) w.child.send({ type: 'warmup' });
+  pool.send({ type: 'warmup' });
   await waitFor(() => workers.every((w) => w.warm), 30000, 'warmup');
   await sleep(1000); // let the warmup messages drain
 
-  const t0 = nowMs() + 300;
-  const tEnd = t0 + o.duration * 1000;
-  for (const w of workers) w.child.send({ type: 'go', t0, tEnd });
-  while (nowMs() < t0) await sleep(1);
-  out({ event: 'phase', phase: 'publish_start', t: t0 });
+  const { t0 } = await pool.startAt(300, 'go', o.duration, 'publish_start');
   const ticker = setInterval(() => {
     const s = ((nowMs() - t0) / 1000).toFixed(1);
-    progress(`t=${s}s chat deliveries=${workers.reduce((a, w) => a + w.unique, 0)}`);
+    progress(`t=${s}s chat deliveries=${deliveries()}`);
   }, 2000);
   await waitFor(() => workers.every((w) => w.sent), (o.duration + o.ackTimeout + 30) * 1000, 'send');
   clearInterval(ticker);
   const pubEnd = nowMs();
   out({ event: 'phase', phase: 'publish_end', t: pubEnd });
-  const chatSent = workers.reduce((a, w) => a + w.sent.chat.sent, 0);
-  const chatOk = workers.reduce((a, w) => a + w.sent.chat.ok, 0);
-  const reactSent = workers.reduce((a, w) => a + w.sent.react.sent, 0);
-  const reactOk = workers.reduce((a, w) => a + w.sent.react.ok, 0);
+  const chatSent = pool.total((w) => w.sent.chat.sent);
+  const chatOk = pool.total((w) => w.sent.chat.ok);
+  const reactSent = pool.total((w) => w.sent.react.sent);
+  const reactOk = pool.total((w) => w.sent.react.ok);
   const chatErrors = {}, reactErrors = {};
   for (const w of workers) {
-    for (const [k, v] of Object.entries(w.sent.chat.errors)) chatErrors[k] = (chatErrors[k] || 0) + v;
-    for (const [k, v] of Object.entries(w.sent.react.errors)) reactErrors[k] = (reactErrors[k] || 0) + v;
+    mergeCounts(chatErrors, w.sent.chat.errors);
+    mergeCounts(reactErrors, w.sent.react.errors);
   }
   progress(`sending done: chat ${chatOk}/${chatSent} ok, reactions ${reactOk}/${reactSent} ok; draining`);
   const failed = workers.map((w) => w.sent.chat.failed);
-  for (const w of workers) w.child.send({ type: 'drain', acceptedTotal: chatOk, reactionsAccepted: reactOk, failed });
+  pool.send({ type: 'drain', acceptedTotal: chatOk, reactionsAccepted: reactOk, failed });
   await waitFor(() => workers.every((w) => w.result), (o.drainMax + 15) * 1000, 'drain');
   out({ event: 'phase', phase: 'drain_end', t: nowMs() });
 
   const hist = hNew(), ackHist = hNew();
   let delivered = 0, extra = 0, inWindow = 0, dups = 0, lastRecv = 0, disconnects = 0, badBody = 0, joinedEnd = 0;
   let burstFrames = 0, burstSum = 0, reactedMin = Infinity, maxBurstsPerViewerSec = 0;
-  const timeline = [], drainEnds = {}, disconnectReasons = {};
-  for (const w of workers) {
-    const r = w.result;
+  const drainEnds = {}, disconnectReasons = {};
+  const results = workers.map((w) => w.result);
+  for (const r of results) {
     hMerge(hist, r.hist); hMerge(ackHist, r.ackHist);
     delivered += r.delivered; extra += r.extra; inWindow += r.inWindow; dups += r.dups; badBody += r.badBody;
     disconnects += r.disconnects; joinedEnd += r.joinedViewers;
@@ -373,11 +313,10 @@ async function coordinator(o) {
     burstFrames += r.burstFrames; burstSum += r.burstSum;
     if (r.reactedMin < reactedMin) reactedMin = r.reactedMin;
     if (r.maxBurstsPerViewerSec > maxBurstsPerViewerSec) maxBurstsPerViewerSec = r.maxBurstsPerViewerSec;
-    r.timeline.forEach((c, i) => { timeline[i] = (timeline[i] || 0) + c; });
-    drainEnds[r.drainEnd] = (drainEnds[r.drainEnd] || 0) + 1;
-    for (const [k, v] of Object.entries(r.disconnectReasons)) disconnectReasons[k] = (disconnectReasons[k] || 0) + v;
+    addCount(drainEnds, r.drainEnd);
+    mergeCounts(disconnectReasons, r.disconnectReasons);
   }
-  for (let i = 0; i < timeline.length; i++) timeline[i] = timeline[i] || 0;
+  const timeline = sumTimelines(results.map((r) => r.timeline));
   const expected = chatOk * joined;
   const spanS = lastRecv > t0 ? (lastRecv - t0) / 1000 : null;
   const drainS = lastRecv > 0 ? Math.max(0, (lastRecv - pubEnd) / 1000) : null;
@@ -409,14 +348,7 @@ async function coordinator(o) {
     },
     disconnects, disconnect_reasons: disconnectReasons,
   });
-  for (const w of workers) if (!w.exited) w.child.send({ type: 'close' });
-  await sleep(500);
-  killAll();
+  await pool.close(500);
 }
 
-const opts = parseArgs(process.argv.slice(2));
-if (opts.worker) runWorker();
-else coordinator(opts).then(() => process.exit(0), (e) => {
-  out({ event: 'error', error: String(e && e.message), stack: String(e && e.stack) });
-  process.exit(1);
-});
+common.runMain(parseArgs(process.argv.slice(2)), runWorker, coordinator);

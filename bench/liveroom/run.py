@@ -17,8 +17,6 @@ import json
 import os
 import platform
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import common  # noqa: E402
 from common import (  # noqa: E402
+    drop_redis_keys,
     ensure_npm,
     free_port,
     http_ok,
@@ -43,6 +42,8 @@ from common import (  # noqa: E402
     npm_version,
     pids_using,
     proc_stat,
+    release_datadir,
+    venv_python,
 )
 
 common.set_log_name("liveroom")
@@ -217,17 +218,15 @@ def render_md(report: dict) -> str:
     m, r, a = report["machine"], report["result"], report["args"]
     c, x = r["chat"], r["reactions"]
     lat, ack = c["latency_ms"], c["ack_ms"]
-    dirty = " (server/ dirty)" if m["git_dirty"] else ""
+    load = ", ".join(f"{v:.2f}" for v in m["load_before"])
     return "\n".join(
         [
-            f"# Live room benchmark, {report['started_at']}",
-            "",
-            f"Command: `{report['command']}`",
-            "",
-            f"Machine: {m['nproc']} vCPU {m['cpu_model']}, {m['mem_total_gib']} GiB RAM, "
-            f"{m['os']}, kernel {m['kernel']}; Node {m['node']}, Python {m['python']}, "
-            f"socket.io-client {m['socket.io-client']}; git {m['git_commit']}{dirty}; load "
-            f"average before {', '.join(f'{v:.2f}' for v in m['load_before'])}.",
+            *common.md_head("#", "Live room benchmark", report),
+            common.machine_md(
+                m,
+                f"Python {m['python']}, socket.io-client {m['socket.io-client']}",
+                f"; load average before {load}",
+            ),
             "",
             f"Server: `ours serve`, one process, {'Redis' if a['redis'] else 'embedded'} "
             "backends, rate limits raised to 1,000,000/min per user, per IP and for connects.",
@@ -302,7 +301,7 @@ def main() -> int:
     ensure_npm(HERE, ci=False)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    started = datetime.now(UTC)
     info = machine()
     datadir = tempfile.mkdtemp(prefix="ours-bench-liveroom-")
     server = None
@@ -318,20 +317,12 @@ def main() -> int:
         if server is not None:
             kill_group(server, 15)
         errors = server_errors(Path(datadir) / "server.log")
-        for pid in pids_using(datadir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(datadir, ignore_errors=True)
+        release_datadir(datadir)
         if args.redis:  # the run's keys (bus stream, room logs, chat state) go with it
-            py = REPO / ".venv" / "bin" / "python"
-            script = "import redis,sys; r=redis.from_url(sys.argv[1])\n"
-            script += "for k in r.scan_iter(sys.argv[2] + ':*', count=1000): r.delete(k)"
-            subprocess.run([str(py), "-c", script, args.redis, args.redis_prefix], timeout=60)
+            drop_redis_keys(venv_python(), args.redis, args.redis_prefix + ":")
     report = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "bench/liveroom/run " + " ".join(sys.argv[1:]),
+        "command": common.command_line("liveroom"),
         "machine": info,
         "server": sinfo,
         "args": {
@@ -342,10 +333,7 @@ def main() -> int:
         "result": result,
         "server_errors": errors,
     }
-    (out / f"liveroom-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"liveroom-{stamp}.md").write_text(render_md(report))
-    log(f"wrote {out}/liveroom-{stamp}.{{json,md}}")
-    print(render_md(report))
+    common.write_reports(out, "liveroom", started, report, render_md)
     return 0
 
 

@@ -25,14 +25,12 @@
 // Run `node loadgen.js --help` for options.
 'use strict';
 
-const { fork } = require('child_process');
 const path = require('path');
-const { monitorEventLoopDelay } = require('perf_hooks');
 
 const common = require(path.join(__dirname, '..', 'common.js'));
 const {
-  nowMs, sleep, r3, addCount, hNew, hAdd, hToJSON, hMerge, hPct, hSummary, mintJwt, out, progress,
-  killWorkersOnExit,
+  nowMs, sleep, r3, addCount, mergeCounts, countAt, sumTimelines, hNew, hAdd, hToJSON, hMerge, hPct, hSummary,
+  mintJwt, out, progress, forkWorkers, loadgenStats, onCoordinator, sendFatal, clientOptions, inLanes, loadMeter,
 } = common;
 
 // ---------------------------------------------------------------- args
@@ -54,27 +52,17 @@ function parseArgs(argv) {
     drainMax: 30, // s after the last send => give up, the rest is lost
     clientDeflate: 'on',
   };
-  const map = {
-    '--url': ['url', String], '--conversations': ['conversations', Number], '--rate': ['rate', Number],
-    '--duration': ['duration', Number], '--workers': ['workers', Number], '--body-bytes': ['bodyBytes', Number],
-    '--jwt-secret': ['jwtSecret', String], '--user-prefix': ['userPrefix', String],
-    '--connect-concurrency': ['connectConcurrency', Number], '--open-concurrency': ['openConcurrency', Number],
-    '--setup-timeout': ['setupTimeout', Number], '--ack-timeout': ['ackTimeout', Number],
-    '--drain-idle': ['drainIdle', Number], '--drain-max': ['drainMax', Number],
-    '--client-deflate': ['clientDeflate', String],
-  };
-  const o = common.parseArgs(argv, defaults, map, 'usage: BENCH_JWT_SECRET=... node loadgen.js');
+  const o = common.parseArgs(argv, defaults, 'usage: BENCH_JWT_SECRET=... node loadgen.js');
   if (!o.worker) {
     if (!o.jwtSecret) throw new Error('set BENCH_JWT_SECRET (or --jwt-secret)');
     if (!(o.rate > 0) || !(o.duration > 0) || !(o.conversations > 0)) throw new Error('rate, duration, conversations must be > 0');
-    if (!['on', 'off'].includes(o.clientDeflate)) throw new Error('--client-deflate must be on or off');
+    common.checkClientDeflate(o);
     if (!/^[A-Za-z0-9_.-]{1,20}$/.test(o.userPrefix)) throw new Error('bad --user-prefix');
   }
   return o;
 }
 
 // ================================================================= worker
-const LOOP_RES_MS = 10;
 function runWorker() {
   const { io } = require('socket.io-client');
   let cfg = null;
@@ -95,21 +83,12 @@ function runWorker() {
   const lagHist = hNew();
   const bySecond = []; // delivery latency histograms by the second the message was due
   const timeline = [];
-  let cpu0 = null;
   let outstanding = 0;
-  const loopDelay = monitorEventLoopDelay({ resolution: LOOP_RES_MS });
+  const meter = loadMeter();
   let pad = '';
 
   function makeSocket(user) {
-    return io(cfg.url + '/messages', {
-      forceNew: true,
-      multiplex: false,
-      transports: ['websocket'],
-      auth: { token: mintJwt(cfg.jwtSecret, user) },
-      reconnection: false,
-      timeout: 20000,
-      ...(cfg.clientDeflate === 'off' ? { perMessageDeflate: false } : {}),
-    });
+    return io(cfg.url + '/messages', clientOptions(mintJwt(cfg.jwtSecret, user), 20000, cfg.clientDeflate));
   }
 
   function connectOne(s) {
@@ -154,23 +133,7 @@ function runWorker() {
     if (!firstRecv) firstRecv = now;
     lastRecv = now;
     const sec = Math.floor((now - t0) / 1000);
-    if (sec >= 0) {
-      while (timeline.length <= sec) timeline.push(0);
-      timeline[sec]++;
-    }
-  }
-
-  async function lanes(items, k, fn) {
-    let next = 0;
-    const lane = async () => {
-      while (next < items.length) {
-        const it = items[next++];
-        await fn(it);
-      }
-    };
-    const ls = [];
-    for (let j = 0; j < Math.min(k, items.length); j++) ls.push(lane());
-    await Promise.all(ls);
+    if (sec >= 0) countAt(timeline, sec);
   }
 
   async function setup() {
@@ -187,7 +150,7 @@ function runWorker() {
       socks.push([cv, 'aSock', cv.a], [cv, 'bSock', cv.b]);
     }
     let connected = 0;
-    await lanes(socks, cfg.connectConcurrency, async ([cv, key, user]) => {
+    await inLanes(socks, cfg.connectConcurrency, async ([cv, key, user]) => {
       const s = makeSocket(user);
       cv[key] = s;
       s.on('disconnect', (reason) => {
@@ -202,7 +165,7 @@ function runWorker() {
     // open + warm up
     let opened = 0, warmed = 0;
     const t1 = nowMs();
-    await lanes(convs.filter((cv) => cv.ok), cfg.openConcurrency, async (cv) => {
+    await inLanes(convs.filter((cv) => cv.ok), cfg.openConcurrency, async (cv) => {
       let ack;
       try {
         ack = await cv.aSock.timeout(30000).emitWithAck('conversation:open', { user_id: cv.b });
@@ -272,8 +235,7 @@ function runWorker() {
     const mine = [];
     for (let i = 0; i < n; i++) if ((i % cfg.conversations) % cfg.workers === cfg.worker) mine.push(i);
     let k = 0;
-    cpu0 = process.cpuUsage();
-    loopDelay.enable();
+    meter.start();
     const ticker = setInterval(() => send({ type: 'tick', sent, acked, delivered }), 1000);
     while (nowMs() < t0) await sleep(1);
     while (k < mine.length) {
@@ -301,13 +263,11 @@ function runWorker() {
       await sleep(50);
     }
     clearInterval(ticker);
-    loopDelay.disable();
     let lost = 0, deliveredAcked = 0, deliveredNotAcked = 0;
     for (const i of mine) {
       const s = state[i];
       if (s & 1) { if (s & 4) deliveredAcked++; else lost++; } else if (s & 4) deliveredNotAcked++;
     }
-    const cpu = process.cpuUsage(cpu0);
     let stillConnected = 0;
     for (const cv of convs) {
       if (cv.aSock && cv.aSock.connected) stillConnected++;
@@ -321,101 +281,59 @@ function runWorker() {
       drainEnd, outstandingAtEnd: outstanding,
       ackHist: hToJSON(ackHist), delHist: hToJSON(delHist), lagHist: hToJSON(lagHist), timeline,
       bySecond: bySecond.map(hToJSON),
-      cpuMs: (cpu.user + cpu.system) / 1000,
-      loopDelayP99Ms: Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RES_MS),
-      loopDelayMaxMs: Math.max(0, loopDelay.max / 1e6 - LOOP_RES_MS),
+      ...meter.read(),
     });
   }
 
-  process.on('message', (msg) => {
-    if (msg.type === 'start') {
+  onCoordinator({
+    start(msg) {
       cfg = msg.cfg;
       const base = `t=${(nowMs() + 1e6).toFixed(3)};i=${Math.round(cfg.rate * cfg.duration)};`.length;
       pad = 'x'.repeat(Math.max(0, cfg.bodyBytes - base));
-      setup().catch((e) => send({ type: 'fatal', error: String(e && e.stack) }));
-    } else if (msg.type === 'go') {
+      setup().catch(sendFatal);
+    },
+    go(msg) {
       t0 = msg.t0;
       tEnd = msg.tEnd;
-      sendPhase().catch((e) => send({ type: 'fatal', error: String(e && e.stack) }));
-    } else if (msg.type === 'close') {
+      sendPhase().catch(sendFatal);
+    },
+    close() {
       for (const cv of convs) { if (cv.aSock) cv.aSock.close(); if (cv.bSock) cv.bSock.close(); }
       setTimeout(() => process.exit(0), 200);
-    }
+    },
   });
-  process.on('disconnect', () => process.exit(0)); // parent died
 }
 
 // ================================================================= coordinator
 async function coordinator(o) {
   const startedAt = new Date().toISOString();
   const nWorkers = Math.max(1, Math.min(o.workers, o.conversations));
-  const workers = [];
-  for (let w = 0; w < nWorkers; w++) {
-    const child = fork(__filename, ['--worker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const wk = { child, ready: null, result: null, tick: { sent: 0, acked: 0, delivered: 0 }, sentDone: false, exited: false };
-    child.on('message', (m) => {
-      if (m.type === 'ready') wk.ready = m;
-      else if (m.type === 'tick') wk.tick = m;
-      else if (m.type === 'sent') wk.sentDone = true;
-      else if (m.type === 'result') wk.result = m;
-      else if (m.type === 'progress') progress(m.msg);
-      else if (m.type === 'fatal') wk.fatal = m.error;
-    });
-    child.on('exit', () => { wk.exited = true; });
-    child.send({
-      type: 'start',
-      cfg: {
-        url: o.url, worker: w, workers: nWorkers, conversations: o.conversations, rate: o.rate, duration: o.duration,
-        bodyBytes: o.bodyBytes, jwtSecret: o.jwtSecret, userPrefix: o.userPrefix, connectConcurrency: o.connectConcurrency,
-        openConcurrency: o.openConcurrency, ackTimeout: o.ackTimeout, drainIdle: o.drainIdle, drainMax: o.drainMax,
-        clientDeflate: o.clientDeflate,
-      },
-    });
-    workers.push(wk);
-  }
-  const killAll = killWorkersOnExit(workers);
-
-  const waitFor = async (pred, timeoutMs, what, every) => {
-    const t = Date.now();
-    let lastLog = t;
-    while (!pred()) {
-      for (const w of workers) if (w.fatal) throw new Error('worker failed: ' + w.fatal);
-      if (workers.some((w) => w.exited)) throw new Error(`a worker exited during ${what}`);
-      if (Date.now() - t > timeoutMs) throw new Error(`timeout during ${what}`);
-      if (every && Date.now() - lastLog > every) {
-        lastLog = Date.now();
-        progress(every());
-      }
-      await sleep(50);
-    }
-  };
+  const pool = forkWorkers(__filename, nWorkers, (w) => ({
+    url: o.url, worker: w, workers: nWorkers, conversations: o.conversations, rate: o.rate, duration: o.duration,
+    bodyBytes: o.bodyBytes, jwtSecret: o.jwtSecret, userPrefix: o.userPrefix, connectConcurrency: o.connectConcurrency,
+    openConcurrency: o.openConcurrency, ackTimeout: o.ackTimeout, drainIdle: o.drainIdle, drainMax: o.drainMax,
+    clientDeflate: o.clientDeflate,
+  }), { tick: { sent: 0, acked: 0, delivered: 0 } });
+  const { workers, waitFor } = pool;
 
   // ---- setup
   progress(`connecting ${2 * o.conversations} sockets (${o.conversations} conversations) via ${nWorkers} worker(s) to ${o.url}/messages`);
-  const ts = nowMs();
-  await waitFor(() => workers.every((w) => w.ready), o.setupTimeout * 1000, 'setup (connect, open, warm-up)',
+  const { seconds: setupS, errors: setupErrors } = await pool.allReady(o.setupTimeout * 1000, 'setup (connect, open, warm-up)',
     () => `setup: ${workers.filter((w) => w.ready).length}/${nWorkers} workers ready`);
-  const setupS = (nowMs() - ts) / 1000;
-  const sum = (k) => workers.reduce((a, w) => a + w.ready[k], 0);
-  const setupErrors = {};
-  for (const w of workers) for (const [k, v] of Object.entries(w.ready.errors)) addCount(setupErrors, k, v);
+  const sum = (k) => pool.total((w) => w.ready[k]);
   const warmed = sum('warmed');
   progress(`setup done in ${setupS.toFixed(1)}s: ${sum('connected')}/${sum('sockets')} sockets, ${sum('opened')} opened, ${warmed} warmed of ${o.conversations} conversations`, { errors: setupErrors });
   if (warmed === 0) throw new Error('no conversation ready: ' + JSON.stringify(setupErrors));
   out({ event: 'phase', phase: 'setup_done' });
 
   // ---- send
-  const t0 = nowMs() + 300;
-  const tEnd = t0 + o.duration * 1000;
-  for (const w of workers) w.child.send({ type: 'go', t0, tEnd });
-  while (nowMs() < t0) await sleep(1);
-  out({ event: 'phase', phase: 'send_start', t: t0 });
+  const { t0 } = await pool.startAt(300, 'go', o.duration, 'send_start');
   const cpuC0 = process.cpuUsage();
   const tick = () => {
     const s = workers.reduce((a, w) => ({ sent: a.sent + w.tick.sent, acked: a.acked + w.tick.acked, delivered: a.delivered + w.tick.delivered }), { sent: 0, acked: 0, delivered: 0 });
     return `t=${((nowMs() - t0) / 1000).toFixed(1)}s sent=${s.sent} acked=${s.acked} delivered=${s.delivered}`;
   };
-  await waitFor(() => workers.every((w) => w.sentDone), (o.duration + 30) * 1000, 'send', () => tick());
+  await waitFor(() => workers.every((w) => w.sent), (o.duration + 30) * 1000, 'send', () => tick());
   out({ event: 'phase', phase: 'send_end' });
   progress(`sending done (${tick()}); waiting for acks and deliveries`);
   await waitFor(() => workers.every((w) => w.result), (o.drainMax + o.ackTimeout + 20) * 1000, 'drain', () => tick());
@@ -431,24 +349,18 @@ async function coordinator(o) {
     'stillConnected', 'inWindow', 'outstandingAtEnd'];
   for (const k of numKeys) agg[k] = 0;
   const ackErrors = {}, disconnectReasons = {}, drainEnds = {};
-  const timeline = [];
   let lastRecv = 0, lastSend = 0;
-  const workerCpu = [], workerLoop = [];
-  for (const w of workers) {
-    const r = w.result;
+  const results = workers.map((w) => w.result);
+  for (const r of results) {
     for (const k of numKeys) agg[k] += r[k];
     hMerge(ackH, r.ackHist); hMerge(delH, r.delHist); hMerge(lagH, r.lagHist);
     r.bySecond.forEach((h, i) => { while (secH.length <= i) secH.push(hNew()); hMerge(secH[i], h); });
-    for (const [k, v] of Object.entries(r.ackErrors)) addCount(ackErrors, k, v);
-    for (const [k, v] of Object.entries(r.disconnectReasons)) addCount(disconnectReasons, k, v);
+    mergeCounts(ackErrors, r.ackErrors);
+    mergeCounts(disconnectReasons, r.disconnectReasons);
     addCount(drainEnds, r.drainEnd);
-    r.timeline.forEach((c, i) => { timeline[i] = (timeline[i] || 0) + c; });
     if (r.lastRecv > lastRecv) lastRecv = r.lastRecv;
     if (r.lastSend > lastSend) lastSend = r.lastSend;
-    workerCpu.push(Math.round(r.cpuMs));
-    workerLoop.push({ p99_ms: r3(r.loopDelayP99Ms), max_ms: r3(r.loopDelayMaxMs) });
   }
-  for (let i = 0; i < timeline.length; i++) timeline[i] = timeline[i] || 0;
   const spanS = lastRecv > 0 ? (lastRecv - t0) / 1000 : null;
   const result = {
     event: 'result',
@@ -496,29 +408,12 @@ async function coordinator(o) {
     disconnects: agg.disconnects,
     disconnect_reasons: disconnectReasons,
     sockets_connected_at_end: agg.stillConnected,
-    timeline_per_s: timeline,
-    loadgen: {
-      coordinator_cpu_ms: Math.round((cpuC.user + cpuC.system) / 1000),
-      worker_cpu_ms: workerCpu,
-      worker_event_loop_delay: workerLoop,
-    },
+    timeline_per_s: sumTimelines(results.map((r) => r.timeline)),
+    loadgen: loadgenStats(cpuC, results),
   };
   out(result);
-  for (const w of workers) if (!w.exited) w.child.send({ type: 'close' });
-  await sleep(500);
-  killAll();
+  await pool.close(500);
 }
 
 // ---------------------------------------------------------------- main
-const opts = parseArgs(process.argv.slice(2));
-if (opts.worker) {
-  runWorker();
-} else {
-  coordinator(opts).then(
-    () => process.exit(0),
-    (e) => {
-      out({ event: 'error', error: String(e && e.message), stack: String(e && e.stack) });
-      process.exit(1);
-    },
-  );
-}
+common.runMain(parseArgs(process.argv.slice(2)), runWorker, coordinator);

@@ -14,52 +14,20 @@ on exit, error, SIGINT or SIGTERM.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import secrets
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))
 
 import common  # noqa: E402
-from common import (  # noqa: E402
-    Sampler,
-    datadirs,
-    ensure_npm,
-    fmt,
-    free_port,
-    install_cleanup,
-    kill_group,
-    loadavg,
-    log,
-    log_tail,
-    machine_busy,
-    npm_version,
-    proc_stat,
-    release_datadir,
-    row,
-    spawn,
-    stop,
-    venv_python,
-    wait_for_quiet,
-    wait_healthy,
-    write_doc,
-)
+from common import Sampler, Server, fmt, loadavg, log, row  # noqa: E402
 
 common.set_log_name("messages")
 
-DOC = REPO / "docs" / "benchmarks-messages.md"
-DOC_BEGIN = "<!-- bench/messages results: written by `bench/messages/run --write-doc` -->"
-DOC_END = "<!-- /bench/messages results -->"
 DOC_TITLE = "# Benchmarks: direct messages\n"
 RAISED = "1000000"  # the rate-limit settings' maximum (config/__init__.py)
 OURS_BENCH_ENV = {
@@ -94,58 +62,15 @@ PY_PACKAGES = ("python-socketio", "python-engineio", "aiohttp", "uvloop", "async
 
 def machine_info() -> dict:
     return common.machine_info(
-        venv_python(),
+        common.venv_python(),
         PY_PACKAGES,
-        extra={"socket.io-client": npm_version(HERE, "socket.io-client")},
+        extra={"socket.io-client": common.npm_version(HERE, "socket.io-client")},
     )
 
 
-# ------------------------------------------------------------------ server
-class Ours:
-    """One `ours serve` on a free port with a fresh data dir."""
-
-    def __init__(self, args, logdir: Path) -> None:
-        self.args = args
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.datadir = tempfile.mkdtemp(prefix="ours-bench-messages-")
-        datadirs.append(self.datadir)
-        self.logfile = logdir / f"ours-{self.port}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env.update(
-            OURS_DATA_DIR=self.datadir,
-            OURS_JWT_SECRET=self.args.jwt_secret,
-            OURS_API_KEYS=self.args.api_key,
-            PYTHONUNBUFFERED="1",
-        )
-        env.update(OURS_BENCH_ENV)
-        env.update(dict(kv.split("=", 1) for kv in self.args.ours_env))
-        with open(self.logfile, "ab") as fh:
-            self.proc = spawn(
-                [self.args.ours_bin, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
-        wait_healthy(self.proc, self.url, self.args.ours_startup_timeout, "ours")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-        release_datadir(self.datadir)
-
-    def log_tail(self, n: int = 30) -> str:
-        return log_tail(self.logfile, n)
-
-
 # ------------------------------------------------------------------ one scenario
-def run_loadgen(srv: Ours, rate: float, args, sampler: Sampler) -> dict:
-    cmd = [
-        "node", str(HERE / "loadgen.js"),
+def run_loadgen(srv: Server, rate: float, args, sampler: Sampler) -> dict:
+    argv = [
         "--url", srv.url,
         "--conversations", str(args.conversations),
         "--rate", f"{rate:g}",
@@ -157,68 +82,40 @@ def run_loadgen(srv: Ours, rate: float, args, sampler: Sampler) -> dict:
         "--setup-timeout", f"{args.setup_timeout:g}",
         "--client-deflate", args.client_deflate,
     ]  # fmt: skip
-    env = dict(os.environ, BENCH_JWT_SECRET=args.jwt_secret)
     # setup + send + acks + drain, plus margin: past this the load generator is killed
-    hard_timeout = args.setup_timeout + args.duration + args.ack_timeout + args.drain_max + 60
-    p = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
-    lg = Sampler(p.pid, None)
-    killer = threading.Timer(hard_timeout, lambda: kill_group(p, 2))
-    killer.start()
-    result, error, marks = None, None, {}
+    timeout = args.setup_timeout + args.duration + args.ack_timeout + args.drain_max + 60
     root_cpu: dict[str, float] = {}  # the `ours` process alone, without PostgreSQL
     waits: dict[str, tuple[float, float | None]] = {}
-    stderr_lines: list[str] = []
-    assert p.stdout is not None and p.stderr is not None
-    pout, perr = p.stdout, p.stderr
-    t_err = threading.Thread(target=lambda: stderr_lines.extend(perr), daemon=True)
-    t_err.start()
-    try:
-        for line in pout:
-            try:
-                ev = json.loads(line)
-            except json.JSONDecodeError:
-                log(f"  loadgen: {line.rstrip()}")
-                continue
-            kind = ev.get("event")
-            if kind == "progress":
-                log(f"  {rate:g}/s | {ev['msg']}")
-            elif kind == "phase":
-                cpu, rss = sampler.sample()
-                st = proc_stat(sampler.root)
-                marks[ev["phase"]] = (time.time(), cpu, rss, lg.sample()[0], machine_busy())
-                root_cpu[ev["phase"]] = st[1] if st else 0.0
-                waits[ev["phase"]] = (run_queue_wait_s(sampler.root), cpu_pressure_s())
-            elif kind == "result":
-                result = ev
-            elif kind == "error":
-                error = ev.get("error")
-        p.wait(timeout=30)
-    finally:
-        killer.cancel()
-        stop(p, grace=2)
-    t_err.join(timeout=2)
-    if result is None:
-        tail = "".join(stderr_lines)[-800:]
-        raise RuntimeError(f"loadgen failed: {error or 'no result'} (rc={p.returncode}) {tail}")
+
+    def on_phase(phase: str) -> None:
+        st = common.proc_stat(sampler.root)
+        root_cpu[phase] = st[1] if st else 0.0
+        waits[phase] = (run_queue_wait_s(sampler.root), cpu_pressure_s())
+
+    result, marks = common.run_loadgen(
+        HERE / "loadgen.js",
+        argv,
+        env={"BENCH_JWT_SECRET": args.jwt_secret},
+        timeout=timeout,
+        tag=f"{rate:g}/s",
+        server=sampler,
+        on_phase=on_phase,
+    )
     if "send_start" in marks and "drain_end" in marks:
-        (t0, c0, _, l0, m0), (t1, c1, rss1, l1, m1) = marks["send_start"], marks["drain_end"]
-        wall = max(t1 - t0, 1e-6)
-        result["server_cpu_s"] = round(c1 - c0, 2)
+        m0, m1 = marks["send_start"], marks["drain_end"]
+        wall = max(m1.t - m0.t, 1e-6)
+        result["server_cpu_s"] = round(m1.server_cpu - m0.server_cpu, 2)
         if "send_end" in marks:
-            t2, c2 = marks["send_end"][:2]
-            result["server_cores_send"] = round((c2 - c0) / max(t2 - t0, 1e-6), 2)
+            m2 = marks["send_end"]
+            send_s = max(m2.t - m0.t, 1e-6)
+            result["server_cores_send"] = round((m2.server_cpu - m0.server_cpu) / send_s, 2)
             result["ours_process_cores_send"] = round(
-                (root_cpu["send_end"] - root_cpu["send_start"]) / max(t2 - t0, 1e-6), 2
+                (root_cpu["send_end"] - root_cpu["send_start"]) / send_s, 2
             )
-        result["server_rss_mib_end"] = round(rss1 / 2**20, 1)
+        result["server_rss_mib_end"] = round(m1.server_rss / 2**20, 1)
         # busy cores over [send start, drain end]: the server (+ its PostgreSQL), the load
-        # generator and everything else on the machine (other work skews the results)
-        result["busy_cores"] = {
-            "machine": round((m1 - m0) / wall, 2),
-            "server": round((c1 - c0) / wall, 2),
-            "loadgen": round((l1 - l0) / wall, 2),
-            "other": round(max(0.0, (m1 - m0) - (c1 - c0) - (l1 - l0)) / wall, 2),
-        }
+        # generator and everything else on the machine
+        result["busy_cores"] = common.cores_between(m0, m1)
         # interference: how long the `ours` process was runnable but had no CPU, and the share
         # of the time some task on the machine waited for a CPU (PSI "some")
         (w0, p0), (w1, p1) = waits["send_start"], waits["drain_end"]
@@ -226,8 +123,34 @@ def run_loadgen(srv: Ours, rate: float, args, sampler: Sampler) -> dict:
         if p0 is not None and p1 is not None:
             result["cpu_pressure_pct"] = round(100 * (p1 - p0) / wall, 1)
     result["server_rss_mib_peak"] = round(sampler.peak_rss / 2**20, 1)
-    result.pop("event", None)
     return result
+
+
+def run_rate(srv: Server, args, rate: float, tag: str) -> dict:
+    """One rate against a started server: wait for a quiet machine, run the load generator
+    while sampling the server."""
+    background = common.wait_for_quiet(args, tag)
+    before = loadavg()
+    log(f"{tag} | start (load average {before})")
+    assert srv.proc is not None
+    sampler = Sampler(srv.proc.pid, srv.datadir)
+    sampler.sample()
+    sampler.start()
+    try:
+        r = run_loadgen(srv, rate, args, sampler)
+    finally:
+        sampler.halt()
+    r["rate"] = rate
+    r["background_busy_cores_before"] = background
+    r["loadavg_before"], r["loadavg_after"] = before, loadavg()
+    ack, dl = r["ack_latency_ms"], r["delivery_latency_ms"]
+    log(
+        f"{tag} | sent {r['sent']:,} acked {r['acked']:,} delivered {r['delivered']:,} "
+        f"lost {r['lost']:,}; ack p50/p99 {ack['p50']}/{ack['p99']} ms; delivery "
+        f"p50/p99/max {dl['p50']}/{dl['p99']}/{dl['max']} ms; {r['delivered_per_s']}/s; "
+        f"busy cores {r.get('busy_cores')}"
+    )
+    return r
 
 
 # ------------------------------------------------------------------ report
@@ -262,25 +185,21 @@ HIST_COLS = (
 )
 
 
+def extra_env(ours_env: dict[str, str]) -> dict[str, str]:
+    """What a run's server environment changed from `OURS_BENCH_ENV` (with --ours-env)."""
+    return {k: v for k, v in ours_env.items() if OURS_BENCH_ENV.get(k) != v}
+
+
 def history(outdir: Path) -> list[dict]:
     """Every recorded run in the results directory, oldest first: one row per rate."""
-    rows = []
-    for path in sorted(outdir.glob("messages-*.json")):
-        try:
-            rep = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        for r in rep.get("results", []):
-            if "error" not in r:
-                extra = {
-                    k: v for k, v in rep.get("ours_env", {}).items() if OURS_BENCH_ENV.get(k) != v
-                }
-                rows.append({"run": rep["started_at"], "extra_env": extra, **r})
-    return rows
+    return [
+        {"run": rep["started_at"], "extra_env": extra_env(rep.get("ours_env", {})), **r}
+        for rep, r in common.recorded_results(outdir, "messages")
+    ]
 
 
-def history_md(rows: list[dict]) -> list[str]:
-    lines = [row(*HIST_COLS), row(*(["---"] + ["---:"] * (len(HIST_COLS) - 1)))]
+def history_table(rows: list[dict]) -> list[str]:
+    lines = common.table_head(HIST_COLS)
     for r in rows:
         ack, dl, c = r["ack_latency_ms"], r["delivery_latency_ms"], r.get("busy_cores") or {}
         lb = r.get("loadavg_before") or []
@@ -304,18 +223,13 @@ def history_md(rows: list[dict]) -> list[str]:
 
 def render_md(report: dict, heading: str = "#") -> str:
     m, a = report["machine"], report["args"]
-    pk = m["python_packages"]
-    pkgs = ", ".join(f"{k} {v}" for k, v in pk.items() if k != "python")
-    dirty = " (server/ dirty)" if m["git_dirty"] else ""
-    extra = {k: v for k, v in report["ours_env"].items() if OURS_BENCH_ENV.get(k) != v}
+    extra = extra_env(report["ours_env"])
+    software = (
+        f"{common.packages_md(m['python_packages'])}; socket.io-client {m['socket.io-client']}"
+    )
     lines = [
-        f"{heading} Direct messages benchmark, {report['started_at']}",
-        "",
-        f"Command: `{report['command']}`",
-        "",
-        f"Machine: {m['nproc']} vCPU {m['cpu_model']}, {m['mem_total_gib']} GiB RAM, {m['os']}, "
-        f"kernel {m['kernel']}; Node {m['node']}, Python {pk.get('python')}; {pkgs}; "
-        f"socket.io-client {m['socket.io-client']}; git {m['git_commit']}{dirty}.",
+        *common.md_head(heading, "Direct messages benchmark", report),
+        common.machine_md(m, software),
         "",
         f"Load: {a['conversations']} direct conversations, {2 * a['conversations']} users, one "
         f"socket.io-client connection each on `/messages` (websocket, {a['workers']} worker "
@@ -332,13 +246,11 @@ def render_md(report: dict, heading: str = "#") -> str:
             else []
         ),
         "",
-        row(*COLS),
-        row(*(["---:"] * len(COLS))),
+        *common.table_head(COLS, left=0),
     ]
     for r in report["results"]:
         if "error" in r:
-            err = r["error"].replace("|", "/").replace("\n", " ")[:200]
-            lines.append(row(f"{r['rate']:g}/s", err, *([""] * (len(COLS) - 2))))
+            lines.append(common.error_row(COLS, (f"{r['rate']:g}/s",), r["error"]))
             continue
         ack, dl, lag = r["ack_latency_ms"], r["delivery_latency_ms"], r["sender_lag_ms"]
         c = r.get("busy_cores") or {}
@@ -397,23 +309,14 @@ def render_md(report: dict, heading: str = "#") -> str:
             )
     hist = report.get("history") or []
     if len(hist) > 1:
-        lines += [
-            "",
-            f"Every run recorded in `{report['results_dir']}` (the one above included):",
-            "",
-            *history_md(hist),
-        ]
-    notes = report.get("notes") or []
-    if notes:
-        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+        lines += common.history_md(report["results_dir"], history_table(hist))
+    lines += common.notes_md(report.get("notes") or [])
     return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------ main
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = common.parser(__doc__)
     ap.add_argument("--conversations", type=int, default=200)
     ap.add_argument("--rates", default="500,1000", help="comma list of total messages/s")
     ap.add_argument("--duration", type=float, default=20, help="send seconds per rate")
@@ -423,18 +326,8 @@ def main() -> int:
     ap.add_argument("--drain-max", type=float, default=30, help="max s after the last send")
     ap.add_argument("--setup-timeout", type=float, default=180, help="connect + open, max s")
     ap.add_argument("--client-deflate", choices=("on", "off"), default="on")
-    ap.add_argument("--quiet-wait", type=float, default=120, help="max s to wait for quiet")
-    ap.add_argument("--quiet-cores", type=float, default=0.3, help="busy cores counting as quiet")
-    ap.add_argument("--ours-bin", default=str(REPO / ".venv" / "bin" / "ours"))
-    ap.add_argument(
-        "--ours-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment for `ours serve` (repeatable); defaults raise the limits: "
-        + " ".join(f"{k}={v}" for k, v in OURS_BENCH_ENV.items()),
-    )
-    ap.add_argument("--ours-startup-timeout", type=float, default=120)
+    common.add_quiet_args(ap)
+    common.add_ours_args(ap, OURS_BENCH_ENV)
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument(
         "--write-doc",
@@ -449,27 +342,19 @@ def main() -> int:
     args = ap.parse_args()
     if args.doc_from:
         saved = json.loads(Path(args.doc_from).read_text())
-        outdir = Path(args.out)
-        saved["history"] = history(outdir)
-        saved["results_dir"] = str(
-            outdir.relative_to(REPO) if outdir.is_relative_to(REPO) else outdir
+        common.attach_history(saved, Path(args.out), history)
+        common.write_doc(
+            "messages", render_md(saved, heading="###"), DOC_TITLE, f" from {args.doc_from}"
         )
-        write_doc(DOC, DOC_BEGIN, DOC_END, render_md(saved, heading="###"), DOC_TITLE)
-        log(f"wrote the results section of {DOC.relative_to(REPO)} from {args.doc_from}")
         return 0
-    rates = [float(x) for x in args.rates.split(",") if x.strip()]
-    args.api_key = "bench-" + secrets.token_hex(8)
-    args.jwt_secret = secrets.token_hex(32)
+    rates = [float(x) for x in common.comma_list(args.rates)]
+    common.new_credentials(args)
     if not os.access(args.ours_bin, os.X_OK):
         ap.error(f"{args.ours_bin} not found (create the venv: see README.md)")
 
-    install_cleanup()
-    ensure_npm(HERE)
-    started = datetime.now(UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    logdir = Path(tempfile.mkdtemp(prefix="bench-messages-logs-"))
+    common.install_cleanup()
+    common.ensure_npm(HERE)
+    started, outdir, logdir = common.begin_run("messages", args.out)
     machine = machine_info()
     log(
         f"{len(rates)} rate(s) {args.rates}/s, {args.conversations} conversations, "
@@ -478,70 +363,24 @@ def main() -> int:
     results: list[dict] = []
     for n, rate in enumerate(rates, 1):
         tag = f"[{n}/{len(rates)}] {rate:g}/s"
-        srv = None
-        try:
-            srv = Ours(args, logdir)
-            log(f"{tag} | starting ours on {srv.url}")
-            t = time.time()
-            srv.start()
-            log(f"{tag} | healthy after {time.time() - t:.1f}s")
-            background = wait_for_quiet(args, tag)
-            before = loadavg()
-            log(f"{tag} | start (load average {before})")
-            assert srv.proc is not None
-            sampler = Sampler(srv.proc.pid, srv.datadir)
-            sampler.sample()
-            sampler.start()
-            try:
-                r = run_loadgen(srv, rate, args, sampler)
-            finally:
-                sampler.halt()
-            r["rate"] = rate
-            r["background_busy_cores_before"] = background
-            r["loadavg_before"], r["loadavg_after"] = before, loadavg()
-            results.append(r)
-            ack, dl = r["ack_latency_ms"], r["delivery_latency_ms"]
-            log(
-                f"{tag} | sent {r['sent']:,} acked {r['acked']:,} delivered {r['delivered']:,} "
-                f"lost {r['lost']:,}; ack p50/p99 {ack['p50']}/{ack['p99']} ms; delivery "
-                f"p50/p99/max {dl['p50']}/{dl['p99']}/{dl['max']} ms; {r['delivered_per_s']}/s; "
-                f"busy cores {r.get('busy_cores')}"
+        results.append(
+            common.measure_server(
+                partial(Server, "ours", args, logdir, "messages", OURS_BENCH_ENV),
+                tag,
+                partial(run_rate, args=args, rate=rate, tag=tag),
+                {"rate": rate},
+                starting="starting ours on",
             )
-        except Exception as e:
-            log(f"{tag} | FAILED: {e}")
-            entry = {"rate": rate, "error": str(e)}
-            if srv is not None:
-                entry["server_log_tail"] = srv.log_tail()
-                log(f"ours log tail:\n{entry['server_log_tail']}")
-            results.append(entry)
-        finally:
-            if srv is not None:
-                srv.stop()
+        )
 
     report = {
-        "benchmark": "bench/messages",
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "bench/messages/run " + " ".join(sys.argv[1:]),
-        "args": {k: v for k, v in vars(args).items() if k not in ("api_key", "jwt_secret", "out")},
-        "machine": machine,
-        "ours_env": {**OURS_BENCH_ENV, **dict(kv.split("=", 1) for kv in args.ours_env)},
+        **common.report_head("messages", started, args, machine),
+        "ours_env": {**OURS_BENCH_ENV, **common.env_pairs(args.ours_env)},
         "results": results,
         "server_logs": str(logdir),
     }
-    jpath = outdir / f"messages-{stamp}.json"
-    mpath = outdir / f"messages-{stamp}.md"
-    jpath.write_text(json.dumps(report, indent=2) + "\n")
-    report["history"] = history(outdir)
-    report["results_dir"] = str(outdir.relative_to(REPO) if outdir.is_relative_to(REPO) else outdir)
-    md = render_md(report)
-    mpath.write_text(md)
-    print()
-    print(md)
-    if args.write_doc:
-        write_doc(DOC, DOC_BEGIN, DOC_END, render_md(report, heading="###"), DOC_TITLE)
-        log(f"wrote the results section of {DOC.relative_to(REPO)}")
-    log(f"wrote {jpath} and {mpath.name}")
+    doc_title = DOC_TITLE if args.write_doc else None
+    common.write_reports(outdir, "messages", started, report, render_md, history, doc_title)
     return 0 if all("error" not in r for r in results) else 1
 
 

@@ -132,7 +132,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             [
                 sys.executable,
                 "-m",
-                "server.cli",
+                "app",
                 "serve",
                 "--host",
                 "127.0.0.1",

@@ -1,5 +1,5 @@
-"""In-app: the inbox rows live in storage (routing.store); this tells every open socket of the
-user on /notifications (room `user:{id}`, on every node through the fan-out seam)."""
+"""In-app: the inbox rows live in storage (routing.store.inbox); this tells every open socket
+of the user on /notifications (room `user:{id}`, on every node through the fan-out seam)."""
 
 from __future__ import annotations
 
@@ -16,26 +16,16 @@ class InAppChannel:
         self.fanout = fanout
 
     async def new(self, user_id: str, item: dict[str, Any], unread: int) -> None:
-        await self.fanout.emit(
-            "notification:new",
-            {**item, "unread": unread},
-            namespace=NAMESPACE,
-            room=user_room(user_id),
-        )
+        await self._tell(user_id, "notification:new", {**item, "unread": unread})
 
     async def updated(self, user_id: str, item: dict[str, Any], unread: int) -> None:
-        await self.fanout.emit(
-            "notification:updated",
-            {**item, "unread": unread},
-            namespace=NAMESPACE,
-            room=user_room(user_id),
-        )
+        await self._tell(user_id, "notification:updated", {**item, "unread": unread})
 
     async def read(self, user_id: str, ids: list[int] | None, unread: int) -> None:
         """Every device learns what was read (on any device) and the unread count."""
-        await self.fanout.emit(
-            "notification:read",
-            {"ids": ids, "all": ids is None, "unread": unread},
-            namespace=NAMESPACE,
-            room=user_room(user_id),
+        await self._tell(
+            user_id, "notification:read", {"ids": ids, "all": ids is None, "unread": unread}
         )
+
+    async def _tell(self, user_id: str, event: str, data: dict[str, Any]) -> None:
+        await self.fanout.emit(event, data, namespace=NAMESPACE, room=user_room(user_id))

@@ -43,7 +43,7 @@ from routing.channels.base import (
 )
 from routing.preferences import Preferences
 from routing.priorities import Channel, Priority
-from routing.store import RouterStore
+from routing.store.devices import DeviceStore
 
 log = logging.getLogger("ours.router.push")
 
@@ -72,10 +72,10 @@ class PushChannel(OutboundChannel):
     name = Channel.PUSH
     concurrency = 16  # worker threads; more only fight the event loop for the GIL
 
-    def __init__(self, settings: Settings, store: RouterStore) -> None:
+    def __init__(self, settings: Settings, devices: DeviceStore) -> None:
         super().__init__()
         self.settings = settings
-        self.store = store
+        self.devices = devices
         self.app: firebase_admin.App | None = None
 
     def unavailable(self) -> str | None:
@@ -133,7 +133,7 @@ class PushChannel(OutboundChannel):
         )
 
     async def addresses(self, user_ids: list[str]) -> dict[str, Any]:
-        return await self.store.devices_of(user_ids)
+        return await self.devices.of_users(user_ids)
 
     async def send(self, msg: Message, prefs: Preferences) -> Sent:
         devices: list[tuple[str, str]] = msg.address or []
@@ -168,7 +168,7 @@ class PushChannel(OutboundChannel):
                     if ra is not None:
                         retry_after = max(retry_after or 0.0, ra)
         if prune:
-            await self.store.prune_devices(prune)
+            await self.devices.prune(prune)
             log.info("pruned push tokens", extra={"count": len(prune)})
         detail = f"{len(ok_ids)}/{len(devices)} devices"
         if prune:

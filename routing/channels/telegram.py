@@ -1,14 +1,13 @@
-"""Telegram through the bot feature's shared, rate-limited sender (bots/, issue 8):
-`node.features["bot"].sender.send(chat_id, text, priority=...)`, and the account link
-`bots.links.chat_id_for(storage, user_id) -> int | None`.
+"""Telegram through the bot's shared, rate-limited sender: the channel is handed an outbox
+(the bot feature, as a `TelegramOutbox`) that finds the chat linked to a user and sends.
 
-Skipped ("not_configured", "telegram not configured") when the bot feature is absent or has no
-token; skipped ("not_linked") when the user has not linked a chat.
+Skipped ("not_configured", "telegram not configured") when the bot has no token; skipped
+("not_linked") when the user has not linked a chat (or the chat blocked the bot).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from routing.channels.base import (
     Message,
@@ -21,45 +20,52 @@ from routing.channels.base import (
 from routing.preferences import Preferences
 from routing.priorities import Channel, Priority
 
-if TYPE_CHECKING:
-    from server.node import Node
+
+class TelegramReceipt(Protocol):
+    @property
+    def status(self) -> str: ...  # sent | blocked | failed
+
+    @property
+    def attempts(self) -> int: ...
+
+    @property
+    def message_id(self) -> int | None: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+
+class TelegramOutbox(Protocol):
+    """What this channel needs of the bot (bots/feature.py implements it)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    async def chat_for(self, user_id: str) -> int | None: ...
+
+    async def notify(self, chat_id: int, text: str, *, urgent: bool) -> TelegramReceipt: ...
 
 
 class TelegramChannel(OutboundChannel):
     name = Channel.TELEGRAM
     concurrency = 16
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, outbox: TelegramOutbox) -> None:
         super().__init__()
-        self.node = node
-
-    def _sender(self) -> Any:
-        bot = self.node.features.get("bot")
-        if bot is None or not self.node.settings.telegram_bot_token:
-            return None
-        sender = getattr(bot, "sender", None)
-        return sender if sender is not None and getattr(sender, "enabled", True) else None
+        self.outbox = outbox
 
     def unavailable(self) -> str | None:
-        return None if self._sender() is not None else "telegram not configured"
+        return None if self.outbox.enabled else "telegram not configured"
 
     async def send(self, msg: Message, prefs: Preferences) -> Sent:
-        sender = self._sender()
-        if sender is None:
+        if not self.outbox.enabled:
             raise Skip("not_configured", "telegram not configured")
-        from bots.links import chat_id_for
-        from bots.sender import Priority as SendPriority
-        from bots.sender import TelegramDisabled
-
-        chat_id = await chat_id_for(self.node.storage, msg.user_id)
+        chat_id = await self.outbox.chat_for(msg.user_id)
         if chat_id is None:
             raise Skip("not_linked", "no Telegram chat linked (or the chat blocked the bot)")
         # the bot's admin alerts go first; then immediate notifications; the rest like briefs
-        prio = SendPriority.NORMAL if msg.priority is Priority.IMMEDIATE else SendPriority.BRIEF
-        try:
-            result = await sender.send(chat_id, f"{msg.title}\n{msg.body}", priority=prio)
-        except TelegramDisabled:
-            raise Skip("not_configured", "telegram not configured") from None
+        urgent = msg.priority is Priority.IMMEDIATE
+        result = await self.outbox.notify(chat_id, f"{msg.title}\n{msg.body}", urgent=urgent)
         if result.status == "sent":
             return Sent(str(result.message_id), f"after {result.attempts} attempt(s)")
         if result.status == "blocked":

@@ -1,5 +1,5 @@
 -- Activity streams (seed 000, issue 9): opt-in per user, entries kept 24 hours, then deleted by
--- the `activity.purge` job. `hash` is the similarity key (server/activity/similarity.py): what
+-- the `activity.purge` job. `hash` is the similarity key (activity/similarity.py): what
 -- people share is grouped by equality on it, so "how many others today" is one index lookup.
 
 -- A row = the user opted in (opting out deletes the row and every entry of theirs).

@@ -1,9 +1,9 @@
--- A user's erasure (issue 9, server/privacy/): helpers that replace a user id by its pseudonym,
+-- A user's erasure (issue 9, privacy/): helpers that replace a user id by its pseudonym,
 -- and the one narrow way the append-only audit log may change.
 --
 -- The audit log keeps what moderators and admins did (accountability outlives an account), but
 -- not who the erased user was: their id becomes a pseudonym ("erased:" + a keyed hash of the id,
--- server/privacy/erase.py). Only `audit_log_erase_subject(uid, pseudonym)` may rewrite rows, and
+-- privacy/erase.py). Only `audit_log_erase_subject(uid, pseudonym)` may rewrite rows, and
 -- the trigger accepts a rewrite only when every column equals the id -> pseudonym substitution
 -- of its old value (id, time, action and role unchanged). Deleting rows is refused too.
 

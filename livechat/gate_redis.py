@@ -1,0 +1,114 @@
+"""The chat gate in Redis: one hash per live holds the cached chat state, one key per user the
+last-send mark of slow mode; a send is decided (and marked) in one script call, so every
+process sees a ban, a timeout or a user's last send at once. Keys of one live share a hash tag
+(one Redis Cluster slot). Times come from the Redis clock (TIME), the same for every process.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from livechat.gate import Snapshot, Verdict
+
+STATE_TTL_MS = 3_600_000  # an unused copy goes after an hour (reloaded on the next send)
+GEN_TTL_S = 86_400
+
+ADMIT_LUA = """
+local s = redis.call('HMGET', KEYS[1], 'ld', 'state', 'slow', 'b:' .. ARGV[1], 't:' .. ARGV[1])
+if not s[1] then return {'load'} end
+if s[4] then return {'banned'} end
+if s[2] ~= 'live' then
+  if s[2] == 'ended' then return {'ended'} end
+  return {'none'}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tu = tonumber(s[5])
+if tu and tu > now then return {'timeout', string.format('%d', tu - now)} end
+local slow = tonumber(s[3]) or 0
+if ARGV[2] ~= '1' or slow <= 0 then return {'ok'} end
+local last = redis.call('GET', KEYS[2])
+if last then
+  local at = tonumber(string.match(last, '^(%d+)'))
+  if at and now - at < slow * 1000 then
+    return {'slow', string.format('%d', at + slow * 1000 - now)}
+  end
+end
+local stamp = string.format('%d', now) .. '-' .. ARGV[3]
+redis.call('SET', KEYS[2], stamp, 'PX', slow * 1000)
+return {'ok', '0', stamp}
+"""
+
+FILL_LUA = """
+if (tonumber(redis.call('GET', KEYS[2])) or 0) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+for i = 3, #ARGV, 200 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 199, #ARGV)))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+GIVE_BACK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisGate:
+    def __init__(self, redis: Any, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._admit = redis.register_script(ADMIT_LUA)
+        self._fill = redis.register_script(FILL_LUA)
+        self._give_back = redis.register_script(GIVE_BACK_LUA)
+
+    def _key(self, live_id: str, part: str) -> str:
+        return f"{self.prefix}:chat:{{{live_id}}}:{part}"
+
+    async def admit(self, live_id: str, user_id: str, *, take_slot: bool) -> Verdict | None:
+        res = await self._admit(
+            keys=[self._key(live_id, "state"), self._key(live_id, f"last:{user_id}")],
+            args=[user_id, "1" if take_slot else "0", secrets.token_hex(4)],
+        )
+        outcome = res[0]
+        if outcome == "load":
+            return None
+        if outcome in ("slow", "timeout"):
+            return Verdict(outcome, int(res[1]) / 1000)
+        if outcome == "ok":
+            return Verdict("ok", stamp=res[2] if len(res) > 2 else None)
+        return Verdict(outcome)
+
+    async def generation(self, live_id: str) -> int:
+        return int(await self.redis.get(self._key(live_id, "gen")) or 0)
+
+    async def fill(self, live_id: str, gen: int, snap: Snapshot) -> None:
+        fields: list[str] = ["ld", "1", "state", snap.state, "slow", str(snap.slow_s)]
+        if snap.host_id:
+            fields += ["host", snap.host_id]
+        for user in snap.bans:
+            fields += [f"b:{user}", "1"]
+        for user, until in snap.timeouts.items():
+            fields += [f"t:{user}", str(until)]
+        await self._fill(
+            keys=[self._key(live_id, "state"), self._key(live_id, "gen")],
+            args=[gen, STATE_TTL_MS, *fields],
+        )
+
+    async def invalidate(self, live_id: str) -> None:
+        gen_key = self._key(live_id, "gen")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(gen_key)
+            pipe.expire(gen_key, GEN_TTL_S)
+            pipe.delete(self._key(live_id, "state"))
+            await pipe.execute()
+
+    async def forget_user(self, user_id: str) -> int:
+        pattern = self._key("*", f"last:{user_id}")
+        keys = [k async for k in self.redis.scan_iter(match=pattern, count=1000)]
+        return int(await self.redis.delete(*keys)) if keys else 0
+
+    async def give_back(self, live_id: str, user_id: str, stamp: str) -> None:
+        await self._give_back(keys=[self._key(live_id, f"last:{user_id}")], args=[stamp])

@@ -1,0 +1,316 @@
+"""Live chat in `live:{id}` rooms on /live: messages (idempotent on client_msg_id, stored and
+trimmed), history, slow mode, moderation (delete, timeout, ban) by the live's host and by
+moderators, reaction bursts, and the `lives` table fed by `live.started` / `live.ended`.
+Handlers in livechat/sockets.py call this."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from livechat.gate import Gate, Verdict
+from livechat.reactions import Reactions
+from livechat.store import LiveChatStore
+from server.auth import Principal
+from server.clock import utcnow
+from server.errors import ApiError, Code
+from server.events import Event
+from server.policy import Action, require
+from server.rooms import is_room, user_room
+
+if TYPE_CHECKING:
+    from server.node import Node
+
+log = logging.getLogger("ours.livechat")
+
+NS = "/live"
+MAX_BODY = 500  # characters
+HISTORY = 50  # messages a client gets with chat:history
+KEEP_PER_LIVE = 1000  # messages kept per live by the trim job ...
+KEEP_SECONDS = 24 * 3600  # ... and for at most this long
+MAX_SLOW_MODE_S = 3600
+MAX_TIMEOUT_S = 7 * 24 * 3600
+
+
+def live_room(live_id: str) -> str:
+    return f"live:{live_id}"
+
+
+def _wire(row: Any) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "live_id": row["live_id"],
+        "user_id": row["user_id"],
+        "client_msg_id": row["client_msg_id"],
+        "body": row["body"],
+        "ts": row["created_at"].isoformat(),
+    }
+
+
+def _refusal(v: Verdict, live_id: str) -> ApiError:
+    if v.outcome == "slow":
+        return ApiError(
+            Code.RATE_LIMITED,
+            f"slow mode: one message per user every so often; retry in {v.retry_after:.1f}s",
+            {"retry_after": round(v.retry_after, 3), "reason": "slow_mode"},
+        )
+    if v.outcome == "timeout":
+        return ApiError(
+            Code.FORBIDDEN,
+            f"you are timed out in this chat for {v.retry_after:.0f}s more",
+            {"retry_after": round(v.retry_after, 3), "reason": "timeout"},
+        )
+    if v.outcome == "banned":
+        return ApiError(Code.FORBIDDEN, "you are banned from this chat", {"reason": "banned"})
+    if v.outcome == "ended":
+        return ApiError(Code.CONFLICT, f"live {live_id} has ended; its chat is closed")
+    return ApiError(Code.NOT_FOUND, f"live {live_id} is not on (no live.started seen)")
+
+
+@dataclass(eq=False)
+class LiveChat:
+    node: Node
+    store: LiveChatStore
+    gate: Gate
+    reactions: Reactions
+
+    # -- the gate -------------------------------------------------------------------------
+
+    async def _admit(self, live_id: str, user_id: str, *, take_slot: bool) -> Verdict:
+        """Ask the gate, loading the live's state from PostgreSQL when it holds no copy."""
+        for _ in range(5):
+            verdict = await self.gate.admit(live_id, user_id, take_slot=take_slot)
+            if verdict is not None:
+                return verdict
+            gen = await self.gate.generation(live_id)
+            await self.gate.fill(live_id, gen, await self.store.snapshot(live_id))
+        raise ApiError(Code.UNAVAILABLE, "chat settings are changing; try again")
+
+    async def may_enter(self, user_id: str, live_id: str) -> bool:
+        """False when the user is banned from this live's chat (room:join and recovery)."""
+        return (await self._admit(live_id, user_id, take_slot=False)).outcome != "banned"
+
+    # -- lives (bus consumer) -------------------------------------------------------------
+
+    async def on_event(self, event: Event) -> None:
+        """`live.started` names the host and opens the chat; `live.ended` closes it."""
+        if event.type not in ("live.started", "live.ended"):
+            return
+        live_id = event.payload.get("live_id")
+        if not isinstance(live_id, str) or not is_room(live_room(live_id)):
+            return
+        ts = datetime.fromisoformat(event.ts)
+        if event.type == "live.started":
+            applied = await self.store.live_started(live_id, event.payload["host_id"], ts)
+        else:
+            applied = await self.store.live_ended(live_id, event.payload.get("host_id"), ts)
+        if applied:
+            await self.gate.invalidate(live_id)
+
+    # -- messages -------------------------------------------------------------------------
+
+    async def send(
+        self, user_id: str, live_id: str, client_msg_id: str, body: str
+    ) -> dict[str, Any]:
+        verdict = await self._admit(live_id, user_id, take_slot=True)
+        if verdict.outcome == "slow":  # a retry of a message that went out is no new send
+            first = await self.store.message_by_client_id(live_id, user_id, client_msg_id)
+            if first is not None:
+                return self._duplicate(first)
+        if verdict.outcome != "ok":
+            raise _refusal(verdict, live_id)
+        try:
+            row = await self.store.insert_message(live_id, user_id, client_msg_id, body)
+        except BaseException:  # not stored: it does not count for slow mode either
+            if verdict.stamp is not None:
+                await self.gate.give_back(live_id, user_id, verdict.stamp)
+            raise
+        if row is None:  # a retry: nothing new goes out, and it does not count for slow mode
+            if verdict.stamp is not None:
+                await self.gate.give_back(live_id, user_id, verdict.stamp)
+            first = await self.store.message_by_client_id(live_id, user_id, client_msg_id)
+            assert first is not None
+            return self._duplicate(first)
+        wire = _wire(row)
+        await self.node.fanout.emit("chat:new", wire, namespace=NS, room=live_room(live_id))
+        return {"id": wire["id"], "ts": wire["ts"]}
+
+    @staticmethod
+    def _duplicate(row: Any) -> dict[str, Any]:
+        return {"id": str(row["id"]), "ts": row["created_at"].isoformat(), "duplicate": True}
+
+    async def history(
+        self, live_id: str, limit: int = HISTORY, before: uuid.UUID | None = None
+    ) -> dict[str, Any]:
+        rows = await self.store.recent(live_id, limit, before)
+        live = await self.store.live(live_id)
+        return {
+            "live_id": live_id,
+            "state": live["state"] if live else "none",
+            "slow_mode_s": live["slow_mode_s"] if live else 0,
+            "messages": [_wire(r) for r in rows],
+        }
+
+    # -- moderation -----------------------------------------------------------------------
+
+    async def _require_moderator(self, principal: Principal, live_id: str) -> Any:
+        live = await self.store.live(live_id)
+        require(
+            principal,
+            Action.CHAT_MODERATE,
+            owner=live is not None and live["host_id"] == principal.user_id,
+        )
+        return live
+
+    async def set_slow_mode(
+        self, principal: Principal, live_id: str, seconds: int, reason: str | None
+    ) -> dict[str, Any]:
+        live = await self._require_moderator(principal, live_id)
+        if live is None:
+            raise ApiError(Code.NOT_FOUND, f"live {live_id} is not known (no live.started seen)")
+        async with self.store.transaction() as conn:
+            await self.store.set_slow_mode(conn, live_id, seconds)
+            await self.node.audit.record(
+                principal,
+                "chat.slowmode",
+                live_room(live_id),
+                reason,
+                {"live_id": live_id, "seconds": seconds},
+                conn=conn,
+            )
+        await self.gate.invalidate(live_id)
+        data = {"live_id": live_id, "seconds": seconds}
+        await self.node.fanout.emit("chat:slowmode", data, namespace=NS, room=live_room(live_id))
+        return data
+
+    async def delete(
+        self, principal: Principal, live_id: str, message_id: uuid.UUID, reason: str | None
+    ) -> dict[str, Any]:
+        await self._require_moderator(principal, live_id)
+        async with self.store.transaction() as conn:
+            row, deleted = await self.store.tombstone(conn, live_id, message_id, principal.user_id)
+            if row is None:
+                raise ApiError(Code.NOT_FOUND, "no such message in this live's chat")
+            if deleted:
+                await self.node.audit.record(
+                    principal,
+                    "chat.delete",
+                    f"user:{row['user_id']}",
+                    reason,
+                    {"live_id": live_id, "message_id": str(message_id)},
+                    conn=conn,
+                )
+        data = {"live_id": live_id, "message_id": str(message_id)}
+        if deleted:
+            await self.node.fanout.emit("chat:deleted", data, namespace=NS, room=live_room(live_id))
+        return {**data, "deleted": True}
+
+    async def _check_target(self, principal: Principal, live: Any, user_id: str) -> None:
+        if user_id == principal.user_id:
+            raise ApiError(Code.BAD_REQUEST, "you cannot restrict yourself")
+        if live is not None and live["host_id"] == user_id:
+            raise ApiError(Code.FORBIDDEN, "the host of a live cannot be restricted in its chat")
+
+    async def timeout(
+        self,
+        principal: Principal,
+        live_id: str,
+        user_id: str,
+        seconds: int,
+        reason: str | None,
+    ) -> dict[str, Any]:
+        live = await self._require_moderator(principal, live_id)
+        await self._check_target(principal, live, user_id)
+        until = utcnow() + timedelta(seconds=seconds)
+        async with self.store.transaction() as conn:
+            current = await self.store.restriction(conn, live_id, user_id)
+            if current is not None and current["kind"] == "ban":
+                raise ApiError(Code.CONFLICT, "this user is banned here; unban first")
+            await self.store.restrict(
+                conn, live_id, user_id, "timeout", until, principal.user_id, reason
+            )
+            await self.node.audit.record(
+                principal,
+                "chat.timeout",
+                f"user:{user_id}",
+                reason,
+                {"live_id": live_id, "seconds": seconds, "until": until.isoformat()},
+                conn=conn,
+            )
+        await self.gate.invalidate(live_id)
+        data = {"live_id": live_id, "user_id": user_id, "until": until.isoformat()}
+        await self._tell(user_id, {"live_id": live_id, "kind": "timeout", "until": data["until"]})
+        return data
+
+    async def ban(
+        self, principal: Principal, live_id: str, user_id: str, reason: str | None
+    ) -> dict[str, Any]:
+        live = await self._require_moderator(principal, live_id)
+        await self._check_target(principal, live, user_id)
+        async with self.store.transaction() as conn:
+            await self.store.restrict(
+                conn, live_id, user_id, "ban", None, principal.user_id, reason
+            )
+            await self.node.audit.record(
+                principal,
+                "chat.ban",
+                f"user:{user_id}",
+                reason,
+                {"live_id": live_id},
+                conn=conn,
+            )
+        await self.gate.invalidate(live_id)
+        # out of the room on every node, then told why (on the user room, which it keeps)
+        await self.node.fanout.leave_user(NS, user_id, live_room(live_id))
+        await self._tell(user_id, {"live_id": live_id, "kind": "ban"})
+        return {"live_id": live_id, "user_id": user_id, "banned": True}
+
+    async def unban(
+        self, principal: Principal, live_id: str, user_id: str, reason: str | None
+    ) -> dict[str, Any]:
+        await self._require_moderator(principal, live_id)
+        async with self.store.transaction() as conn:
+            lifted = await self.store.lift(conn, live_id, user_id)
+            if lifted is not None:
+                await self.node.audit.record(
+                    principal,
+                    "chat.unban",
+                    f"user:{user_id}",
+                    reason,
+                    {"live_id": live_id, "lifted": lifted["kind"]},
+                    conn=conn,
+                )
+        if lifted is None:
+            return {"live_id": live_id, "user_id": user_id, "lifted": None}
+        await self.gate.invalidate(live_id)
+        await self._tell(user_id, {"live_id": live_id, "kind": "lifted"})
+        return {"live_id": live_id, "user_id": user_id, "lifted": lifted["kind"]}
+
+    async def _tell(self, user_id: str, data: dict[str, Any]) -> None:
+        await self.node.fanout.emit("chat:restricted", data, namespace=NS, room=user_room(user_id))
+
+    # -- reactions ------------------------------------------------------------------------
+
+    async def react(self, live_id: str, kind: str) -> None:
+        await self.reactions.add(live_id, kind)
+
+    async def burst(self, live_id: str, counts: dict[str, int]) -> None:
+        """Flusher callback: one volatile frame with the counts since the last one."""
+        await self.node.fanout.emit(
+            "reaction:burst",
+            {"live_id": live_id, "counts": counts},
+            namespace=NS,
+            room=live_room(live_id),
+            volatile=True,
+        )
+
+    # -- retention ------------------------------------------------------------------------
+
+    async def trim(self, keep: int = KEEP_PER_LIVE, max_age_s: float = KEEP_SECONDS) -> int:
+        removed = await self.store.trim(keep, max_age_s)
+        if removed:
+            log.info("live chat trimmed", extra={"removed": removed})
+        return removed

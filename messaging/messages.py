@@ -1,0 +1,198 @@
+"""Messages of a conversation: each has a gap-free `seq` (taken under the conversation's row
+lock), a body sealed with the conversation's key (messaging/keys.py), and is posted once per
+sender and `client_msg_id`: a retry answers with the first message (`duplicate: true`) and posts
+nothing. History is visible to a member from when they joined. Tips (messaging/tips.py) and
+scheduled notes (messaging/notes.py) are messages too, posted and announced the same way."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NotRequired, TypedDict
+
+import asyncpg
+
+from messaging.conversations import MAX_MEMBERS, NS, require_member, room
+from messaging.keys import ConversationKeys, open_message, seal_message
+from messaging.store import MessagingStore
+from server.bus import Bus
+from server.errors import ApiError, Code
+from server.events import build_event
+from server.fanout import Fanout
+
+
+class Posted(TypedDict):
+    """The ack of a post: the message's id, seq and time; `duplicate` on a retry."""
+
+    id: str
+    seq: int
+    ts: str
+    duplicate: NotRequired[bool]
+
+
+def posted(row: Any, *, duplicate: bool = False) -> Posted:
+    out = Posted(id=str(row["id"]), seq=row["seq"], ts=row["created_at"].isoformat())
+    if duplicate:
+        out["duplicate"] = True
+    return out
+
+
+def wire(key: bytes, conv_id: str, row: Any) -> dict[str, Any]:
+    """A message row as clients see it (`message:new`, `message:updated`, history)."""
+    msg_id = str(row["id"])
+    out = {
+        "id": msg_id,
+        "conversation_id": conv_id,
+        "seq": row["seq"],
+        "sender_id": row["sender_id"],
+        "kind": row["kind"],
+        "body": None if row["body"] is None else open_message(key, conv_id, msg_id, row["body"]),
+        "reply_to": str(row["reply_to"]) if row["reply_to"] else None,
+        "ts": row["created_at"].isoformat(),
+        "edited": row["edited_at"] is not None,
+        "deleted": row["deleted_at"] is not None,
+    }
+    if row["tip_amount"] is not None:
+        out["amount"] = float(row["tip_amount"])
+    return out
+
+
+@dataclass(eq=False)
+class Messages:
+    store: MessagingStore
+    keys: ConversationKeys
+    fanout: Fanout
+    bus: Bus
+
+    async def send(
+        self,
+        user_id: str,
+        conv_id: str,
+        client_msg_id: str,
+        body: str,
+        reply_to: str | None,
+        skip_sid: str | None,
+    ) -> Posted:
+        """Post a text message, or answer with the one this `client_msg_id` already posted."""
+        async with self.store.transaction() as conn:
+            await require_member(self.store, conn, conv_id, user_id, lock_conversation=True)
+            existing = await self.store.message_by_client_id(conn, conv_id, user_id, client_msg_id)
+            if existing is not None:
+                return posted(existing, duplicate=True)
+            if reply_to is not None and await self.store.message(conn, conv_id, reply_to) is None:
+                raise ApiError(Code.NOT_FOUND, "reply_to is not a message of this conversation")
+            key = await self.keys.key(conv_id, conn)
+            row = await self.post(
+                conn,
+                key,
+                conv_id,
+                str(uuid.uuid4()),
+                user_id,
+                client_msg_id,
+                "text",
+                body.encode(),
+                reply_to,
+            )
+            members = await self.store.member_ids(conn, conv_id)
+        await self.announce(wire(key, conv_id, row), members, skip_sid)
+        return posted(row)
+
+    async def post(
+        self,
+        conn: asyncpg.Connection,
+        key: bytes,
+        conv_id: str,
+        msg_id: str,
+        sender_id: str,
+        client_msg_id: str,
+        kind: str,
+        body: bytes,
+        reply_to: str | None = None,
+        tip_amount: Decimal | None = None,
+    ) -> asyncpg.Record:
+        """In the caller's transaction: take the next seq, seal the body, insert the row."""
+        seq = await self.store.next_seq(conn, conv_id)
+        return await self.store.insert_message(
+            conn,
+            msg_id,
+            conv_id,
+            seq,
+            sender_id,
+            client_msg_id,
+            kind,
+            seal_message(key, conv_id, msg_id, body),
+            reply_to,
+            tip_amount,
+        )
+
+    async def announce(
+        self, message: dict[str, Any], members: list[str], skip_sid: str | None
+    ) -> None:
+        """After the commit: `message:new` to the conversation's room (but the sending socket),
+        and `message.sent` on the bus for the notification router."""
+        conv_id = message["conversation_id"]
+        await self.fanout.emit(
+            "message:new", message, namespace=NS, room=room(conv_id), skip_sid=skip_sid
+        )
+        recipients = [m for m in members if m != message["sender_id"]]
+        await self.bus.publish(
+            build_event(
+                {
+                    "type": "message.sent",
+                    "actor": message["sender_id"],
+                    "payload": {
+                        "conversation_id": conv_id,
+                        "message_id": message["id"],
+                        "sender_id": message["sender_id"],
+                        "seq": message["seq"],
+                        "recipients": recipients[:MAX_MEMBERS],
+                    },
+                }
+            )
+        )
+
+    async def history(
+        self, user_id: str, conv_id: str, before_seq: int | None, limit: int
+    ) -> dict[str, Any]:
+        """A page of messages, newest first; `next_before_seq` pages further back."""
+        m = await require_member(self.store, self.store.db, conv_id, user_id)
+        rows = await self.store.history(conv_id, m["joined_seq"], before_seq, limit)
+        key = await self.keys.key(conv_id)
+        messages = [wire(key, conv_id, r) for r in rows]
+        next_before = messages[-1]["seq"] if len(messages) == limit else None
+        return {"messages": messages, "next_before_seq": next_before}
+
+    async def edit(self, user_id: str, conv_id: str, msg_id: str, body: str) -> dict[str, Any]:
+        async with self.store.transaction() as conn:
+            await require_member(self.store, conn, conv_id, user_id)
+            row = await self._own_message(conn, conv_id, msg_id, user_id)
+            if row["kind"] != "text":
+                raise ApiError(Code.BAD_REQUEST, "only text messages can be edited")
+            key = await self.keys.key(conv_id, conn)
+            row = await self.store.update_body(
+                conn, msg_id, seal_message(key, conv_id, msg_id, body.encode())
+            )
+        message = wire(key, conv_id, row)
+        await self.fanout.emit("message:updated", message, namespace=NS, room=room(conv_id))
+        return message
+
+    async def delete(self, user_id: str, conv_id: str, msg_id: str) -> dict[str, Any]:
+        """Tombstone a message: its body goes, its seq stays."""
+        async with self.store.transaction() as conn:
+            await require_member(self.store, conn, conv_id, user_id)
+            await self._own_message(conn, conv_id, msg_id, user_id)
+            row = await self.store.tombstone(conn, msg_id)
+        info = {"conversation_id": conv_id, "id": msg_id, "seq": row["seq"]}
+        await self.fanout.emit("message:deleted", info, namespace=NS, room=room(conv_id))
+        return info
+
+    async def _own_message(
+        self, conn: asyncpg.Connection, conv_id: str, msg_id: str, user_id: str
+    ) -> asyncpg.Record:
+        row = await self.store.message(conn, conv_id, msg_id, lock=True)
+        if row is None or row["deleted_at"] is not None:
+            raise ApiError(Code.NOT_FOUND, "no such message")
+        if row["sender_id"] != user_id:
+            raise ApiError(Code.FORBIDDEN, "only the sender can change a message")
+        return row

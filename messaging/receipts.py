@@ -1,0 +1,102 @@
+"""Receipts and typing. A member's delivered and read cursors only move forward (read implies
+delivered); each move is told to the conversation (`message:delivered`, `message:read`), a read
+also to the reader's other devices (`conversation:unread`) and to the bus (`message.read`).
+Typing is volatile: broadcast at most once per `TYPING_INTERVAL`, and a start that is not
+renewed stops by itself after `TYPING_EXPIRY`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from messaging.conversations import NS, require_member, room
+from messaging.store import MessagingStore, Receipt
+from server.bus import Bus
+from server.errors import ApiError, Code
+from server.events import build_event
+from server.fanout import Fanout
+
+TYPING_INTERVAL = 2.0  # seconds between typing broadcasts per user (seed: debounce 2 s)
+TYPING_EXPIRY = 5.0  # a start expires by itself after this
+
+
+class Receipts:
+    def __init__(self, store: MessagingStore, fanout: Fanout, bus: Bus) -> None:
+        self.store = store
+        self.fanout = fanout
+        self.bus = bus
+        self._typing_sent: dict[tuple[str, str], float] = {}
+        self._typing_expiry: dict[tuple[str, str], asyncio.TimerHandle] = {}
+
+    async def mark(self, user_id: str, conv_id: str, seq: int, receipt: Receipt) -> dict[str, Any]:
+        """Move the user's `receipt` cursor to `seq` (at most the last message)."""
+        conv = await self.store.conversation(self.store.db, conv_id)
+        if conv is None:
+            raise ApiError(Code.NOT_FOUND, "no such conversation")
+        cursors = await self.store.advance_cursor(
+            conv_id, user_id, receipt, min(seq, conv["last_seq"])
+        )
+        if cursors is None:
+            raise ApiError(Code.FORBIDDEN, "you are not a member of this conversation")
+        told = {"conversation_id": conv_id, "user_id": user_id, "seq": cursors[receipt]}
+        await self.fanout.emit(f"message:{receipt}", told, namespace=NS, room=room(conv_id))
+        unread = await self.store.unread(conv_id, user_id)
+        if receipt == "read":  # every device of the reader shows the same count
+            await self.fanout.emit(
+                "conversation:unread",
+                {"conversation_id": conv_id, "unread": unread, "read_seq": cursors["read"]},
+                namespace=NS,
+                room=f"user:{user_id}",
+            )
+            if cursors["read"] > 0:
+                await self.bus.publish(
+                    build_event(
+                        {
+                            "type": "message.read",
+                            "actor": user_id,
+                            "payload": {
+                                "conversation_id": conv_id,
+                                "reader_id": user_id,
+                                "seq": cursors["read"],
+                            },
+                        }
+                    )
+                )
+        return {**told, "unread": unread}
+
+    async def typing(self, user_id: str, conv_id: str, active: bool, skip_sid: str) -> bool:
+        """Broadcast typing at most once per TYPING_INTERVAL; a start expires by itself."""
+        await require_member(self.store, self.store.db, conv_id, user_id)
+        k = (conv_id, user_id)
+        loop = asyncio.get_running_loop()
+        timer = self._typing_expiry.pop(k, None)
+        if timer is not None:
+            timer.cancel()
+        now = time.monotonic()
+        if active:
+            self._typing_expiry[k] = loop.call_later(
+                TYPING_EXPIRY, lambda: asyncio.ensure_future(self._typing_expired(k))
+            )
+            if now - self._typing_sent.get(k, 0.0) < TYPING_INTERVAL:
+                return False  # debounced
+        self._typing_sent[k] = now if active else 0.0
+        await self._emit_typing(conv_id, user_id, active, skip_sid)
+        return True
+
+    async def _typing_expired(self, k: tuple[str, str]) -> None:
+        self._typing_expiry.pop(k, None)
+        self._typing_sent.pop(k, None)
+        await self._emit_typing(k[0], k[1], False, None)
+
+    async def _emit_typing(
+        self, conv_id: str, user_id: str, active: bool, skip_sid: str | None
+    ) -> None:
+        await self.fanout.emit(
+            "typing",
+            {"conversation_id": conv_id, "user_id": user_id, "active": active},
+            namespace=NS,
+            room=room(conv_id),
+            skip_sid=skip_sid,
+            volatile=True,
+        )

@@ -1,0 +1,343 @@
+"""SQL of messaging: conversations and their members, messages (sealed bodies; see
+messaging/keys.py) with the members' delivered/read cursors, and the conversations' wrapped data
+keys. Scheduled notes keep theirs beside it (messaging/notes_store.py).
+
+Methods that take part in a caller's transaction take its connection first (`conn`; a read that
+may also run alone takes the pool, `db`, there); the others run on the pool themselves.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal, TypeAlias
+
+import asyncpg
+
+from server.personal_data import Erasure
+from server.storage import Store
+
+Conn: TypeAlias = Any  # an asyncpg Connection (in a transaction) or the pool
+
+#: what a receipt moves: the member's delivered cursor, or the read one (read implies delivered)
+Receipt = Literal["delivered", "read"]
+_ADVANCE: dict[Receipt, str] = {
+    "delivered": "delivered_seq = GREATEST(delivered_seq, $3)",
+    "read": "read_seq = GREATEST(read_seq, $3), delivered_seq = GREATEST(delivered_seq, $3)",
+}
+
+
+class MessagingStore(Store):
+    # -- conversations and members --------------------------------------------------------
+
+    async def conversation(
+        self, conn: Conn, conv_id: str, *, lock: bool = False
+    ) -> asyncpg.Record | None:
+        return await conn.fetchrow(
+            "SELECT * FROM conversations WHERE id = $1" + (" FOR UPDATE" if lock else ""), conv_id
+        )
+
+    async def direct_by_pair(self, conn: Conn, pair_key: str) -> asyncpg.Record | None:
+        return await conn.fetchrow("SELECT * FROM conversations WHERE pair_key = $1", pair_key)
+
+    async def insert_conversation(
+        self,
+        conn: asyncpg.Connection,
+        conv_id: str,
+        kind: str,
+        title: str | None,
+        owner_id: str | None,
+        pair_key: str | None,
+        wrapped_key: bytes,
+        key_id: str,
+    ) -> asyncpg.Record | None:
+        """Insert; None when a direct conversation for this pair appeared meanwhile."""
+        return await conn.fetchrow(
+            "INSERT INTO conversations (id, kind, title, owner_id, pair_key, wrapped_key, key_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (pair_key) DO NOTHING RETURNING *",
+            conv_id,
+            kind,
+            title,
+            owner_id,
+            pair_key,
+            wrapped_key,
+            key_id,
+        )
+
+    async def hand_over(self, conn: asyncpg.Connection, conv_id: str, owner_id: str) -> None:
+        """Make `owner_id` (a member) the circle's owner."""
+        await conn.execute(
+            "UPDATE conversations SET owner_id = $2 WHERE id = $1", conv_id, owner_id
+        )
+        await conn.execute(
+            "UPDATE conversation_members SET role = 'owner'"
+            " WHERE conversation_id = $1 AND user_id = $2",
+            conv_id,
+            owner_id,
+        )
+
+    async def add_members(
+        self,
+        conn: asyncpg.Connection,
+        conv_id: str,
+        members: list[tuple[str, str]],
+        joined_seq: int = 0,
+    ) -> None:
+        await conn.executemany(
+            "INSERT INTO conversation_members (conversation_id, user_id, role, joined_seq,"
+            " delivered_seq, read_seq) VALUES ($1, $2, $3, $4, $4, $4) ON CONFLICT DO NOTHING",
+            [(conv_id, uid, role, joined_seq) for uid, role in members],
+        )
+
+    async def remove_member(self, conn: asyncpg.Connection, conv_id: str, user_id: str) -> bool:
+        status = await conn.execute(
+            "DELETE FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+            conv_id,
+            user_id,
+        )
+        return bool(status.endswith(" 1"))
+
+    async def member(
+        self, conn: Conn, conv_id: str, user_id: str, *, lock_conversation: bool = False
+    ) -> asyncpg.Record | None:
+        """The membership; with `lock_conversation` the conversation row is locked too (as
+        taking its next seq does), so what is checked next cannot change until commit."""
+        if not lock_conversation:
+            return await conn.fetchrow(
+                "SELECT * FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+                conv_id,
+                user_id,
+            )
+        return await conn.fetchrow(
+            "SELECT m.* FROM conversation_members m JOIN conversations c"
+            " ON c.id = m.conversation_id WHERE m.conversation_id = $1 AND m.user_id = $2"
+            " FOR NO KEY UPDATE OF c",
+            conv_id,
+            user_id,
+        )
+
+    async def member_ids(self, conn: asyncpg.Connection, conv_id: str) -> list[str]:
+        rows = await conn.fetch(
+            "SELECT user_id FROM conversation_members WHERE conversation_id = $1"
+            " ORDER BY joined_at",
+            conv_id,
+        )
+        return [r["user_id"] for r in rows]
+
+    async def member_count(self, conn: asyncpg.Connection, conv_id: str) -> int:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM conversation_members WHERE conversation_id = $1", conv_id
+            )
+        )
+
+    async def conversation_ids_of(self, user_id: str) -> list[str]:
+        rows = await self.db.fetch(
+            "SELECT conversation_id FROM conversation_members WHERE user_id = $1", user_id
+        )
+        return [str(r["conversation_id"]) for r in rows]
+
+    async def list_for_user(self, user_id: str, limit: int) -> list[asyncpg.Record]:
+        return await self.db.fetch(
+            "SELECT c.id, c.kind, c.title, c.owner_id, c.last_seq, c.wrapped_key,"
+            "  m.read_seq, m.joined_seq,"
+            "  (SELECT array_agg(user_id ORDER BY joined_at) FROM conversation_members x"
+            "     WHERE x.conversation_id = c.id) AS members,"
+            "  (SELECT count(*) FROM messages g WHERE g.conversation_id = c.id"
+            "     AND g.seq > m.read_seq AND g.sender_id <> $1 AND g.deleted_at IS NULL)"
+            "   AS unread,"
+            "  l.id AS last_id, l.seq AS last_msg_seq, l.sender_id AS last_sender,"
+            "  l.body AS last_body, l.kind AS last_kind, l.created_at AS last_at,"
+            "  l.deleted_at AS last_deleted, l.tip_amount AS last_tip"
+            " FROM conversation_members m JOIN conversations c ON c.id = m.conversation_id"
+            " LEFT JOIN LATERAL (SELECT * FROM messages g WHERE g.conversation_id = c.id"
+            "   AND g.seq > m.joined_seq ORDER BY g.seq DESC LIMIT 1) l ON true"
+            " WHERE m.user_id = $1 ORDER BY COALESCE(l.created_at, c.created_at) DESC LIMIT $2",
+            user_id,
+            limit,
+        )
+
+    # -- messages and cursors ---------------------------------------------------------------
+
+    async def next_seq(self, conn: asyncpg.Connection, conv_id: str) -> int:
+        """Take the next gap-free sequence number (row lock until the transaction ends)."""
+        return int(
+            await conn.fetchval(
+                "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+                conv_id,
+            )
+        )
+
+    async def message_by_client_id(
+        self, conn: asyncpg.Connection, conv_id: str, sender_id: str, client_msg_id: str
+    ) -> asyncpg.Record | None:
+        return await conn.fetchrow(
+            "SELECT * FROM messages WHERE conversation_id = $1 AND sender_id = $2"
+            " AND client_msg_id = $3",
+            conv_id,
+            sender_id,
+            client_msg_id,
+        )
+
+    async def insert_message(
+        self,
+        conn: asyncpg.Connection,
+        msg_id: str,
+        conv_id: str,
+        seq: int,
+        sender_id: str,
+        client_msg_id: str,
+        kind: str,
+        body: bytes | None,
+        reply_to: str | None,
+        tip_amount: Decimal | None = None,
+    ) -> asyncpg.Record:
+        row = await conn.fetchrow(
+            "INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, kind,"
+            " body, reply_to, tip_amount) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            " RETURNING *",
+            msg_id,
+            conv_id,
+            seq,
+            sender_id,
+            client_msg_id,
+            kind,
+            body,
+            reply_to,
+            tip_amount,
+        )
+        assert row is not None
+        return row
+
+    async def message(
+        self, conn: asyncpg.Connection, conv_id: str, msg_id: str, *, lock: bool = False
+    ) -> asyncpg.Record | None:
+        return await conn.fetchrow(
+            "SELECT * FROM messages WHERE conversation_id = $1 AND id = $2"
+            + (" FOR UPDATE" if lock else ""),
+            conv_id,
+            msg_id,
+        )
+
+    async def history(
+        self, conv_id: str, after_seq: int, before_seq: int | None, limit: int
+    ) -> list[asyncpg.Record]:
+        return await self.db.fetch(
+            "SELECT * FROM messages WHERE conversation_id = $1 AND seq > $2"
+            " AND ($3::bigint IS NULL OR seq < $3) ORDER BY seq DESC LIMIT $4",
+            conv_id,
+            after_seq,
+            before_seq,
+            limit,
+        )
+
+    async def update_body(
+        self, conn: asyncpg.Connection, msg_id: str, body: bytes
+    ) -> asyncpg.Record:
+        row = await conn.fetchrow(
+            "UPDATE messages SET body = $2, edited_at = now() WHERE id = $1 RETURNING *",
+            msg_id,
+            body,
+        )
+        assert row is not None
+        return row
+
+    async def tombstone(self, conn: asyncpg.Connection, msg_id: str) -> asyncpg.Record:
+        row = await conn.fetchrow(
+            "UPDATE messages SET body = NULL, deleted_at = now() WHERE id = $1 RETURNING *",
+            msg_id,
+        )
+        assert row is not None
+        return row
+
+    async def advance_cursor(
+        self, conv_id: str, user_id: str, receipt: Receipt, seq: int
+    ) -> dict[Receipt, int] | None:
+        """Move the member's cursor forward (never back); the cursors after, or None when
+        they are not a member."""
+        row = await self.db.fetchrow(
+            f"UPDATE conversation_members SET {_ADVANCE[receipt]}"
+            " WHERE conversation_id = $1 AND user_id = $2 RETURNING delivered_seq, read_seq",
+            conv_id,
+            user_id,
+            seq,
+        )
+        if row is None:
+            return None
+        return {"delivered": row["delivered_seq"], "read": row["read_seq"]}
+
+    async def unread(self, conv_id: str, user_id: str) -> int:
+        return int(
+            await self.db.fetchval(
+                "SELECT count(*) FROM messages g JOIN conversation_members m"
+                " ON m.conversation_id = g.conversation_id AND m.user_id = $2"
+                " WHERE g.conversation_id = $1 AND g.seq > m.read_seq AND g.sender_id <> $2"
+                " AND g.deleted_at IS NULL",
+                conv_id,
+                user_id,
+            )
+        )
+
+    # -- data keys ----------------------------------------------------------------------------
+
+    async def wrapped_keys(self) -> list[asyncpg.Record]:
+        return await self.db.fetch("SELECT id, wrapped_key, key_id FROM conversations")
+
+    async def rewrap(self, conv_id: str, wrapped: bytes, key_id: str) -> None:
+        await self.db.execute(
+            "UPDATE conversations SET wrapped_key = $2, key_id = $3 WHERE id = $1",
+            conv_id,
+            wrapped,
+            key_id,
+        )
+
+    # -- a user's data (erasure; see server/personal_data.py) ----------------------------------
+
+    async def erase_user(self, e: Erasure) -> None:
+        """Circles they own pass to the longest-standing other member (as conversation:leave
+        does); their memberships go, and conversations left without members; direct pair keys
+        and the messages they sent are anonymized (tombstoned). Their notes go first
+        (`NotesStore.erase_user`)."""
+        conn, uid, ps = e.conn, e.user_id, e.pseudonym
+        owned = await conn.fetch(
+            "UPDATE conversations c SET owner_id = (SELECT m.user_id FROM conversation_members m"
+            "  WHERE m.conversation_id = c.id AND m.user_id <> $1"
+            "  ORDER BY m.joined_at, m.user_id LIMIT 1)"
+            " WHERE c.owner_id = $1 RETURNING c.id",
+            uid,
+        )
+        if owned:
+            await conn.execute(
+                "UPDATE conversation_members m SET role = 'owner' FROM conversations c"
+                " WHERE c.id = m.conversation_id AND c.id = ANY($1::uuid[])"
+                " AND m.user_id = c.owner_id",
+                [r["id"] for r in owned],
+            )
+        left = [
+            r["conversation_id"]
+            for r in await conn.fetch(
+                "DELETE FROM conversation_members WHERE user_id = $1 RETURNING conversation_id",
+                uid,
+            )
+        ]
+        e.add("conversation_members", len(left))
+        await e.execute(
+            "conversations (left empty)",
+            "DELETE FROM conversations c WHERE c.id = ANY($1::uuid[]) AND NOT EXISTS"
+            " (SELECT 1 FROM conversation_members m WHERE m.conversation_id = c.id)",
+            left,
+        )
+        await e.execute(
+            "conversations (pair keys)",
+            "UPDATE conversations SET pair_key = array_to_string(privacy_erase_idents("
+            "  string_to_array(pair_key, '|'), $1, $2), '|')"
+            " WHERE $1 = ANY(string_to_array(pair_key, '|'))",
+            uid,
+            ps,
+        )
+        await e.execute(
+            "messages (tombstoned)",
+            "UPDATE messages SET sender_id = $2, client_msg_id = 'erased:' || id::text,"
+            " body = NULL, deleted_at = COALESCE(deleted_at, now()) WHERE sender_id = $1",
+            uid,
+            ps,
+        )

@@ -1,0 +1,1 @@
+"""Presence: who is online, with a grace period, on /presence."""

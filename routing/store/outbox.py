@@ -1,0 +1,214 @@
+"""The delivery log (`deliveries`), which is also the outbox: one row per notification,
+recipient and channel. The router plans them (queued, or skipped with the reason), the
+dispatcher leases the due ones and records what became of each, and users read them back
+as why a notification did or did not arrive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from routing.store.bulk import columns
+from routing.store.inbox import N_COLUMNS
+from server.storage import Store
+
+
+@dataclass(slots=True)
+class DeliveryRow:
+    user_id: str
+    channel: str
+    notification_id: int
+    priority: str
+    state: str
+    reason: str | None = None
+    detail: str | None = None
+    batch_key: str | None = None
+    not_before: datetime | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of leased delivery rows after a send (or a decision not to send)."""
+
+    ids: list[int]
+    state: str
+    at: datetime
+    reason: str | None = None
+    keep_reason: bool = False  # keep the row's reason (e.g. quiet_hours when finally sent)
+    detail: str | None = None
+    provider_id: str | None = None
+    not_before: datetime | None = None
+    attempted: bool = True
+
+
+def delivery(row: asyncpg.Record) -> dict[str, Any]:
+    """A delivery-log row as clients see it."""
+    return {
+        "id": row["id"],
+        "event_id": str(row["event_id"]),
+        "user_id": row["user_id"],
+        "channel": row["channel"],
+        "priority": row["priority"],
+        "state": row["state"],
+        "reason": row["reason"],
+        "detail": row["detail"],
+        "attempts": row["attempts"],
+        "not_before": row["not_before"].isoformat() if row["not_before"] else None,
+        "provider_id": row["provider_id"],
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+        "sent_at": row["sent_at"].isoformat() if row["sent_at"] else None,
+    }
+
+
+class OutboxStore(Store):
+    # -- what the router plans (inside its transaction) -------------------------------------
+
+    async def insert(
+        self, conn: asyncpg.Connection, event_id: str, rows: list[DeliveryRow], now: datetime
+    ) -> None:
+        if not rows:
+            return
+        await conn.execute(
+            "INSERT INTO deliveries (event_id, user_id, channel, notification_id, priority,"
+            " state, reason, detail, batch_key, not_before, created_at, updated_at)"
+            " SELECT $1, u, c, n, p, s, r, d, b, nb, $11, $11"
+            " FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],"
+            "  $7::text[], $8::text[], $9::text[], $10::timestamptz[])"
+            "  AS x(u, c, n, p, s, r, d, b, nb)"
+            " ON CONFLICT (event_id, user_id, channel) DO NOTHING",
+            event_id,
+            *columns(
+                rows,
+                "user_id channel notification_id priority state reason detail batch_key not_before",
+            ),
+            now,
+        )
+
+    async def email_timing(
+        self, conn: asyncpg.Connection, user_ids: list[str]
+    ) -> dict[str, tuple[datetime | None, datetime | None]]:
+        """Per user: (earliest due time of a queued email batch, when the last email went)."""
+        pending = await conn.fetch(
+            "SELECT user_id, min(not_before) AS t FROM deliveries WHERE user_id = ANY($1::text[])"
+            " AND channel = 'email' AND state = 'queued' GROUP BY user_id",
+            user_ids,
+        )
+        sent = await conn.fetch(
+            "SELECT user_id, max(sent_at) AS t FROM deliveries WHERE user_id = ANY($1::text[])"
+            " AND channel = 'email' AND state = 'sent' GROUP BY user_id",
+            user_ids,
+        )
+        first = {r["user_id"]: r["t"] for r in pending}
+        last = {r["user_id"]: r["t"] for r in sent}
+        return {u: (first.get(u), last.get(u)) for u in user_ids}
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def take_in_app(
+        self, event_id: str, user_ids: list[str], now: datetime
+    ) -> list[tuple[str, asyncpg.Record, int]]:
+        """Flip this event's queued in-app rows to delivered; return (user, notification row,
+        unread count) for those flipped: the sockets to tell. A concurrent or repeated handling
+        of the event flips none."""
+        rows = await self.storage.db.fetch(
+            "WITH taken AS (UPDATE deliveries SET state = 'delivered', updated_at = $3,"
+            "  sent_at = $3 WHERE event_id = $1 AND channel = 'in_app' AND state = 'queued'"
+            "  AND user_id = ANY($2::text[]) RETURNING user_id, notification_id),"
+            " unread AS (SELECT user_id, count(*) AS n FROM notifications"
+            "  WHERE user_id = ANY($2::text[]) AND read_at IS NULL AND NOT hidden"
+            "  GROUP BY user_id)"
+            f" SELECT t.user_id AS recipient, {N_COLUMNS}, COALESCE(u.n, 0) AS unread"
+            " FROM taken t JOIN notifications n ON n.id = t.notification_id"
+            " LEFT JOIN unread u ON u.user_id = t.user_id",
+            event_id,
+            user_ids,
+            now,
+        )
+        return [(r["recipient"], r, int(r["unread"])) for r in rows]
+
+    async def claim_due(
+        self, channel: str, now: datetime, limit: int, lease_s: float
+    ) -> list[asyncpg.Record]:
+        """Lease due deliveries of one channel: single ones by id, batched ones as whole batches
+        (every queued row of the user's batch, due or not: an email batch takes all waiting)."""
+        async with self.storage.db.acquire() as conn, conn.transaction():
+            singles = await conn.fetch(
+                "UPDATE deliveries SET locked_until = now() + make_interval(secs => $4)"
+                " WHERE id IN (SELECT id FROM deliveries WHERE channel = $1"
+                "  AND state = 'queued' AND batch_key IS NULL AND not_before <= $2"
+                "  AND (locked_until IS NULL OR locked_until < now())"
+                "  ORDER BY not_before LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                " RETURNING *",
+                channel,
+                now,
+                limit,
+                lease_s,
+            )
+            # batches: find the due (user, batch) pairs, then lease all their waiting rows; two
+            # index-friendly statements (a join of the table with itself planned on stale
+            # statistics can turn quadratic while the table grows fast)
+            due = await conn.fetch(
+                "SELECT DISTINCT user_id, batch_key FROM deliveries"
+                " WHERE channel = $1 AND state = 'queued' AND batch_key IS NOT NULL"
+                " AND not_before <= $2 AND (locked_until IS NULL OR locked_until < now())"
+                " LIMIT $3",
+                channel,
+                now,
+                limit,
+            )
+            batched: list[asyncpg.Record] = []
+            if due:
+                batched = await conn.fetch(
+                    "UPDATE deliveries SET locked_until = now() + make_interval(secs => $4)"
+                    " WHERE user_id = ANY($2::text[]) AND channel = $1 AND state = 'queued'"
+                    " AND user_id || chr(31) || batch_key = ANY($3::text[])"
+                    " AND (locked_until IS NULL OR locked_until < now())"
+                    " RETURNING *",
+                    channel,
+                    list({r["user_id"] for r in due}),
+                    [f"{r['user_id']}\x1f{r['batch_key']}" for r in due],
+                    lease_s,
+                )
+        return [*singles, *batched]
+
+    async def finish(self, outcomes: list[Outcome]) -> None:
+        """Record outcomes for leased rows and release their leases, in one statement."""
+        ids = [i for o in outcomes for i in o.ids]
+        if not ids:
+            return
+        per_row = [o for o in outcomes for _ in o.ids]
+        await self.storage.db.execute(
+            "UPDATE deliveries d SET state = x.state,"
+            " reason = CASE WHEN x.keep THEN d.reason ELSE x.reason END, detail = x.detail,"
+            " provider_id = COALESCE(x.pid, d.provider_id), not_before = x.nb,"
+            " attempts = d.attempts + CASE WHEN x.att THEN 1 ELSE 0 END,"
+            " sent_at = CASE WHEN x.state IN ('sent', 'delivered') THEN x.at ELSE d.sent_at END,"
+            " updated_at = x.at, locked_until = NULL"
+            " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bool[], $5::text[],"
+            "  $6::text[], $7::timestamptz[], $8::bool[], $9::timestamptz[])"
+            "  AS x(id, state, reason, keep, detail, pid, nb, att, at)"
+            " WHERE d.id = x.id AND d.id = ANY($1::bigint[])",
+            ids,
+            *columns(
+                per_row, "state reason keep_reason detail provider_id not_before attempted at"
+            ),
+        )
+
+    # -- the log, read back -----------------------------------------------------------------
+
+    async def of_notification(self, notification_id: int) -> list[dict[str, Any]]:
+        rows = await self.storage.db.fetch(
+            "SELECT * FROM deliveries WHERE notification_id = $1 ORDER BY event_id, id",
+            notification_id,
+        )
+        return [delivery(r) for r in rows]
+
+    async def of_event(self, event_id: str) -> list[dict[str, Any]]:
+        rows = await self.storage.db.fetch(
+            "SELECT * FROM deliveries WHERE event_id = $1 ORDER BY user_id, id", event_id
+        )
+        return [delivery(r) for r in rows]

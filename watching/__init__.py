@@ -1,0 +1,1 @@
+"""Watching-now counts and content counters."""
