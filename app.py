@@ -33,7 +33,7 @@ from bots.feature import BotFeature
 from bots.limiter import MemoryLimiter as MemorySendLimiter
 from bots.limiter import SendLimiter
 from bots.limiter_redis import RedisLimiter as RedisSendLimiter
-from config import DEV_SECRETS_FILE, ConfigError, Settings
+from config import DEV_SECRETS_FILE, NothingToRun, Settings
 from console.feature import ConsoleFeature
 from ledger.feature import LedgerFeature
 from livechat.feature import LiveChatFeature
@@ -48,7 +48,7 @@ from presence.backend_redis import RedisPresence
 from presence.feature import PresenceFeature
 from privacy.feature import PrivacyFeature
 from routing.feature import RouterFeature
-from server import cli, jsonutil
+from server import banner, cli, jsonutil, logs, nodes
 from server.audit import AuditLog
 from server.backends import choose
 from server.feature import Feature
@@ -208,14 +208,23 @@ def serve(settings: Settings, host: str, port: int) -> None:
         loop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
         loop = asyncio.new_event_loop()
-    if (settings.data_dir / DEV_SECRETS_FILE).exists():
+    app = create_app(settings)
+    url = f"http://{host}:{port}"
+    app[NODE].nodes.url = url
+    if logs.console_wanted(settings.log_format):
+
+        async def greet(app: web.Application) -> None:  # after the node has started
+            print(banner.text(settings, url, nodes.version()), file=sys.stderr, flush=True)
+
+        app.on_startup.append(greet)
+    elif (settings.data_dir / DEV_SECRETS_FILE).exists():
         log.warning(
             "development secrets in use: JWT secret, API key and master key are in %s",
             (settings.data_dir / DEV_SECRETS_FILE).resolve(),
         )
     log.info("serving", extra={"host": host, "port": port, "loop": type(loop).__module__})
     web.run_app(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         shutdown_timeout=settings.shutdown_timeout,
@@ -258,8 +267,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.redis_url:
-        raise ConfigError(
-            "OURS_REDIS_URL is not set: in the embedded default `ours serve` runs the consumers"
+        raise NothingToRun(
+            "OURS_REDIS_URL is not set: on the embedded default `ours serve` runs the consumers"
+            " (exit 78, do not restart; set OURS_REDIS_URL, or drop the Procfile's `worker` line)"
         )
 
     async def run() -> None:

@@ -79,10 +79,10 @@ class Health:
     # -- local numbers ----------------------------------------------------------------------
 
     def connections(self) -> dict[str, int]:
-        return {path: len(ns.principals) for path, ns in sorted(self.node.namespaces.items())}
+        return self.node.connections()
 
     def users(self) -> set[str]:
-        return {p.user_id for ns in self.node.namespaces.values() for p in ns.principals.values()}
+        return self.node.users()
 
     def sample(self) -> None:
         now = time.monotonic()

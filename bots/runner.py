@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 
 from bots.feature import BotFeature
-from config import ConfigError, Settings
+from config import ConfigError, NothingToRun, Settings
 from server.node import Node
 
 #: builds the bot process: its node and the bot feature (the composition root does)
@@ -27,7 +27,10 @@ def run(
     settings: Settings, build: BotProcess, *, mode: str | None = None, url: str | None = None
 ) -> int:
     if not settings.telegram_bot_token:
-        raise ConfigError("OURS_TELEGRAM_BOT_TOKEN is not set: there is no bot to run")
+        raise NothingToRun(
+            "OURS_TELEGRAM_BOT_TOKEN is not set: there is no bot to run (exit 78, do not"
+            " restart; set the token, or drop the Procfile's `bot` line)"
+        )
     mode = mode or settings.telegram_mode
     if mode == "webhook":
         url = url or settings.telegram_webhook_url
@@ -44,7 +47,7 @@ def run(
 async def _run(build: BotProcess, mode: str, url: str | None) -> int:
     node, feature = build()
     feature.health.report = False
-    await node.start(consume=False)
+    await node.start(consume=False, role="bot")
     try:
         if mode == "webhook":
             assert url is not None

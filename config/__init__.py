@@ -23,6 +23,14 @@ class ConfigError(Exception):
     """A setting is missing or wrong; the message names the variable and what to do."""
 
 
+class NothingToRun(ConfigError):
+    """A process that has no work in this configuration (`ours worker` without Redis, `ours
+    bot` without a token). `ours` exits with EX_CONFIG (78), which process managers can be told
+    not to restart (systemd: RestartPreventExitStatus=78)."""
+
+    exit_code = 78
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OURS_", env_file=".env", extra="ignore", frozen=False
@@ -125,6 +133,10 @@ class Settings(BaseSettings):
     scheduler_poll_interval: float = Field(0.5, gt=0, le=60)
     shutdown_timeout: float = Field(10.0, gt=0, le=120)
     log_level: str = "INFO"
+    # auto: readable lines when stderr is a terminal, JSON otherwise (production, CI, files)
+    log_format: Literal["auto", "console", "json"] = "auto"
+    # every node's heartbeat row (server/nodes.py); a node silent for 3 of them is "gone"
+    node_heartbeat_s: float = Field(2.0, ge=0.1, le=300)
     admin_ui_password: str | None = None
     # console (issue 10): what the Socket.IO Admin UI sees; development lists every socket and
     # event at a cost on every emit

@@ -72,6 +72,11 @@ class Bus(abc.ABC):
     async def lag(self) -> dict[str, int]:
         """Events not yet handled, per consumer group."""
 
+    async def groups(self) -> dict[str, dict[str, int]]:
+        """Per consumer group: `lag` (not yet handed to a consumer) and `pending` (handed out,
+        not yet acknowledged). A backend that cannot tell them apart counts all as lag."""
+        return {g: {"lag": n, "pending": 0} for g, n in (await self.lag()).items()}
+
     @abc.abstractmethod
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]: ...
 

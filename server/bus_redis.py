@@ -341,15 +341,17 @@ class RedisBus(Bus):
             return False
 
     async def lag(self) -> dict[str, int]:
+        return {g: v["lag"] + v["pending"] for g, v in (await self.groups()).items()}
+
+    async def groups(self) -> dict[str, dict[str, int]]:
         try:
             groups = await self.redis.xinfo_groups(self.stream)
         except ResponseError:
-            return {g: 0 for g in self.consumers}
-        out = {}
-        for g in groups:
-            lag = g.get("lag")
-            out[g["name"]] = int(lag or 0) + int(g.get("pending") or 0)
-        return out
+            return {g: {"lag": 0, "pending": 0} for g in self.consumers}
+        return {
+            g["name"]: {"lag": int(g.get("lag") or 0), "pending": int(g.get("pending") or 0)}
+            for g in groups
+        }
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         out = []

@@ -1,5 +1,5 @@
 """The `ours` command's core: the parser, error handling and the commands that need only the
-core (migrate, token, publish). The commands that run the node and its features (serve,
+core (migrate, token, publish, status). The commands that run the node and its features (serve,
 worker, dlq, bot, keys, hours) are added by the composition root (`app.py`, whose `main` is
 the `ours` entry point)."""
 
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from config import ConfigError, Settings, load_settings
+from config import ConfigError, NothingToRun, Settings, load_settings
 from server import jsonutil, logs
 from server.errors import ApiError
 
@@ -28,9 +28,12 @@ def main(argv: list[str] | None = None, commands: Sequence[Commands] = ()) -> in
     except ConfigError as exc:
         print(f"ours: {exc}", file=sys.stderr)
         return 2
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, settings.log_format)
     try:
         return int(args.func(settings, args) or 0)
+    except NothingToRun as exc:
+        print(f"ours: {exc}", file=sys.stderr)
+        return NothingToRun.exit_code
     except ConfigError as exc:
         print(f"ours: {exc}", file=sys.stderr)
         return 2
@@ -65,6 +68,15 @@ def _parser(commands: Sequence[Commands]) -> argparse.ArgumentParser:
     pub.add_argument("--url", default=None, help="server URL (default http://OURS_HOST:OURS_PORT)")
     pub.set_defaults(func=cmd_publish)
 
+    st = sub.add_parser(
+        "status",
+        help="the cluster at a glance: nodes, bus lag per group, dead letters, scheduler, "
+        "PostgreSQL and Redis (asks a running node)",
+    )
+    st.add_argument("--url", default=None, help="a node's URL (default http://OURS_HOST:OURS_PORT)")
+    st.add_argument("--json", action="store_true", dest="as_json", help="the document as JSON")
+    st.set_defaults(func=cmd_status)
+
     return p
 
 
@@ -96,10 +108,38 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+def _api(
+    settings: Settings,
+    url: str | None,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """Call a running node's HTTP API with the first API key: (status, body text). Raises
+    OSError, with what to do next in its message, when no node answers."""
     import urllib.error
     import urllib.request
 
+    target = (url or f"http://{settings.host}:{settings.port}").rstrip("/") + path
+    all_headers = {"Authorization": f"Bearer {settings.api_keys[0]}", **(headers or {})}
+    data = None
+    if body is not None:
+        data = jsonutil.dumpb(body)
+        all_headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(target, data, all_headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        raise OSError(
+            f"cannot reach {target}: {exc}; is `ours serve` running there? (--url names another)"
+        ) from None
+
+
+def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     try:
         payload = jsonutil.loads(args.payload)
     except ValueError as exc:
@@ -108,21 +148,27 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"type": args.type, "payload": payload, "subjects": args.subject}
     if args.actor:
         body["actor"] = args.actor
-    url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/") + "/v1/events"
-    headers = {
-        "Content-Type": "application/json",
-        "Authorization": f"Bearer {settings.api_keys[0]}",
-    }
-    if args.idempotency_key:
-        headers["Idempotency-Key"] = args.idempotency_key
-    req = urllib.request.Request(url, jsonutil.dumpb(body), headers, method="POST")
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            print(resp.read().decode())
-            return 0
-    except urllib.error.HTTPError as exc:
-        print(exc.read().decode(), file=sys.stderr)
-        return 1
+        status, text = _api(settings, args.url, "POST", "/v1/events", body, headers)
     except OSError as exc:
-        print(f"ours publish: cannot reach {url}: {exc}; is `ours serve` running?", file=sys.stderr)
+        print(f"ours publish: {exc}", file=sys.stderr)
         return 1
+    print(text, file=sys.stdout if status < 300 else sys.stderr)
+    return 0 if status < 300 else 1
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from server import cluster
+
+    try:
+        status, text = _api(settings, args.url, "GET", "/v1/admin/cluster")
+    except OSError as exc:
+        print(f"ours status: {exc}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"ours status: the node answered {status}: {text}", file=sys.stderr)
+        return 1
+    doc = jsonutil.loads(text)["data"]
+    print(jsonutil.dumps(doc) if args.as_json else cluster.render(doc))
+    return 0

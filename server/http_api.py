@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from server import jsonutil, logs, metrics
+from server import cluster, jsonutil, logs, metrics
 from server.auth import Principal, Role
 from server.errors import HTTP_STATUS, ApiError, Code
 from server.events import build_event, schemas
@@ -348,8 +348,14 @@ async def audit_list(request: web.Request) -> web.Response:
     return envelope(request, rows)
 
 
+async def cluster_status(request: web.Request) -> web.Response:
+    require_admin(request)
+    return envelope(request, await cluster.gather(request.app[NODE]))
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/admin/audit", audit_list)
+    app.router.add_get("/v1/admin/cluster", cluster_status)
     app.router.add_post("/v1/events", post_event)
     app.router.add_get("/v1/events/types", event_types)
     app.router.add_get("/v1/admin/dlq", dlq_list)

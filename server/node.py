@@ -26,6 +26,7 @@ from server.eventlog import EventLog
 from server.fanout import Fanout
 from server.feature import Feature
 from server.jsonutil import SocketJSON
+from server.nodes import LAG_PROBE_S, Identity, Nodes
 from server.periodic import Periodic
 from server.ratelimit import Limiter, RateLimits
 from server.scheduler import Scheduler
@@ -74,6 +75,13 @@ class Node:
         self.namespaces: dict[str, Namespace] = {}
         self.features: list[Feature] = []
         self.periodic = Periodic()  # this node's periodic jobs, features' included
+        # this node's heartbeat row; its role is settled at start (`ours bot` says "bot")
+        self.nodes = Nodes(
+            storage,
+            Identity.here("serve" if with_sockets else "worker"),
+            self.stats,
+            interval=settings.node_heartbeat_s,
+        )
         self._last_sweep = 0.0
         if with_sockets:
             self.sio = self._make_sio(manager)
@@ -128,7 +136,12 @@ class Node:
             return self.settings.run_consumers
         return True
 
-    async def start(self, *, consume: bool | None = None) -> None:
+    async def start(self, *, consume: bool | None = None, role: str | None = None) -> None:
+        """Open storage and the bus, start the features (and, where this node consumes, the
+        scheduler), then the periodic jobs and the heartbeat; `role` names the process in the
+        cluster view (default: serve, or worker without sockets)."""
+        if role is not None:
+            self.nodes.me = Identity.here(role)
         await self.storage.open(migrate=True)
         consume = self.consumes if consume is None else consume
         self.consuming = consume  # features with background senders run only where this is set
@@ -138,6 +151,9 @@ class Node:
         if consume:
             self.scheduler.start()
         self.periodic.every(1.0, "node.sample", self._sample)
+        self.periodic.every(LAG_PROBE_S, "node.loop_lag", self._probe_loop)
+        self.periodic.every(lambda: self.nodes.interval, "node.heartbeat", self.nodes.beat)
+        await self.nodes.beat()  # in the cluster view from the first second
         log.info(
             "node started",
             extra={
@@ -184,6 +200,7 @@ class Node:
         (named in the log) so the process always exits."""
         steps: list[tuple[str, Any]] = [
             ("periodic jobs", self.periodic.stop),
+            ("heartbeat", self.nodes.leave),
             ("scheduler", self.scheduler.close),
         ]
         steps += [(f"feature {f.name}", f.stop) for f in reversed(self.features)]
@@ -199,6 +216,41 @@ class Node:
             except Exception:
                 log.exception("stop step failed", extra={"step": name})
         log.info("node stopped")
+
+    # -- what this node carries (the heartbeat, the bot's /status) ---------------------------
+
+    def connections(self) -> dict[str, int]:
+        """Connected sockets per namespace on this node (verified principals)."""
+        return {path: len(ns.principals) for path, ns in sorted(self.namespaces.items())}
+
+    def users(self) -> set[str]:
+        """The users with at least one socket on this node."""
+        return {p.user_id for ns in self.namespaces.values() for p in ns.principals.values()}
+
+    def stats(self) -> dict[str, Any]:
+        """This node's numbers for its heartbeat row (server/nodes.py)."""
+        rooms = 0
+        if self.sio is not None:  # named rooms (`zone:music`), not each socket's own room
+            for named in self.sio.manager.rooms.values():
+                rooms += sum(1 for r in named if isinstance(r, str) and ":" in r)
+        handled = sum(
+            s.value
+            for family in metrics.EVENTS_CONSUMED.collect()
+            for s in family.samples
+            if s.name.endswith("_total")
+        )
+        return {
+            "connections": self.connections(),
+            "users": len(self.users()),
+            "rooms": rooms,
+            "events_handled": int(handled),
+            "backlog": self.backlog,
+            "consuming": self.consuming,
+            "draining": self.draining,
+        }
+
+    async def _probe_loop(self) -> None:
+        self.nodes.probe_loop()
 
     async def _sample(self) -> None:
         """Every second: consumer lag (for metrics and publish backpressure); every

@@ -126,6 +126,18 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _resp("data: [dead letter]"), **_errors(401, 403)},
                 }
             },
+            "/v1/admin/cluster": {
+                "get": {
+                    "summary": "The cluster at a glance: every node's heartbeat (up, gone, "
+                    "stopped) with totals, the bus per consumer group (lag, pending), dead "
+                    "letters, the scheduler's backlog, PostgreSQL and Redis reachability",
+                    "security": [*api_key, {"userJwt": []}],
+                    "responses": {
+                        "200": _resp("data: {nodes, totals, bus, scheduler, postgres, redis}"),
+                        **_errors(401, 403),
+                    },
+                }
+            },
             "/v1/admin/dlq/replay": {
                 "post": {
                     "summary": "Replay dead letters (all, or body {ids: [...]})",

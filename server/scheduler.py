@@ -93,6 +93,18 @@ class Scheduler:
         row = await self.storage.db.fetchrow("SELECT * FROM jobs WHERE key = $1", key)
         return dict(row) if row else None
 
+    async def backlog(self) -> dict[str, int]:
+        """Jobs due now and not yet run, running, scheduled later, and failed for good."""
+        row = await self.storage.db.fetchrow(
+            "SELECT count(*) FILTER (WHERE state = 'pending' AND run_at <= now()) AS due,"
+            " count(*) FILTER (WHERE state = 'running') AS running,"
+            " count(*) FILTER (WHERE state = 'pending' AND run_at > now()) AS scheduled,"
+            " count(*) FILTER (WHERE state = 'failed') AS failed"
+            " FROM jobs WHERE state IN ('pending', 'running', 'failed')"
+        )
+        assert row is not None
+        return {k: int(row[k]) for k in ("due", "running", "scheduled", "failed")}
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="scheduler")
 

@@ -105,9 +105,13 @@ class Storage:
                             name,
                         )
                     applied.append(name)
-                    log.info("migration applied", extra={"migration": name})
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        if applied:
+            log.info(
+                "migrations applied",
+                extra={"count": len(applied), "first": applied[0], "last": applied[-1]},
+            )
         return applied
 
     @asynccontextmanager

@@ -92,6 +92,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "OURS_BUS_VISIBILITY_TIMEOUT_MS": str(settings.bus_visibility_timeout_ms),
             "OURS_BUS_MAX_DELIVERIES": str(settings.bus_max_deliveries),
             "OURS_SHUTDOWN_TIMEOUT": str(settings.shutdown_timeout),
+            "OURS_NODE_HEARTBEAT_S": str(settings.node_heartbeat_s),
             "OURS_LOG_LEVEL": "WARNING",
             "OURS_RATE_USER_PER_MIN": str(settings.rate_user_per_min),
             "OURS_RATE_IP_PER_MIN": str(settings.rate_ip_per_min),

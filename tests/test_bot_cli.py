@@ -112,5 +112,6 @@ def test_ours_bot_without_a_token_says_what_is_missing(tmp_path: Path) -> None:
         capture_output=True,
         timeout=60,
     )
-    assert done.returncode == 2
+    assert done.returncode == 78  # EX_CONFIG: nothing to run here, a supervisor should not restart
     assert b"OURS_TELEGRAM_BOT_TOKEN is not set" in done.stderr
+    assert len(done.stderr.decode().strip().splitlines()) == 1, done.stderr

@@ -2,7 +2,8 @@
 in, open a direct conversation, see typing, the message and its read receipt; `ours publish`
 shows up in the live feed; the inbox hears the message; an audio room's stage goes from a raised
 hand to an invited, accepted and muted speaker (LiveKit is the fake of tests/fakes/livekit.py);
-the operator view draws this server's metrics for an admin.
+the operator view draws this server's metrics for an admin; with two nodes on Redis it lists
+both (tests/browser/cluster.test.mjs).
 
 The browser side is tests/browser/console.test.mjs. With OURS_SCREENSHOTS_DIR set it also takes
 screenshots there (`OURS_SCREENSHOTS_DIR=docs/screenshots` refreshes the ones in docs/).
@@ -19,13 +20,14 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import jwt
 import pytest
 
 from config import Settings
-from tests.conftest import free_port
+from tests.conftest import REDIS_URL, PgCluster, free_port, make_settings
 from tests.fakes.livekit import FakeLiveKit
-from tests.helpers import ROOT, ServerHandle, settings_env
+from tests.helpers import ROOT, ServerHandle, connect, settings_env, spawn_server
 
 BROWSER_DIR = Path(ROOT) / "tests" / "browser"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -132,3 +134,58 @@ async def test_console_dm_feed_and_operator_view(server: ServerHandle) -> None:
         "done",
     ):
         assert expected in done, f"missing step {expected!r}; got {done}"
+
+
+async def test_operator_view_shows_every_node_of_the_cluster(
+    tmp_path: Path, pg_clusters: dict[str, PgCluster]
+) -> None:
+    """Two `ours serve` processes on Redis: the operator view on one lists both, up."""
+    settings = make_settings(
+        tmp_path,
+        redis_url=REDIS_URL,
+        database_url=await pg_clusters["machine"].fresh(),
+        node_heartbeat_s=0.5,
+    )
+    a = await spawn_server(settings, free_port())
+    b = await spawn_server(settings, free_port())
+    try:
+        viewer = await connect(b.url, "/feed", b.token("viewer"))  # a connection on B
+        ids: dict[str, str] = {}
+        deadline = time.monotonic() + 20
+        while len(ids) < 2:
+            assert time.monotonic() < deadline, ids
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(
+                    a.url + "/v1/admin/cluster",
+                    headers={"Authorization": f"Bearer {a.token('ops', 'admin')}"},
+                ) as r,
+            ):
+                nodes = (await r.json())["data"]["nodes"]
+            ids = {n["url"]: n["id"] for n in nodes if n["state"] == "up"}
+            await asyncio.sleep(0.2)
+        shots = os.environ.get("OURS_SCREENSHOTS_DIR")
+        config = {
+            "url": a.url,
+            "token": a.token("ops", "admin"),
+            "nodes": [ids[a.url], ids[b.url]],
+            "screenshots": str(Path(ROOT, shots)) if shots else None,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            "node",
+            str(BROWSER_DIR / "cluster.test.mjs"),
+            cwd=str(BROWSER_DIR),
+            env={**os.environ, "CLUSTER_TEST": json.dumps(config), "CHROMIUM": CHROMIUM},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 120)
+        lines = out.decode(errors="replace").splitlines()
+        done = [json.loads(line)["step"] for line in lines if line.startswith("{")]
+        assert proc.returncode == 0, "\n".join(lines[-40:])
+        for expected in ("signed in", "both nodes up", "per-node charts drawn", "done"):
+            assert expected in done, f"missing step {expected!r}; got {done}"
+        await viewer.close()
+    finally:
+        await a.stop()
+        await b.stop()

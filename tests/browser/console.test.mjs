@@ -6,26 +6,12 @@
 // Prints one JSON line per step; exits 0 when every check passed, 1 otherwise.
 
 import { execFile } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { chromium } from "playwright-core";
+import { finish, step, WAIT, withBrowser } from "./common.mjs";
 
 const config = JSON.parse(process.env.CONSOLE_TEST ?? "{}");
-const WAIT = { timeout: 15_000 }; // how long a condition may take to become true
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-
-const step = (name, extra = {}) => console.log(JSON.stringify({ step: name, ...extra }));
 const problems = [];
 
 async function openConsole(context, who, token) {
@@ -65,19 +51,7 @@ async function shot(page, name, selector) {
 
 async function main() {
   if (config.screenshots) mkdirSync(config.screenshots, { recursive: true });
-  const profile = mkdtempSync(join(tmpdir(), "ours-chromium-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1280, height: 900 },
-  });
-  try {
-    await run(context);
-  } finally {
-    await context.close();
-    rmSync(profile, { recursive: true, force: true });
-  }
+  await withBrowser(run);
 }
 
 async function run(context) {
@@ -223,13 +197,4 @@ async function run(context) {
   if (problems.length) throw new Error(problems.join("\n"));
 }
 
-main().then(
-  () => {
-    step("done", { ok: true });
-    process.exit(0);
-  },
-  (err) => {
-    step("failed", { ok: false, error: String(err?.stack ?? err), problems });
-    process.exit(1);
-  },
-);
+finish(main, problems);

@@ -85,3 +85,13 @@ export function lineChart(box, series, { unit = "" } = {}) {
   box.querySelector(".legend")?.remove();
   box.append(svg, legend);
 }
+
+/** An empty chart panel (`lineChart` draws into it); `name` is its data-chart attribute. */
+export function chartBox(title, name) {
+  return h("figure", { class: "panel chart", dataset: { chart: name } }, h("figcaption", {}, title));
+}
+
+/** A figure tile: a big value and its label; kind "warn" colours it. */
+export function tile(label, value, kind = "") {
+  return h("div", { class: `tile ${kind}` }, h("b", {}, value), h("span", {}, label));
+}

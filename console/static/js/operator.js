@@ -1,7 +1,9 @@
-// The operator view: polls GET /v1/admin/metrics/summary (this node's Prometheus numbers) every
-// 2 s and draws them over time. Needs an admin token (ours token --user ops --role admin).
+// The operator view: the cluster (every node, cluster.js) on top, then this node's Prometheus
+// numbers from GET /v1/admin/metrics/summary, polled every 2 s and drawn over time. Needs an
+// admin token (ours token --user ops --role admin).
 
-import { lineChart, short } from "./chart.js";
+import { chartBox, lineChart, short, tile } from "./chart.js";
+import { mountCluster } from "./cluster.js";
 import { fill, h } from "./dom.js";
 
 const POLL_MS = 2000;
@@ -24,9 +26,11 @@ export function mountOperator(root, session) {
     dlq: chartBox("Dead letters", "dlq"),
   };
   const adminUi = h("div", { class: "panel admin-ui" });
+  const clusterBox = h("section", { id: "cluster" });
   fill(root,
-    h("header", { class: "op-head" }, h("h2", {}, "Operator"),
-      h("span", { class: "muted" }, "this process's metrics, every 2 s (numbers from /metrics)")),
+    clusterBox,
+    h("header", { class: "op-head" }, h("h2", {}, "This node"),
+      h("span", { class: "muted" }, "the node serving this page, every 2 s (numbers from /metrics)")),
     status, tiles,
     h("div", { class: "charts" }, Object.values(charts)),
     adminUi);
@@ -124,11 +128,13 @@ export function mountOperator(root, session) {
     });
   }
 
+  const cluster = mountCluster(clusterBox, session);
   poll();
   return {
     close() {
       stopped = true;
       clearTimeout(timer);
+      cluster.close();
     },
   };
 }
@@ -151,13 +157,6 @@ export function quantile(buckets, q) {
   return prevLe;
 }
 
-function chartBox(title, name) {
-  return h("figure", { class: "panel chart", dataset: { chart: name } }, h("figcaption", {}, title));
-}
-
-function tile(label, value, kind = "") {
-  return h("div", { class: `tile ${kind}` }, h("b", {}, value), h("span", {}, label));
-}
 
 const keys = (o) => Object.keys(o ?? {}).sort();
 const sum = (o) => Object.values(o ?? {}).reduce((a, b) => a + b, 0);

@@ -1,0 +1,167 @@
+"""The cluster at a glance: two real `ours serve` processes on Redis report themselves with a
+heartbeat; `ours status` (text and `--json`) and `GET /v1/admin/cluster` show both, then the
+survivor alone up once the other is killed (kill -9: no goodbye) and its row goes stale; a node
+stopped with SIGTERM says `stopped`. `ours worker` on the embedded default explains itself in
+one line and exits 78 (EX_CONFIG: not to be restarted)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from server import jsonutil
+from tests.conftest import REDIS_URL, PgCluster, free_port, make_settings
+from tests.helpers import ROOT, ServerHandle, connect, settings_env, spawn_server, stop_process
+
+HEARTBEAT_S = 0.5  # gone after max(5 s, 3 heartbeats)
+
+
+def ours_status(node: ServerHandle, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", "status", "--url", node.url, *extra],
+        cwd=ROOT,
+        env=settings_env(node.settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def status_json(node: ServerHandle) -> dict[str, Any]:
+    done = ours_status(node, "--json")
+    assert done.returncode == 0, done.stderr
+    return dict(jsonutil.loads(done.stdout))
+
+
+def by_url(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n["url"]: n for n in doc["nodes"]}
+
+
+async def until(check: Any, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await asyncio.to_thread(check)
+        if got:
+            return got
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.3)
+
+
+async def test_ours_status_shows_both_nodes_then_the_survivor(
+    tmp_path: Path, pg_clusters: dict[str, PgCluster]
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        redis_url=REDIS_URL,
+        database_url=await pg_clusters["machine"].fresh(),
+        node_heartbeat_s=HEARTBEAT_S,
+    )
+    a = await spawn_server(settings, free_port())
+    b = await spawn_server(settings, free_port())
+    try:
+        # a socket on B shows in B's row and the totals, whichever node is asked
+        async with aiohttp.ClientSession() as http:
+            async with http.get(
+                a.url + "/v1/admin/cluster",
+                headers={"Authorization": f"Bearer {a.token('u1')}"},
+            ) as r:
+                assert r.status == 403  # a user token is not enough
+        client = await connect(b.url, "/feed", b.token("viewer"))
+        assert (await client.call("room:join", {"room": "zone:music"}))["ok"]
+
+        def both_up() -> dict[str, Any] | None:
+            doc = status_json(a)
+            nodes = by_url(doc)
+            ok = (
+                {a.url, b.url} <= set(nodes)
+                and all(nodes[u]["state"] == "up" for u in (a.url, b.url))
+                and nodes[b.url]["stats"]["connections"].get("/feed") == 1
+            )
+            return doc if ok else None
+
+        doc = await until(both_up)
+        nodes = by_url(doc)
+        assert nodes[a.url]["self"] and not nodes[b.url]["self"]
+        assert nodes[b.url]["stats"]["rooms"] >= 1 and nodes[b.url]["role"] == "serve"
+        assert doc["totals"]["nodes_up"] == 2 and doc["totals"]["connections"]["/feed"] == 1
+        assert doc["redis"]["ok"] and doc["postgres"]["ok"] and not doc["postgres"]["embedded"]
+        assert doc["bus"]["backend"] == "redis" and "fanout" in doc["bus"]["groups"]
+        assert set(doc["bus"]["groups"]["fanout"]) == {"lag", "pending"}
+        assert set(doc["scheduler"]) == {"due", "running", "scheduled", "failed"}
+
+        text = ours_status(a)
+        assert text.returncode == 0, text.stderr
+        assert "nodes: 2 up, 0 gone" in text.stdout
+        for n in (nodes[a.url], nodes[b.url]):
+            assert n["id"] in text.stdout
+        assert "redis: ok" in text.stdout and "fanout" in text.stdout
+        await client.close()
+
+        # B dies without a word: its row goes stale and it is shown gone; A is still up
+        assert b.proc is not None
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(10)
+
+        def b_gone() -> dict[str, Any] | None:
+            doc = status_json(a)
+            nodes = by_url(doc)
+            return doc if nodes[b.url]["state"] == "gone" else None
+
+        doc = await until(b_gone)
+        nodes = by_url(doc)
+        assert nodes[a.url]["state"] == "up"
+        assert doc["totals"]["nodes_up"] == 1 and doc["totals"]["nodes_gone"] == 1
+        text = ours_status(a)
+        assert "nodes: 1 up, 1 gone" in text.stdout
+
+        # A stopped cleanly says so; `ours status` then has no node to ask and says what to do
+        assert a.proc is not None
+        assert stop_process(a.proc) == 0
+        done = ours_status(a)
+        assert done.returncode == 1 and "is `ours serve` running there?" in done.stderr
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_clean_stop_shows_as_stopped(
+    tmp_path: Path, pg_clusters: dict[str, PgCluster]
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        redis_url=REDIS_URL,
+        database_url=await pg_clusters["machine"].fresh(),
+        node_heartbeat_s=HEARTBEAT_S,
+    )
+    a = await spawn_server(settings, free_port())
+    b = await spawn_server(settings, free_port())
+    try:
+        assert b.proc is not None
+        assert stop_process(b.proc) == 0
+        doc = status_json(a)
+        assert by_url(doc)[b.url]["state"] == "stopped"
+        assert doc["totals"]["nodes_up"] == 1
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+def test_ours_worker_on_the_embedded_default_explains_and_exits_78(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "worker"],
+        cwd=ROOT,
+        env=settings_env(make_settings(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 78, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "OURS_REDIS_URL is not set" in lines[0], lines
