@@ -37,11 +37,12 @@ def text(settings: Settings, url: str, version: str) -> str:
         else f"embedded PostgreSQL in {(s.data_dir / 'pg').resolve()}"
     )
     bus = f"Redis at {_without_credentials(s.redis_url)}" if s.redis_url else "in-process bus"
+    here = "" if url == f"http://{s.host}:{s.port}" else f" --url {url}"
     lines = [
         f"OURS comms {version} — serving on {url}",
         f"  console      {url}/console/",
         f"  a token      {_ours()} token --user ops --role admin   (paste it into the console)",
-        f"  status       {_ours()} status",
+        f"  status       {_ours()} status{here}",
         f"  storage      {storage}",
         f"  bus          {bus}",
     ]
