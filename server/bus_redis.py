@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from server import jsonutil, redis_client
+from server import jsonutil, logs, redis_client
 from server.bus import Bus, Consumer
 from server.events import Event
 from server.personal_data import Erasure
@@ -38,6 +38,7 @@ return false
 """
 
 LEASE_MS = 5000  # an exclusive group's holder renews well within this
+RETRY_S = 0.25  # a consumer loop's wait before trying an unreachable Redis again
 
 DONE_TTL = 7 * 86400
 PUBLISH_DEDUP_TTL = 86400
@@ -69,6 +70,7 @@ class RedisBus(Bus):
         self._stopping = asyncio.Event()
 
     async def start(self, *, consume: bool = True) -> None:
+        await self._check_settings()
         for group in self.consumers:
             with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
                 await self.redis.xgroup_create(self.stream, group, id="$", mkstream=True)
@@ -118,18 +120,16 @@ class RedisBus(Bus):
             except asyncio.CancelledError:
                 raise
             except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # stream or group deleted under us: recreate
-                    with contextlib.suppress(ResponseError):
-                        await self.redis.xgroup_create(
-                            self.stream, consumer.group, id="$", mkstream=True
-                        )
+                if "NOGROUP" in str(exc):
+                    await self._ensure_group(consumer.group)
                     continue
                 log.exception("xreadgroup failed", extra={"group": consumer.group})
                 await asyncio.sleep(1)
                 continue
             except (RedisError, OSError):
-                log.warning("redis unavailable; retrying", extra={"group": consumer.group})
-                await asyncio.sleep(1)
+                if logs.now_and_then(f"bus:{consumer.group}"):
+                    log.warning("redis unavailable; retrying", extra={"group": consumer.group})
+                await asyncio.sleep(RETRY_S)
                 continue
             finally:
                 self._waiting.discard(task)
@@ -144,8 +144,10 @@ class RedisBus(Bus):
             try:
                 if holding:
                     holding = await self._renew(lease)
-                else:
-                    holding = bool(await self.redis.set(lease, self.name, nx=True, px=LEASE_MS))
+                else:  # a lease that names this process (set before a failure) is ours too
+                    holding = bool(
+                        await self.redis.set(lease, self.name, nx=True, px=LEASE_MS)
+                    ) or await self._renew(lease)
                     if holding:  # the last holder's unfinished entries come first
                         await self._claim_orphans(consumer)
                 if not holding:
@@ -155,14 +157,58 @@ class RedisBus(Bus):
                 await self._read_once(consumer, block_ms=min(self.block_ms, LEASE_MS // 5))
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError):
-                log.warning("redis unavailable; retrying", extra={"group": consumer.group})
+            except (RedisError, OSError) as exc:
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    await self._ensure_group(consumer.group)  # and keep the lease
+                    continue
+                if logs.now_and_then(f"bus:{consumer.group}"):
+                    log.warning("redis unavailable; retrying", extra={"group": consumer.group})
                 holding = False
-                await asyncio.sleep(1)
+                await asyncio.sleep(RETRY_S)
         if holding:
             with contextlib.suppress(RedisError, OSError):
                 if await self.redis.get(lease) == self.name:
                     await self.redis.delete(lease)
+
+    async def _check_settings(self) -> None:
+        """Warn when Redis runs in a way that loses the bus: without an append-only file a
+        restart drops pending events, consumer groups and room logs; an eviction policy other
+        than noeviction may drop stream entries under memory pressure. (Managed Redis often
+        refuses CONFIG: then nothing is said.)"""
+        try:
+            conf = await self.redis.config_get("appendonly")
+            conf.update(await self.redis.config_get("maxmemory-policy"))
+        except (RedisError, OSError):
+            return
+        if conf.get("appendonly") != "yes":
+            log.warning(
+                "redis runs without appendonly: a restart loses pending events, consumer groups"
+                " and room logs (set `appendonly yes`; see docs/operations.md, Redis)"
+            )
+        policy = conf.get("maxmemory-policy")
+        if policy and policy != "noeviction":
+            log.warning(
+                "redis may evict the bus's keys under memory pressure (set"
+                " `maxmemory-policy noeviction`; see docs/operations.md, Redis)",
+                extra={"maxmemory_policy": policy},
+            )
+
+    async def _ensure_group(self, group: str) -> None:
+        """The group is gone (Redis restarted without its data, a flush, a failover to a
+        replica that lagged): create it again at the start of the stream, so the events
+        published since Redis came back are not skipped (done markers, when they survived,
+        keep older ones from running twice)."""
+        try:
+            await self.redis.xgroup_create(self.stream, group, id="0", mkstream=True)
+        except ResponseError:  # BUSYGROUP: another process re-created it first
+            return
+        except (RedisError, OSError):  # gone again: the loop will find out and retry
+            return
+        log.warning(
+            "consumer group was missing; re-created from the start of the stream"
+            " (Redis lost its data? see docs/operations.md, Redis)",
+            extra={"group": group, "stream": self.stream},
+        )
 
     async def _renew(self, lease: str) -> bool:
         if await self.redis.get(lease) != self.name:
@@ -239,7 +285,8 @@ class RedisBus(Bus):
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError):
-                log.warning("reclaim failed; retrying", extra={"group": consumer.group})
+                if logs.now_and_then(f"bus:reclaim:{consumer.group}"):
+                    log.warning("reclaim failed; retrying", extra={"group": consumer.group})
 
     async def _process(self, consumer: Consumer, entry_id: str, fields: dict[str, str]) -> None:
         await self._process_batch(consumer, [(entry_id, fields)], stop_at_failure=False)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, TypeVar
 
+import asyncpg
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -55,6 +58,36 @@ class ApiError(Exception):
             if isinstance(self.details, dict) and "retry_after" in self.details:
                 err["retry_after"] = self.details["retry_after"]
         return err
+
+
+#: what a client is told to wait before retrying while a dependency is down (Retry-After)
+RETRY_AFTER_S = 1
+
+_POSTGRES_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, restarting, not yet up
+    asyncpg.InterfaceError,  # a pooled connection that died with its server
+)
+
+
+def dependency_down(exc: BaseException) -> tuple[str, ApiError] | None:
+    """(which, an `unavailable` refusal) when `exc` says a dependency did not answer — Redis
+    unreachable, timing out or still loading; PostgreSQL unreachable, restarting or its
+    connection gone; a refused socket — or None for anything else (a bug: `internal`).
+    HTTP answers it 503 + Retry-After, a socket event gets it as its error ack."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        which = "redis"
+    elif isinstance(exc, _POSTGRES_DOWN):
+        which = "postgresql"
+    elif isinstance(exc, OSError):
+        which = "a dependency"
+    else:
+        return None
+    return which, ApiError(
+        Code.UNAVAILABLE,
+        f"{which} is unavailable; retry in {RETRY_AFTER_S}s",
+        {"retry_after": RETRY_AFTER_S},
+    )
 
 
 def field_errors(exc: Any) -> list[dict[str, str]]:

@@ -18,10 +18,11 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from server import cluster, jsonutil, logs, metrics
 from server.auth import Principal, Role
-from server.errors import HTTP_STATUS, ApiError, Code
+from server.errors import HTTP_STATUS, RETRY_AFTER_S, ApiError, Code, dependency_down
 from server.events import build_event, schemas
 from server.node import Node
 from server.openapi import openapi_document
@@ -81,9 +82,19 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 resp.set_status(exc.status)
             else:
                 raise
-        except Exception:
-            log.exception("request failed", extra={"path": request.path})
-            resp = error_response(request, ApiError(Code.INTERNAL, "internal error"))
+        except Exception as exc:
+            down = dependency_down(exc)
+            if down is None:
+                log.exception("request failed", extra={"path": request.path})
+                resp = error_response(request, ApiError(Code.INTERNAL, "internal error"))
+            else:
+                which, refusal = down
+                if logs.now_and_then(f"down:{which}"):
+                    log.warning(
+                        "dependency unavailable; answering 503",
+                        extra={"dependency": which, "error": f"{type(exc).__name__}: {exc}"},
+                    )
+                resp = error_response(request, refusal, {"Retry-After": str(RETRY_AFTER_S)})
         if not resp.prepared:
             resp.headers["X-Request-Id"] = rid
         _rate_headers(request, resp)
@@ -253,6 +264,11 @@ async def health(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     node = request.app[NODE]
     checks = {"storage": await node.storage.ping(), "bus": await node.bus.ping()}
+    if node.redis is not None:  # the shared client: room logs, presence, limits, counters
+        try:
+            checks["redis"] = bool(await node.redis.ping())
+        except (OSError, RedisError):
+            checks["redis"] = False
     if node.draining:
         checks["accepting"] = False
     if all(checks.values()):
@@ -261,7 +277,12 @@ async def ready(request: web.Request) -> web.Response:
         request,
         {"status": "not ready", "checks": checks},
         status=503,
-        errors=[{"code": Code.UNAVAILABLE.value, "message": "a dependency is down"}],
+        errors=[
+            {
+                "code": Code.UNAVAILABLE.value,
+                "message": "down: " + ", ".join(k for k, up in checks.items() if not up),
+            }
+        ],
     )
 
 

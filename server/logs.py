@@ -94,3 +94,16 @@ def setup(level: str = "INFO", fmt: str = "auto") -> None:
     root.setLevel(level.upper())
     for noisy in ("aiohttp.access", "engineio.server", "socketio.server", "asyncio", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+_last_said: dict[str, float] = {}
+
+
+def now_and_then(key: str, every_s: float = 10.0) -> bool:
+    """True at most once per `every_s` for `key`: a condition that holds for every request
+    (a dependency down) is logged once in a while, not once per request."""
+    now = time.monotonic()
+    if now - _last_said.get(key, -every_s) < every_s:
+        return False
+    _last_said[key] = now
+    return True

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from server import logs
+
 log = logging.getLogger("ours.ratelimit")
 
 #: (bucket key, limit, period in seconds)
@@ -103,7 +105,8 @@ class RateLimits:
         try:
             return await self._check(user_id, ip, name)
         except (OSError, RedisError) as exc:
-            log.warning("rate limiter unavailable; allowing", extra={"error": str(exc)})
+            if logs.now_and_then("down:limiter"):
+                log.warning("rate limiter unavailable; allowing", extra={"error": str(exc)})
             return decide(True, 1, 1, 60)
 
     async def _check(self, user_id: str | None, ip: str | None, name: str) -> Decision:

@@ -2,7 +2,8 @@
 
 One Lua call per room emit: for each target room XADD the message (with the previous entry's
 id) to `<prefix>:rl:<ns>:<room>` trimmed to the window (MINID), then PUBLISH the message with
-its offsets on the Socket.IO channel. Redis runs scripts one at a time, so every node receives
+its offsets (and each room's previous entry id, so a node that missed one can tell) on the
+Socket.IO channel. Redis runs scripts one at a time, so every node receives
 a room's events in offset order. Volatile emits (typing, counts) publish without a log entry.
 """
 
@@ -19,6 +20,7 @@ from server.roomlog import Entry, Replay, split
 APPEND_PUBLISH_LUA = """
 local n = tonumber(ARGV[5])
 local offsets = {}
+local prevs = {}
 for i = 1, n do
   local skey = KEYS[2 * i - 1]
   local ekey = KEYS[2 * i]
@@ -31,9 +33,11 @@ for i = 1, n do
   redis.call('EXPIRE', skey, ARGV[4])
   redis.call('EXPIRE', ekey, ARGV[4])
   offsets[i] = '"' .. ARGV[5 + i] .. '":"' .. epoch .. ':' .. id .. '"'
+  prevs[i] = '"' .. ARGV[5 + i] .. '":"' .. prev .. '"'
 end
 local out = '{"method":"emit","host_id":null,"ours":1,"offsets":{' ..
-  table.concat(offsets, ',') .. '},"m":' .. ARGV[1] .. '}'
+  table.concat(offsets, ',') .. '},"prevs":{' .. table.concat(prevs, ',') ..
+  '},"m":' .. ARGV[1] .. '}'
 redis.call('PUBLISH', KEYS[#KEYS], out)
 return out
 """
@@ -94,7 +98,7 @@ class RedisRoomLog:
         head = await self.current(ns, room)
         if current is None or current != epoch:
             return Replay(False, [], head, "epoch changed")
-        if not _older("0-0", after) and after != "0-0":
+        if not older("0-0", after) and after != "0-0":
             return Replay(False, [], head, "bad offset")
         rows = await self.redis.xrange(skey, min=f"({after}" if after != "0-0" else "-")
         oldest_ms = int(time.time() * 1000) - self.window_ms  # MINID trims only on append
@@ -107,9 +111,18 @@ class RedisRoomLog:
             return Replay(False, [], head, "outside the recovery window")
         head_id = split(head)[1]
         if not entries and head_id != after:
-            reason = "outside the recovery window" if _older(after, head_id) else "bad offset"
+            reason = "outside the recovery window" if older(after, head_id) else "bad offset"
             return Replay(False, [], head, reason)
         return Replay(True, entries, head)
+
+    async def written_since(self, ns: str, room: str, ms: int) -> Replay:
+        """The room's entries written at or after `ms` (Unix milliseconds; stream ids are
+        times), for a node that knows when it stopped hearing the channel but not which
+        entry it saw last."""
+        skey, _ = self._keys(ns, room)
+        head = await self.current(ns, room)
+        rows = await self.redis.xrange(skey, min=f"{ms}-0")
+        return Replay(True, [Entry(i, f["p"], jsonutil.loads(f["m"])) for i, f in rows], head)
 
     async def forget_user(self, user_id: str) -> int:
         """Erasure: the user's own room logs go; entries of shared rooms' logs (conversations,
@@ -129,7 +142,7 @@ class RedisRoomLog:
         pass
 
 
-def _older(a: str, b: str) -> bool:
+def older(a: str, b: str) -> bool:
     """Stream id a < b (False for anything that is not a stream id)."""
     try:
         ams, _, aseq = a.partition("-")

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from server import jsonutil, logs, metrics
 from server.auth import Principal
-from server.errors import ApiError, Code, fail, ok, validate
+from server.errors import ApiError, Code, dependency_down, fail, ok, validate
 from server.rooms import check_client_join, user_room
 
 if TYPE_CHECKING:
@@ -213,9 +213,22 @@ class Namespace(socketio.AsyncNamespace):
                 "client event refused",
                 extra={"namespace": self.namespace, "event": str(event)[:64], "code": code},
             )
-        except Exception:
-            log.exception("client event failed", extra={"namespace": self.namespace})
-            result, code = fail(ApiError(Code.INTERNAL, "internal error; try again")), "internal"
+        except Exception as exc:
+            down = dependency_down(exc)
+            if down is None:
+                log.exception("client event failed", extra={"namespace": self.namespace})
+                result, code = (
+                    fail(ApiError(Code.INTERNAL, "internal error; try again")),
+                    "internal",
+                )
+            else:
+                which, refusal = down
+                if logs.now_and_then(f"down:{which}"):
+                    log.warning(
+                        "dependency unavailable; answering unavailable",
+                        extra={"dependency": which, "error": f"{type(exc).__name__}: {exc}"},
+                    )
+                result, code = fail(refusal), refusal.code.value
         finally:
             self.node.inflight -= 1
             logs.user_id.reset(token)

@@ -179,7 +179,10 @@ async def test_health_ready_metrics_openapi(server: ServerHandle) -> None:
             assert r.status == 200 and (await r.json())["data"]["status"] == "ok"
         async with s.get(server.url + "/ready") as r:
             assert r.status == 200
-            assert (await r.json())["data"]["checks"] == {"storage": True, "bus": True}
+            expected = {"storage": True, "bus": True}
+            if server.settings.redis_url:  # the shared Redis client is checked too
+                expected["redis"] = True
+            assert (await r.json())["data"]["checks"] == expected
         await asyncio.sleep(0.3)
         async with s.get(server.url + "/metrics") as r:
             text = await r.text()
