@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -9,6 +10,8 @@ import asyncpg
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from server import logs
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -88,6 +91,21 @@ def dependency_down(exc: BaseException) -> tuple[str, ApiError] | None:
         f"{which} is unavailable; retry in {RETRY_AFTER_S}s",
         {"retry_after": RETRY_AFTER_S},
     )
+
+
+def refusal_for_outage(exc: BaseException, log: logging.Logger) -> ApiError | None:
+    """`dependency_down`, said in the log at most every 10 s per dependency (a warning, no
+    traceback): the refusal to answer with, or None when `exc` is a bug to log in full."""
+    down = dependency_down(exc)
+    if down is None:
+        return None
+    which, refusal = down
+    if logs.now_and_then(f"down:{which}"):
+        log.warning(
+            "dependency unavailable; answering `unavailable`",
+            extra={"dependency": which, "error": f"{type(exc).__name__}: {exc}"},
+        )
+    return refusal
 
 
 def field_errors(exc: Any) -> list[dict[str, str]]:

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from server import cluster, jsonutil, logs, metrics
 from server.auth import Principal, Role
-from server.errors import HTTP_STATUS, RETRY_AFTER_S, ApiError, Code, dependency_down
+from server.errors import HTTP_STATUS, RETRY_AFTER_S, ApiError, Code, refusal_for_outage
 from server.events import build_event, schemas
 from server.node import Node
 from server.openapi import openapi_document
@@ -83,17 +83,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             else:
                 raise
         except Exception as exc:
-            down = dependency_down(exc)
-            if down is None:
+            refusal = refusal_for_outage(exc, log)
+            if refusal is None:
                 log.exception("request failed", extra={"path": request.path})
                 resp = error_response(request, ApiError(Code.INTERNAL, "internal error"))
             else:
-                which, refusal = down
-                if logs.now_and_then(f"down:{which}"):
-                    log.warning(
-                        "dependency unavailable; answering 503",
-                        extra={"dependency": which, "error": f"{type(exc).__name__}: {exc}"},
-                    )
                 resp = error_response(request, refusal, {"Retry-After": str(RETRY_AFTER_S)})
         if not resp.prepared:
             resp.headers["X-Request-Id"] = rid

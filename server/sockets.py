@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from server import jsonutil, logs, metrics
 from server.auth import Principal
-from server.errors import ApiError, Code, dependency_down, fail, ok, validate
+from server.errors import ApiError, Code, fail, ok, refusal_for_outage, validate
 from server.rooms import check_client_join, user_room
 
 if TYPE_CHECKING:
@@ -214,21 +214,11 @@ class Namespace(socketio.AsyncNamespace):
                 extra={"namespace": self.namespace, "event": str(event)[:64], "code": code},
             )
         except Exception as exc:
-            down = dependency_down(exc)
-            if down is None:
+            refusal = refusal_for_outage(exc, log)
+            if refusal is None:
                 log.exception("client event failed", extra={"namespace": self.namespace})
-                result, code = (
-                    fail(ApiError(Code.INTERNAL, "internal error; try again")),
-                    "internal",
-                )
-            else:
-                which, refusal = down
-                if logs.now_and_then(f"down:{which}"):
-                    log.warning(
-                        "dependency unavailable; answering unavailable",
-                        extra={"dependency": which, "error": f"{type(exc).__name__}: {exc}"},
-                    )
-                result, code = fail(refusal), refusal.code.value
+                refusal = ApiError(Code.INTERNAL, "internal error; try again")
+            result, code = fail(refusal), refusal.code.value
         finally:
             self.node.inflight -= 1
             logs.user_id.reset(token)

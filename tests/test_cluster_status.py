@@ -54,17 +54,18 @@ async def until(check: Any, timeout: float = 20) -> Any:
         await asyncio.sleep(0.3)
 
 
+async def two_nodes(tmp_path: Path, pg: PgCluster) -> tuple[ServerHandle, ServerHandle]:
+    """Two `ours serve` processes on Redis sharing a fresh database, beating every 0.5 s."""
+    settings = make_settings(
+        tmp_path, redis_url=REDIS_URL, database_url=await pg.fresh(), node_heartbeat_s=HEARTBEAT_S
+    )
+    return await spawn_server(settings, free_port()), await spawn_server(settings, free_port())
+
+
 async def test_ours_status_shows_both_nodes_then_the_survivor(
     tmp_path: Path, pg_clusters: dict[str, PgCluster]
 ) -> None:
-    settings = make_settings(
-        tmp_path,
-        redis_url=REDIS_URL,
-        database_url=await pg_clusters["machine"].fresh(),
-        node_heartbeat_s=HEARTBEAT_S,
-    )
-    a = await spawn_server(settings, free_port())
-    b = await spawn_server(settings, free_port())
+    a, b = await two_nodes(tmp_path, pg_clusters["machine"])
     try:
         # a socket on B shows in B's row and the totals, whichever node is asked
         async with aiohttp.ClientSession() as http:
@@ -134,14 +135,7 @@ async def test_ours_status_shows_both_nodes_then_the_survivor(
 async def test_a_clean_stop_shows_as_stopped(
     tmp_path: Path, pg_clusters: dict[str, PgCluster]
 ) -> None:
-    settings = make_settings(
-        tmp_path,
-        redis_url=REDIS_URL,
-        database_url=await pg_clusters["machine"].fresh(),
-        node_heartbeat_s=HEARTBEAT_S,
-    )
-    a = await spawn_server(settings, free_port())
-    b = await spawn_server(settings, free_port())
+    a, b = await two_nodes(tmp_path, pg_clusters["machine"])
     try:
         assert b.proc is not None
         assert stop_process(b.proc) == 0
