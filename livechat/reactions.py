@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol, get_args
 
+from server import errors
+
 log = logging.getLogger("ours.livechat")
 
 Kind = Literal["heart", "fire", "clap", "laugh", "wow"]
@@ -52,8 +54,8 @@ class MemoryReactions:
                     break
                 try:
                     await self._flush(live_id, dict(counts))
-                except Exception:
-                    log.exception("reaction burst failed", extra={"live_id": live_id})
+                except Exception as exc:
+                    errors.log_failure(log, "reaction burst failed", exc, live_id=live_id)
         finally:
             self._flushers.pop(live_id, None)
 

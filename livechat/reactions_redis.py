@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Any
 
 from livechat.reactions import BURST_INTERVAL, Flush
+from server import errors
 
 log = logging.getLogger("ours.livechat")
 
@@ -86,8 +87,8 @@ class RedisReactions:
             args += [kind, n]
         try:
             holder = await self._add(keys=self._keys(live_id), args=args)
-        except Exception:
-            log.exception("reactions not pushed", extra={"live_id": live_id})
+        except Exception as exc:
+            errors.log_failure(log, "reactions not pushed", exc, live_id=live_id)
             return
         if not holder:
             return
@@ -113,12 +114,12 @@ class RedisReactions:
                 counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
                 try:
                     await self._flush(live_id, counts)
-                except Exception:
-                    log.exception("reaction burst failed", extra={"live_id": live_id})
+                except Exception as exc:
+                    errors.log_failure(log, "reaction burst failed", exc, live_id=live_id)
         except asyncio.CancelledError:
             raise
-        except Exception:  # Redis unreachable: the lease lapses, a later reaction takes over
-            log.exception("reaction flusher stopped", extra={"live_id": live_id})
+        except Exception as exc:  # Redis unreachable: the lease lapses, a later one takes over
+            errors.log_failure(log, "reaction flusher stopped", exc, live_id=live_id)
         finally:
             self._flushers.pop(live_id, None)
             self._again.discard(live_id)

@@ -37,6 +37,7 @@ from routing.priorities import Channel, Priority
 from routing.store import RouterStore
 from routing.store.inbox import item
 from routing.store.outbox import Outcome
+from server import errors
 
 log = logging.getLogger("ours.router.dispatch")
 
@@ -132,8 +133,8 @@ class Dispatcher:
                 claimed = await self.run_channel(ch)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the database away, a bug: log it, keep the loop alive
-                log.exception("dispatcher pass failed", extra={"channel": ch})
+            except Exception as exc:  # the database away, a bug: log it, keep the loop alive
+                errors.log_failure(log, "dispatcher pass failed", exc, channel=ch)
                 claimed = 0
             if claimed:
                 continue

@@ -15,6 +15,7 @@ import logging
 import random
 from typing import Any
 
+from server import errors
 from server.bus import Bus, Consumer
 from server.bus_memory_store import MemoryBusStore
 from server.eventlog import EventLog
@@ -26,6 +27,9 @@ log = logging.getLogger("ours.bus")
 
 RESCAN_CHANNEL = "ours_bus_rescan"
 BATCH = 256  # events a consumer takes from its queue at once
+DOWN_RETRY_S = 0.25  # a batch waiting for the database tries again after this, doubling
+DOWN_RETRY_MAX_S = 2.0
+WATCH_S = 2.0  # how often the NOTIFY listener is checked, and a wanted rescan done
 
 
 class MemoryBus(Bus):
@@ -42,6 +46,7 @@ class MemoryBus(Bus):
         self._queue_size = queue_size
         self._listen_conn: Any = None
         self._consuming = False
+        self._rescan_wanted = False
 
     async def start(self, *, consume: bool = True) -> None:
         self._consuming = consume
@@ -52,15 +57,11 @@ class MemoryBus(Bus):
             self._pending[group] = set()
             self._tasks.append(asyncio.create_task(self._run(consumer), name=f"bus:{group}"))
         await self._rescan()
-        self._listen_conn = await self.storage.db.acquire()
-        await self._listen_conn.add_listener(RESCAN_CHANNEL, self._on_notify)
+        await self._listen()
+        self._tasks.append(asyncio.create_task(self._watch(), name="bus:watch"))
 
     async def close(self) -> None:
-        if self._listen_conn is not None:
-            with contextlib.suppress(Exception):
-                await self._listen_conn.remove_listener(RESCAN_CHANNEL, self._on_notify)
-                await self.storage.db.release(self._listen_conn)
-            self._listen_conn = None
+        await self._unlisten()
         # let queued events finish briefly, then stop
         for q in self._queues.values():
             with contextlib.suppress(TimeoutError):
@@ -87,6 +88,7 @@ class MemoryBus(Bus):
         except asyncio.QueueFull:
             # stays undone in storage; the next rescan delivers it
             log.warning("consumer queue full; event left for rescan", extra={"group": group})
+            self._rescan_wanted = True
             return
         pending.add(event.id)
 
@@ -100,36 +102,57 @@ class MemoryBus(Bus):
             while len(batch) < BATCH and not queue.empty():
                 batch.append(queue.get_nowait())
             try:
-                await self._deliver(consumer, batch)
+                await self._deliver_while_down(consumer, batch)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # never let one batch stop the consumer
-                log.exception("bus consumer failed", extra={"group": consumer.group})
+            except Exception as exc:  # never let one batch stop the consumer; the rescan has it
+                errors.log_failure(log, "bus consumer failed", exc, group=consumer.group)
+                self._rescan_wanted = True
             finally:
                 pending = self._pending[consumer.group]
                 for event in batch:
                     pending.discard(event.id)
                     queue.task_done()
 
-    async def _deliver(self, consumer: Consumer, batch: list[Event]) -> None:
+    async def _deliver_while_down(self, consumer: Consumer, batch: list[Event]) -> None:
+        """Deliver `batch`; while the database is down (or a handler's dependency is), the
+        batch waits and is tried again, in order, so an outage drops nothing and the events
+        behind it queue up. What was handled before the outage is not handled twice."""
+        handled: set[str] = set()
+        wait = DOWN_RETRY_S
+        while True:
+            try:
+                await self._deliver(consumer, batch, handled)
+                return
+            except Exception as exc:
+                if errors.refusal_for_outage(exc, log) is None:
+                    raise
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, DOWN_RETRY_MAX_S)
+
+    async def _deliver(self, consumer: Consumer, batch: list[Event], handled: set[str]) -> None:
         group = consumer.group
-        done = await self.store.done_among(group, [e.id for e in batch])
+        done = await self.store.done_among(group, [e.id for e in batch]) | handled
         todo = [e for e in batch if e.id not in done]
         if await self._handle_many(consumer, todo):
-            await self.store.mark_done_many(group, [e.id for e in todo])
-            return
-        handled: list[str] = []
-        for event in todo:
-            try:
-                await self._handle(consumer, event)
-            except Exception as exc:
-                # record what went through, then retry this one (in order) before the rest
-                await self.store.mark_done_many(group, handled)
-                handled = []
-                await self._retry(consumer, event, f"{type(exc).__name__}: {exc}")
-                continue
-            handled.append(event.id)
-        await self.store.mark_done_many(group, handled)
+            handled.update(e.id for e in todo)
+        else:
+            for event in todo:
+                try:
+                    await self._handle(consumer, event)
+                except Exception as exc:
+                    if errors.dependency_down(exc) is not None:
+                        raise  # the batch waits for it
+                    # record what went through, then retry this one (in order) before the rest
+                    await self._mark(group, handled)
+                    await self._retry(consumer, event, f"{type(exc).__name__}: {exc}")
+                    continue
+                handled.add(event.id)
+        await self._mark(group, handled)
+
+    async def _mark(self, group: str, handled: set[str]) -> None:
+        await self.store.mark_done_many(group, list(handled))
+        handled.clear()
 
     async def _retry(self, consumer: Consumer, event: Event, error: str) -> None:
         """Attempts 2..max_deliveries with backoff; then the dead letters."""
@@ -144,12 +167,46 @@ class MemoryBus(Bus):
             try:
                 await self._handle(consumer, event)
             except Exception as exc:
+                if errors.dependency_down(exc) is not None:
+                    raise  # not the event's fault: the batch waits for the dependency
                 error = f"{type(exc).__name__}: {exc}"
                 continue
             await self.store.mark_done(consumer.group, event.id)
             return
         await self.store.add_dead_letter(consumer.group, event, error, self.max_deliveries)
         log.error("event dead-lettered", extra={"group": consumer.group, "error": error})
+
+    async def _listen(self) -> None:
+        self._listen_conn = await self.storage.db.acquire()
+        await self._listen_conn.add_listener(RESCAN_CHANNEL, self._on_notify)
+
+    async def _unlisten(self) -> None:
+        if self._listen_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._listen_conn.remove_listener(RESCAN_CHANNEL, self._on_notify)
+            with contextlib.suppress(Exception):
+                await self.storage.db.release(self._listen_conn)
+            self._listen_conn = None
+
+    async def _watch(self) -> None:
+        """Every WATCH_S: the NOTIFY connection, lost with its server (a PostgreSQL restart),
+        is opened again, and what may have been missed meanwhile (a replay announced, an event
+        a full queue or a failed batch left in storage) is found by a rescan."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            try:
+                if self._listen_conn is None or self._listen_conn.is_closed():
+                    await self._unlisten()
+                    await self._listen()
+                    self._rescan_wanted = True
+                if self._rescan_wanted:
+                    self._rescan_wanted = False
+                    await self._rescan()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._rescan_wanted = True
+                errors.log_failure(log, "bus watcher failed; trying again", exc)
 
     async def _rescan(self) -> None:
         for group in self._queues:

@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from server import jsonutil, logs, redis_client
+from server import errors, jsonutil, logs, redis_client
 from server.bus import Bus, Consumer
 from server.events import Event
 from server.personal_data import Erasure
@@ -338,7 +338,10 @@ class RedisBus(Bus):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                await self._failed(group, entry_id, event, raw, f"{type(exc).__name__}: {exc}")
+                if errors.refusal_for_outage(exc, log) is None:  # the event's own failure
+                    await self._failed(group, entry_id, event, raw, f"{type(exc).__name__}: {exc}")
+                # a dependency down is not the event's fault: no attempt counted, it stays
+                # pending and is handled again when reclaimed
                 if stop_at_failure and await self.redis.xpending_range(
                     self.stream, group, min=entry_id, max=entry_id, count=1
                 ):  # still pending (not dead-lettered): retry it before anything after it

@@ -108,6 +108,13 @@ def refusal_for_outage(exc: BaseException, log: logging.Logger) -> ApiError | No
     return refusal
 
 
+def log_failure(log: logging.Logger, what: str, exc: BaseException, **extra: Any) -> None:
+    """A background pass that failed (a consumer, a loop, a flush): a dependency that is
+    down is said now and then, without a traceback; anything else is a bug, logged in full."""
+    if refusal_for_outage(exc, log) is None:
+        log.error(what, exc_info=exc, extra=extra)
+
+
 def field_errors(exc: Any) -> list[dict[str, str]]:
     """pydantic ValidationError -> [{field, message}] without echoing input values."""
     out = []

@@ -10,12 +10,13 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import socketio
+from redis.asyncio.client import PubSub
 
-from server import jsonutil, redis_client
+from server import errors, jsonutil, redis_client
 from server.managers import (
     CONTROL_EVENT,
     Delivery,
@@ -30,6 +31,7 @@ log = logging.getLogger("ours.managers")
 LISTEN_RETRY_S = 0.2  # how often a lost pub/sub listener tries Redis again
 SEEN_MAX = 50_000  # rooms whose last delivered offset is remembered before a clean-up
 CATCH_UP_MARGIN_MS = 2000  # a catch-up also rereads this long before the listener was lost
+RECONNECT_AWAY_MS = 10_000  # a reconnect by redis-py itself: how far back a catch-up reads
 
 
 class RedisManager(Delivery, socketio.AsyncRedisManager):
@@ -221,6 +223,7 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
                     with contextlib.suppress(Exception):
                         await self.pubsub.aclose()
                 self._redis_connect()
+                self._catch_up_on_reconnect()
                 await self.pubsub.subscribe(self.channel)
                 if away_since is not None:
                     log.warning(
@@ -240,6 +243,23 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
                     away_wall_ms = int(time.time() * 1000) - CATCH_UP_MARGIN_MS
                     log.warning("redis pub/sub listener lost; retrying", extra={"error": str(exc)})
                 await asyncio.sleep(LISTEN_RETRY_S)
+
+    def _catch_up_on_reconnect(self) -> None:
+        """redis-py re-establishes a dropped pub/sub connection by itself (its retry) and
+        resubscribes in `on_connect`, so the listener above never hears of the drop: catch up
+        there too, before the first message of the new connection is read."""
+        self.pubsub = _PubSub(
+            self.redis.connection_pool, ignore_subscribe_messages=True, reconnected=self._rejoin
+        )
+
+    async def _rejoin(self) -> None:
+        """Nothing says how long the connection was away; at most the client's retries (a few
+        seconds), so a catch-up reads RECONNECT_AWAY_MS back for rooms heard nothing of yet."""
+        log.warning("redis pub/sub connection re-established by the client; catching up")
+        try:
+            await self._catch_up(int(time.time() * 1000) - RECONNECT_AWAY_MS)
+        except Exception as exc:  # the next room event's gap check catches up instead
+            errors.log_failure(log, "catch-up after a reconnect failed", exc)
 
     # -- membership changes, in line with the room events ----------------------------------
     #
@@ -273,6 +293,21 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
         await self._publish_in_line(
             {"method": "close_room", "room": room, "namespace": namespace or "/", "host_id": None}
         )
+
+
+class _PubSub(PubSub):
+    """python-socketio's pub/sub connection, calling `reconnected` when redis-py has connected
+    it again (and resubscribed) by itself: `on_connect` runs on a connection's every connect
+    after the first, and with channels only once subscribed."""
+
+    def __init__(self, *args: Any, reconnected: Callable[[], Awaitable[None]], **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._reconnected = reconnected
+
+    async def on_connect(self, connection: Any) -> None:
+        await super().on_connect(connection)
+        if self.channels:
+            await self._reconnected()
 
 
 def _room_message(

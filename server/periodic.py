@@ -1,8 +1,9 @@
 """Periodic in-process work: the one way this code base runs "every N seconds" on a node
 (presence refresh and expiry, watching-now ticks, the bot's heartbeat, metric samples).
 
-A failing run is logged (warning, with the job's name) and the next one runs as planned: a
-periodic job never dies of one error. The interval may be a number or a function read before
+A failing run is logged (with the job's name; a dependency that is down as one warning every
+10 s, see `errors.log_failure`) and the next one runs as planned: a periodic job never dies of
+one error. The interval may be a number or a function read before
 each wait, so a test or an operator can change it on a running job. Work that must happen once
 per cluster, or survive a restart, belongs to the durable scheduler (`server/scheduler.py`).
 """
@@ -13,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+
+from server import errors
 
 log = logging.getLogger("ours.periodic")
 
@@ -52,5 +55,5 @@ class Periodic:
                 await job()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("periodic job failed", extra={"job": name}, exc_info=True)
+            except Exception as exc:
+                errors.log_failure(log, "periodic job failed", exc, job=name)

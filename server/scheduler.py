@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from server import errors
 from server.clock import utcnow
 from server.personal_data import Erasure
 from server.storage import Storage
@@ -121,8 +122,8 @@ class Scheduler:
                 ran = await self.run_due()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("scheduler pass failed")
+            except Exception as exc:
+                errors.log_failure(log, "scheduler pass failed", exc)
                 ran = 0
             if ran:
                 continue

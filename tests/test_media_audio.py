@@ -532,33 +532,50 @@ async def test_js_client_joins_audio_and_gets_stage_updates(
     await host.close()
 
 
+@pytest.mark.e2e
+@pytest.mark.skipif(not jsclient.available(), reason="run `npm ci` in tests/e2e (.ci/run does)")
 @pytest.mark.parametrize("backend", ["redis"])
 async def test_audio_ended_reaches_every_socket_on_every_node_before_the_room_closes(
     server: ServerHandle, lk: FakeLiveKit, settings: Settings
 ) -> None:
     """On Redis room events travel through the channel while closing a room is local: the
-    close must wait its turn, or the sockets of the ending node never hear `audio:ended`."""
+    close must wait its turn, or the sockets of the ending node never hear `audio:ended`.
+    The host and python-socketio listeners, and an official JS client, on both nodes."""
     other = await start_server(settings, free_port())
     try:
-        for _ in range(3):  # several rooms: a lost event shows up at once
-            host = await connect(server.url, "/live", server.token("host", "creator"))
-            room_id = ok(await host.call("audio:create", {"title": "Ends"}))["room_id"]
-            ok(await host.call("audio:join", {"room_id": room_id}))
-            clients = [host]
-            for i, srv in enumerate((server, other, server, other)):
-                c = await connect(srv.url, "/live", srv.token(f"l{i}"))
-                ok(await c.call("audio:join", {"room_id": room_id}))
-                clients.append(c)
-            ok(await host.call("audio:end", {"room_id": room_id}))
-            for c in clients:
-                (ended,) = await c.wait_for("audio:ended")
-                assert ended["room_id"] == room_id
-            # and the room is closed: a later room event does not reach them
-            await server.node.fanout.emit(
-                "audio:late", {}, namespace="/live", room=f"audio:{room_id}"
-            )
-            await asyncio.sleep(0.3)
-            assert all(not c.received["audio:late"] for c in clients)
-            await asyncio.gather(*(c.close() for c in clients))
+        async with jsclient.JsClients() as js:
+            for n in range(3):  # several rooms: a lost event shows up at once
+                host = await connect(server.url, "/live", server.token("host", "creator"))
+                room_id = ok(await host.call("audio:create", {"title": "Ends"}))["room_id"]
+                ok(await host.call("audio:join", {"room_id": room_id}))
+                clients = [host]
+                for i, srv in enumerate((server, other, server, other)):
+                    c = await connect(srv.url, "/live", srv.token(f"l{i}"))
+                    ok(await c.call("audio:join", {"room_id": room_id}))
+                    clients.append(c)
+                ids = []
+                for i, srv in enumerate((server, other)):
+                    cid, res = await js.connect(srv.url, "/live", {"token": srv.token(f"j{n}{i}")})
+                    assert res["ok"], res
+                    ok(await js.emit(cid, "audio:join", {"room_id": room_id}))
+                    ids.append(cid)
+                ok(await host.call("audio:end", {"room_id": room_id}))
+                for c in clients:
+                    (ended,) = await c.wait_for("audio:ended")
+                    assert ended["room_id"] == room_id
+                for cid in ids:
+                    (ended,) = await js.wait(cid, "audio:ended")
+                    ended = ended[0] if isinstance(ended, list) else ended
+                    assert ended["room_id"] == room_id
+                # and the room is closed: a later room event does not reach them
+                await server.node.fanout.emit(
+                    "audio:late", {}, namespace="/live", room=f"audio:{room_id}"
+                )
+                await asyncio.sleep(0.3)
+                assert all(not c.received["audio:late"] for c in clients)
+                for cid in ids:
+                    assert await js.received(cid, "audio:late") == []
+                    await js.close(cid)
+                await asyncio.gather(*(c.close() for c in clients))
     finally:
         await other.stop()
