@@ -49,6 +49,7 @@ async def test_an_emit_then_a_membership_change_keeps_its_order(
                 elif change == "disconnect":
                     await fanout.disconnect_user(NS, user, "forbidden", "order test")
                 else:
+                    assert server.node.sio is not None
                     await server.node.sio.close_room(room, namespace=NS)
                 await fanout.emit("order:after", {"n": n}, namespace=NS, room=room)
 

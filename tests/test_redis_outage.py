@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from server.managers_redis import RedisManager
 from server.roomlog_redis import RedisRoomLog
 from tests import jsclient
 from tests.conftest import PgCluster, free_port, make_settings
@@ -132,6 +133,7 @@ async def test_a_silent_reconnect_catches_up_without_waiting_for_the_next_event(
     await client.wait_for("content.created")
 
     manager = node.node.fanout.manager
+    assert isinstance(manager, RedisManager)
     unheard = RedisRoomLog(manager.log_redis, manager.roomlog.prefix, "nobody-listens")
     await unheard.append_publish(
         ["zone:music"],
