@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     rate_ip_per_min: int = Field(200, ge=1, le=1_000_000)
     rate_connect_per_min: int = Field(60, ge=1, le=1_000_000)
     rate_api_key_per_min: int = Field(60_000, ge=1, le=10_000_000)  # platform backend calls
+    # provider webhooks (signed): one bucket per webhook route instead of the sender's IP's
+    rate_webhook_per_min: int = Field(60_000, ge=1, le=10_000_000)
     rate_limits: dict[str, int] = Field(default_factory=dict)
     trust_forwarded_for: bool = False  # take the client IP from X-Forwarded-For (behind a proxy)
 

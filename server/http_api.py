@@ -109,14 +109,21 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 
 UNLIMITED_PATHS = ("/health", "/ready", "/metrics", "/socket.io", "/console")
+WEBHOOK_PATHS = "/v1/webhooks/"  # signed by their provider: a bucket per route, not per IP
 
 
 async def _rate_limit(request: web.Request, route: str) -> web.Response | None:
-    """Token buckets for HTTP: an API key has its own (large) bucket; a user token takes from
-    the user's and the IP's; anything else from the IP's. 429 + Retry-After when empty."""
+    """Token buckets for HTTP: an API key has its own (large) bucket, so does each provider
+    webhook route (a busy LiveKit host sends many from one IP); a user token takes from the
+    user's and the IP's; anything else from the IP's. 429 + Retry-After when empty."""
     if request.path.startswith(UNLIMITED_PATHS):
         return None
     node = request.app[NODE]
+    if request.path.startswith(WEBHOOK_PATHS):
+        decision = await node.limits.limiter.take(
+            f"hook:{route}", node.settings.rate_webhook_per_min, 60
+        )
+        return _allow_or_refuse(request, decision)
     name = f"{request.method} {route}"
     ip = (
         request.remote
@@ -138,6 +145,10 @@ async def _rate_limit(request: web.Request, route: str) -> web.Response | None:
         except ApiError:
             pass
         decision = await node.limits.check(user, ip, name)
+    return _allow_or_refuse(request, decision)
+
+
+def _allow_or_refuse(request: web.Request, decision: Decision) -> web.Response | None:
     request[RATE] = decision
     if decision.allowed:
         return None
