@@ -172,7 +172,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/me/export": {
                 "get": {
                     "summary": "Everything this server holds about the caller, as one JSON"
-                    " document (docs/protocol-privacy.md lists the sections); audited",
+                    " document (docs/protocol.md, A user's data, lists the sections); audited",
                     "security": [{"userJwt": []}],
                     "responses": {"200": _resp("data: the archive"), **_errors(401)},
                 }

@@ -1,8 +1,9 @@
 """The docs are the contract: every setting is in the README, every socket event a namespace
-handles and every HTTP route is in docs/protocol.md."""
+handles and every HTTP route is in docs/protocol.md, and every doc cited exists."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from app import create_app
@@ -58,3 +59,17 @@ async def test_openapi_lists_every_route(tmp_path: Path, pg_clusters: dict[str, 
         if route.method == "HEAD" or path.startswith(("/socket.io", "/console/static")):
             continue
         assert route.method.lower() in doc["paths"][path], (route.method, path)
+
+
+def test_every_doc_the_code_and_docs_cite_exists() -> None:
+    """A `docs/….md` named in the source, the docs or the README is there to read."""
+    cited = re.compile(r"docs/[\w.-]+\.md")
+    skip = {".venv", "node_modules", ".git", "build", "var"}
+    missing = set()
+    for path in ROOT.rglob("*"):
+        if path.suffix not in {".py", ".md", ".js", ".toml"} or skip & set(path.parts):
+            continue
+        for name in cited.findall(path.read_text(errors="replace")):
+            if not (ROOT / name).is_file():
+                missing.add(f"{path.relative_to(ROOT)} cites {name}")
+    assert not missing, sorted(missing)
