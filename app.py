@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -22,6 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -345,7 +347,56 @@ def cmd_hours_grant(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def contract_documents(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """/v1/openapi.json and /v1/asyncapi.json as this build serves them (nothing started)."""
+    from server.asyncapi import asyncapi_document
+    from server.openapi import openapi_document
+
+    return openapi_document(create_app(settings)), asyncapi_document(namespaces.ALL)
+
+
+DOCS = Path(__file__).resolve().parent / "docs"
+
+
+def cmd_contract(settings: Settings, args: argparse.Namespace) -> int:
+    from server import reference
+
+    openapi, asyncapi = contract_documents(settings)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, doc in (("openapi.json", openapi), ("asyncapi.json", asyncapi)):
+            (out / name).write_text(json.dumps(doc, indent=2) + "\n")
+            print(f"wrote {out / name}")
+    stale = []
+    for name, blocks in reference.blocks_by_doc(openapi, asyncapi).items():
+        path = DOCS / name
+        text = path.read_text()
+        fresh = reference.rewrite(text, blocks, name)
+        if fresh == text:
+            print(f"docs/{name}: generated tables are current")
+        elif args.write:
+            path.write_text(fresh)
+            print(f"docs/{name}: generated tables rewritten")
+        else:
+            stale.append(name)
+    for name in stale:
+        print(
+            f"docs/{name}: generated tables are stale; run `ours contract --write`", file=sys.stderr
+        )
+    return 1 if stale else 0
+
+
 def commands(sub: Any) -> None:
+    c = sub.add_parser(
+        "contract",
+        help="check (or --write) docs/protocol.md's generated reference tables; --out DIR"
+        " writes openapi.json and asyncapi.json",
+    )
+    c.add_argument("--write", action="store_true", help="rewrite the tables in place")
+    c.add_argument("--out", default=None, help="also write the two documents into DIR")
+    c.set_defaults(func=cmd_contract)
+
     s = sub.add_parser(
         "serve", help="run the HTTP + Socket.IO server (and, by default, the bus consumers)"
     )

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=200)
 
     max_payload_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: check every ack, server event and HTTP answer against the documents (tests; costs CPU)
+    check_contract: bool = False
     max_rooms_per_socket: int = Field(100, ge=1, le=10_000)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
 

@@ -9,17 +9,21 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from livechat.gate import Gate, Verdict
-from livechat.reactions import Reactions
+from livechat.reactions import Kind, Reactions
 from livechat.store import LiveChatStore
 from server.auth import Principal
 from server.clock import utcnow
+from server.contract import Outgoing
 from server.errors import ApiError, Code
 from server.events import Event
 from server.policy import Action, require
 from server.rooms import is_room, user_room
+from server.server_events import server_event
 
 if TYPE_CHECKING:
     from server.node import Node
@@ -37,6 +41,94 @@ MAX_TIMEOUT_S = 7 * 24 * 3600
 
 def live_room(live_id: str) -> str:
     return f"live:{live_id}"
+
+
+# -- what live chat sends (acks in livechat/sockets.py, events to `live:{id}` and user rooms) --
+
+
+class ChatMessage(Outgoing):
+    """One chat message as clients see it (`chat:new`, `chat:history`)."""
+
+    id: str = Field(description="the message's id (a UUID): `message_id` of chat:delete")
+    live_id: str
+    user_id: str = Field(description="who sent it")
+    client_msg_id: str = Field(description="the sender's own id for it (retries reuse it)")
+    body: str
+    ts: str = Field(description="when the server stored it (ISO 8601)")
+
+
+class ChatSlowMode(Outgoing):
+    """A live's slow mode (`chat:slowmode`, and the ack of chat:slowmode)."""
+
+    live_id: str
+    seconds: int = Field(description="one message per user every this many seconds; 0: off")
+
+
+class ChatMessageDeleted(Outgoing):
+    live_id: str
+    message_id: str = Field(description="the deleted message's id: drop it from the chat")
+
+
+class ChatRestricted(Outgoing):
+    """`chat:restricted`, to the restricted user's own room."""
+
+    live_id: str
+    kind: Literal["timeout", "ban", "lifted"] = Field(
+        description="timeout: no sending until `until`; ban: out of the live's room and chat;"
+        " lifted: a ban or timeout was lifted"
+    )
+    until: str | None = Field(None, description="with timeout: when it ends (ISO 8601)")
+
+
+class ReactionBurst(Outgoing):
+    live_id: str
+    counts: dict[Kind, int] = Field(description="reactions of each kind since the last burst")
+
+
+CHAT_NEW = server_event(
+    "chat:new",
+    ChatMessage,
+    namespaces=(NS,),
+    summary="A new message in a live's chat (to the `live:{id}` room; recoverable)",
+    example={
+        "id": "<message_id>",
+        "live_id": "jazz-night",
+        "user_id": "u_bob",
+        "client_msg_id": "c-0001",
+        "body": "what a solo!",
+        "ts": "2025-05-01T20:15:03.120000+00:00",
+    },
+)
+CHAT_SLOWMODE = server_event(
+    "chat:slowmode",
+    ChatSlowMode,
+    namespaces=(NS,),
+    summary="A moderator changed the live's slow mode (to the `live:{id}` room)",
+    example={"live_id": "jazz-night", "seconds": 30},
+)
+CHAT_DELETED = server_event(
+    "chat:deleted",
+    ChatMessageDeleted,
+    namespaces=(NS,),
+    summary="A moderator deleted a message: remove it (to the `live:{id}` room)",
+    example={"live_id": "jazz-night", "message_id": "<message_id>"},
+)
+CHAT_RESTRICTED = server_event(
+    "chat:restricted",
+    ChatRestricted,
+    namespaces=(NS,),
+    summary="You were timed out or banned in a live's chat, or that was lifted (to your own"
+    " user room)",
+    example={"live_id": "jazz-night", "kind": "timeout", "until": "2025-05-01T20:25:00+00:00"},
+)
+REACTION_BURST = server_event(
+    "reaction:burst",
+    ReactionBurst,
+    namespaces=(NS,),
+    summary="The reactions sent in a live since the last burst, at most 4 a second (to the"
+    " `live:{id}` room; volatile: not replayed)",
+    example={"live_id": "jazz-night", "counts": {"heart": 12, "fire": 3}},
+)
 
 
 def _wire(row: Any) -> dict[str, Any]:
@@ -135,7 +227,7 @@ class LiveChat:
             assert first is not None
             return self._duplicate(first)
         wire = _wire(row)
-        await self.node.fanout.emit("chat:new", wire, namespace=NS, room=live_room(live_id))
+        await self.node.fanout.emit(CHAT_NEW, wire, namespace=NS, room=live_room(live_id))
         return {"id": wire["id"], "ts": wire["ts"]}
 
     @staticmethod
@@ -183,7 +275,7 @@ class LiveChat:
             )
         await self.gate.invalidate(live_id)
         data = {"live_id": live_id, "seconds": seconds}
-        await self.node.fanout.emit("chat:slowmode", data, namespace=NS, room=live_room(live_id))
+        await self.node.fanout.emit(CHAT_SLOWMODE, data, namespace=NS, room=live_room(live_id))
         return data
 
     async def delete(
@@ -205,7 +297,7 @@ class LiveChat:
                 )
         data = {"live_id": live_id, "message_id": str(message_id)}
         if deleted:
-            await self.node.fanout.emit("chat:deleted", data, namespace=NS, room=live_room(live_id))
+            await self.node.fanout.emit(CHAT_DELETED, data, namespace=NS, room=live_room(live_id))
         return {**data, "deleted": True}
 
     async def _check_target(self, principal: Principal, live: Any, user_id: str) -> None:
@@ -290,7 +382,7 @@ class LiveChat:
         return {"live_id": live_id, "user_id": user_id, "lifted": lifted["kind"]}
 
     async def _tell(self, user_id: str, data: dict[str, Any]) -> None:
-        await self.node.fanout.emit("chat:restricted", data, namespace=NS, room=user_room(user_id))
+        await self.node.fanout.emit(CHAT_RESTRICTED, data, namespace=NS, room=user_room(user_id))
 
     # -- reactions ------------------------------------------------------------------------
 
@@ -300,7 +392,7 @@ class LiveChat:
     async def burst(self, live_id: str, counts: dict[str, int]) -> None:
         """Flusher callback: one volatile frame with the counts since the last one."""
         await self.node.fanout.emit(
-            "reaction:burst",
+            REACTION_BURST,
             {"live_id": live_id, "counts": counts},
             namespace=NS,
             room=live_room(live_id),

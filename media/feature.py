@@ -13,7 +13,7 @@ from aiohttp import web
 from media import cloudflare, http, livekit
 from media.cloudflare import StreamAPI
 from media.livekit import LiveKit
-from media.stage import AudioRooms
+from media.stage import AUDIO_ENDED, NAMESPACE, AudioRooms, audio_room
 from media.stage_store import StageStore
 from media.video import Videos
 from media.video_store import VideoStore
@@ -99,10 +99,10 @@ class MediaFeature(Feature):
                 if self.livekit is not None:
                     await self.livekit.delete_room(room_id)
                 await self.node.fanout.emit(
-                    "audio:ended",
+                    AUDIO_ENDED,
                     {"room_id": room_id, "reason": "the host's account was deleted"},
-                    namespace="/live",
-                    room=f"audio:{room_id}",
+                    namespace=NAMESPACE,
+                    room=audio_room(room_id),
                 )
             except Exception:
                 log.warning("ending an erased host's audio room failed", exc_info=True)

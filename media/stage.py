@@ -9,18 +9,21 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from livekit import api
+from pydantic import Field
 
 from media.livekit import LiveKit, Role, missing_settings, publishes
 from media.stage_store import Member, Room, StageStore, StageTx
 from server.auth import Principal
 from server.clock import utcnow
+from server.contract import Outgoing
 from server.errors import ApiError, Code
 from server.events import build_event
 from server.policy import Action, allowed, require
 from server.rooms import user_room
+from server.server_events import server_event
 
 if TYPE_CHECKING:
     from server.node import Node
@@ -34,6 +37,169 @@ MANAGERS = ("host", "moderator")
 
 def audio_room(room_id: str) -> str:
     return f"audio:{room_id}"
+
+
+# -- what goes out: acks and server events ----------------------------------------------------
+
+RoomState = Literal["scheduled", "live", "ended"]
+
+
+class RoomInfo(Outgoing):
+    """An audio room (the ack of `audio:create` and `audio:end`, `room` of `audio:get`)."""
+
+    room_id: str
+    title: str
+    host: str = Field(description="the host's user id")
+    state: RoomState
+    scheduled_for: str | None = Field(
+        description="ISO time a scheduled room was to start (null for a room live at creation)"
+    )
+    started_at: str | None = Field(description="ISO time the room went live")
+    ended_at: str | None = Field(description="ISO time the room ended")
+
+
+class StageState(Outgoing):
+    """The whole stage of an audio room as clients see it (the ack of every stage change)."""
+
+    room_id: str
+    title: str
+    state: RoomState
+    host: str = Field(description="the host's user id")
+    moderators: list[str] = Field(description="user ids of the moderators, in stage order")
+    speakers: list[str] = Field(description="user ids of the speakers, in stage order")
+    queue: list[str] = Field(description="user ids with a raised hand, first raised first")
+    invited: list[str] = Field(description="user ids invited to speak, not yet answered")
+    muted: list[str] = Field(description="user ids on stage whose microphone was muted")
+    listener_count: int = Field(description="listeners present (not removed)")
+    on_stage: int = Field(description="host, moderators and speakers")
+    max_on_stage: int = Field(description="how many may be on stage at once")
+    version: int = Field(description="grows by one per stage change; apply only newer updates")
+
+
+StageAction = Literal[
+    "joined",
+    "left",
+    "hand_raised",
+    "hand_lowered",
+    "invited",
+    "invitation_declined",
+    "speaker_added",
+    "moved_to_audience",
+    "muted",
+    "unmuted",
+    "moderator_added",
+    "removed",
+]
+
+
+class StageChange(Outgoing):
+    """What changed the stage (the `change` of `stage:update`)."""
+
+    action: StageAction
+    user_id: str = Field(description="the member the change is about")
+    by: str | None = Field(
+        None, description="who did it, when someone acted on another member (or lowered a hand)"
+    )
+    tracks: int | None = Field(None, description="with `muted`: microphone tracks muted")
+
+
+class StageUpdate(StageState):
+    """`stage:update`: the whole stage after a change, and the change."""
+
+    change: StageChange
+
+
+class RoomDetails(Outgoing):
+    """The ack of `audio:get`: the room and its stage."""
+
+    room: RoomInfo
+    stage: StageState
+
+
+class LiveKitJoin(Outgoing):
+    """Where and how to connect to the room's LiveKit audio."""
+
+    url: str = Field(description="the LiveKit WebSocket URL")
+    token: str = Field(description="a LiveKit access token, its grants matching the role")
+    expires_in: int = Field(description="seconds the token stays valid (to connect)")
+
+
+class AudioJoined(Outgoing):
+    """The ack of `audio:join`: the member's role, LiveKit credentials and the stage."""
+
+    room_id: str
+    role: Role
+    livekit: LiveKitJoin
+    stage: StageState
+
+
+class SpeakerInvited(Outgoing):
+    """`speaker:invited`: an invitation to the stage, to the invited user's own room."""
+
+    room_id: str
+    by: str = Field(description="who invited")
+    version: int = Field(description="the stage version with the invitation")
+
+
+class AudioRemoved(Outgoing):
+    """`audio:removed`: a manager removed you from the room."""
+
+    room_id: str
+
+
+class AudioEnded(Outgoing):
+    """`audio:ended`: the room is over."""
+
+    room_id: str
+    reason: str = Field(description="ended by the host, the LiveKit room finished, ...")
+
+
+_STAGE_EXAMPLE: dict[str, Any] = {
+    "room_id": "<audio_room_id>",
+    "title": "Late night talk",
+    "state": "live",
+    "host": "u_alice",
+    "moderators": [],
+    "speakers": ["u_bob"],
+    "queue": ["u_carol"],
+    "invited": [],
+    "muted": [],
+    "listener_count": 12,
+    "on_stage": 2,
+    "max_on_stage": MAX_ON_STAGE,
+    "version": 7,
+}
+
+STAGE_UPDATE = server_event(
+    "stage:update",
+    StageUpdate,
+    namespaces=(NAMESPACE,),
+    summary="The whole stage of an audio room after a change, to every socket in"
+    " `audio:{room_id}` (apply only a `version` newer than the one you have)",
+    example={**_STAGE_EXAMPLE, "change": {"action": "hand_raised", "user_id": "u_carol"}},
+)
+SPEAKER_INVITED = server_event(
+    "speaker:invited",
+    SpeakerInvited,
+    namespaces=(NAMESPACE,),
+    summary="You were invited to speak in an audio room (to all your sockets, also outside the"
+    " room): answer with `speaker:accept` or `speaker:decline`",
+    example={"room_id": "<audio_room_id>", "by": "u_alice", "version": 8},
+)
+AUDIO_REMOVED = server_event(
+    "audio:removed",
+    AudioRemoved,
+    namespaces=(NAMESPACE,),
+    summary="You were removed from an audio room (your sockets left `audio:{room_id}`)",
+    example={"room_id": "<audio_room_id>"},
+)
+AUDIO_ENDED = server_event(
+    "audio:ended",
+    AudioEnded,
+    namespaces=(NAMESPACE,),
+    summary="The audio room ended; every socket leaves `audio:{room_id}` right after",
+    example={"room_id": "<audio_room_id>", "reason": "ended by the host"},
+)
 
 
 def room_info(room: Room) -> dict[str, Any]:
@@ -236,7 +402,7 @@ class AudioRooms:
 
         state = await self._mutate(room_id, op)
         await self.node.fanout.emit(  # the invited user's devices, also outside the room
-            "speaker:invited",
+            SPEAKER_INVITED,
             {"room_id": room_id, "by": principal.user_id, "version": state["version"]},
             namespace=NAMESPACE,
             room=user_room(user_id),
@@ -358,7 +524,7 @@ class AudioRooms:
         # every socket of the user, on any node, leaves audio:{id} and is told why
         await self.node.fanout.leave_user(NAMESPACE, user_id, audio_room(room_id))
         await self.node.fanout.emit(
-            "audio:removed", {"room_id": room_id}, namespace=NAMESPACE, room=user_room(user_id)
+            AUDIO_REMOVED, {"room_id": room_id}, namespace=NAMESPACE, room=user_room(user_id)
         )
         return state
 
@@ -448,7 +614,7 @@ class AudioRooms:
 
     async def _broadcast(self, state: dict[str, Any], change: Change) -> None:
         await self.node.fanout.emit(
-            "stage:update",
+            STAGE_UPDATE,
             {**state, "change": change},
             namespace=NAMESPACE,
             room=audio_room(state["room_id"]),
@@ -498,7 +664,7 @@ class AudioRooms:
     async def _ended(self, room: Room, reason: str, *, announce: bool) -> None:
         target = audio_room(room.id)
         await self.node.fanout.emit(
-            "audio:ended", {"room_id": room.id, "reason": reason}, namespace=NAMESPACE, room=target
+            AUDIO_ENDED, {"room_id": room.id, "reason": reason}, namespace=NAMESPACE, room=target
         )
         if self.node.sio is not None:
             await self.node.sio.close_room(target, namespace=NAMESPACE)

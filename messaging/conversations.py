@@ -5,17 +5,101 @@ owner who adds and removes members). Members' sockets are in the `conversation:{
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
+from pydantic import Field
 
 from messaging.keys import ConversationKeys, open_message
 from messaging.store import Conn, MessagingStore
+from server.contract import Outgoing
 from server.errors import ApiError, Code
 from server.fanout import Fanout
+from server.server_events import server_event
 
 NS = "/messages"
 MAX_MEMBERS = 150
+
+MessageKind = Literal["text", "tip", "note"]
+
+
+class Conversation(Outgoing):
+    """A conversation as `conversation:open` and `conversation:create` answer it."""
+
+    id: str
+    kind: Literal["direct", "group"] = Field(description="direct (two users) or group (a circle)")
+    title: str | None = Field(description="a circle's title; null for a direct conversation")
+    owner_id: str | None = Field(description="a circle's owner; null for a direct conversation")
+    members: list[str] = Field(description="the members' user ids")
+
+
+class LastMessage(Outgoing):
+    """The newest message of a conversation the user can read (in `conversation:list`)."""
+
+    id: str
+    seq: int
+    sender_id: str
+    kind: MessageKind
+    body: str | None = Field(description="null once deleted")
+    ts: str = Field(description="when it was sent (ISO 8601)")
+
+
+class ListedConversation(Conversation):
+    """A conversation in `conversation:list`: with its last message, unread count and the
+    user's read cursor."""
+
+    last_message: LastMessage | None = Field(description="null when there is none yet")
+    unread: int = Field(description="messages of others after `read_seq`, not deleted")
+    read_seq: int = Field(description="the seq up to which the user has read")
+
+
+class ConversationMembers(Outgoing):
+    """The ack of `conversation:add` and `conversation:remove`: the members after."""
+
+    conversation_id: str
+    members: list[str]
+
+
+class ConversationLeft(Outgoing):
+    conversation_id: str
+
+
+class MembersChanged(Outgoing):
+    """`conversation:members`: who is in the conversation now, and what changed (one of
+    `added`, `removed`, `left`)."""
+
+    conversation_id: str
+    members: list[str]
+    added: str | None = Field(None, description="the user the owner added")
+    removed: str | None = Field(None, description="the user the owner removed")
+    left: str | None = Field(None, description="the user who left")
+
+
+class ConversationRemoved(Outgoing):
+    """`conversation:removed`: the owner removed you from this circle."""
+
+    conversation_id: str
+
+
+CONVERSATION_MEMBERS = server_event(
+    "conversation:members",
+    MembersChanged,
+    namespaces=(NS,),
+    summary="A circle's members changed (added, removed, or one left): the members now",
+    example={
+        "conversation_id": "<conversation_id>",
+        "members": ["u_alice", "u_bob", "u_dave"],
+        "added": "u_dave",
+    },
+)
+CONVERSATION_REMOVED = server_event(
+    "conversation:removed",
+    ConversationRemoved,
+    namespaces=(NS,),
+    summary="To the removed user's devices: the owner removed you from a circle (its room is"
+    " left on every node)",
+    example={"conversation_id": "<conversation_id>"},
+)
 
 
 def room(conv_id: str) -> str:
@@ -111,7 +195,7 @@ class Conversations:
             members = await self.store.member_ids(conn, conv_id)
         await self.fanout.leave_user(NS, user_id, room(conv_id))
         await self.fanout.emit(
-            "conversation:removed",
+            CONVERSATION_REMOVED,
             {"conversation_id": conv_id},
             namespace=NS,
             room=f"user:{user_id}",
@@ -206,7 +290,7 @@ class Conversations:
         self, conv_id: str, members: list[str], change: dict[str, str]
     ) -> None:
         await self.fanout.emit(
-            "conversation:members",
+            CONVERSATION_MEMBERS,
             {"conversation_id": conv_id, "members": members, **change},
             namespace=NS,
             room=room(conv_id),

@@ -12,14 +12,17 @@ from decimal import Decimal
 from typing import Any, NotRequired, TypedDict
 
 import asyncpg
+from pydantic import Field
 
-from messaging.conversations import MAX_MEMBERS, NS, require_member, room
+from messaging.conversations import MAX_MEMBERS, NS, MessageKind, require_member, room
 from messaging.keys import ConversationKeys, open_message, seal_message
 from messaging.store import MessagingStore
 from server.bus import Bus
+from server.contract import Outgoing
 from server.errors import ApiError, Code
 from server.events import build_event
 from server.fanout import Fanout
+from server.server_events import server_event
 
 
 class Posted(TypedDict):
@@ -29,6 +32,88 @@ class Posted(TypedDict):
     seq: int
     ts: str
     duplicate: NotRequired[bool]
+
+
+class MessagePosted(Outgoing):
+    """The ack of `message:send`: the message's id, seq and time (`Posted`)."""
+
+    id: str
+    seq: int = Field(description="the message's number in its conversation (1, 2, 3, ...)")
+    ts: str = Field(description="when it was posted (ISO 8601)")
+    duplicate: bool | None = Field(
+        None, description="true on a retry: the message this client_msg_id posted first"
+    )
+
+
+class Message(Outgoing):
+    """A message as clients see it (`message:new`, `message:updated`, history)."""
+
+    id: str
+    conversation_id: str
+    seq: int = Field(description="the message's number in its conversation (1, 2, 3, ...)")
+    sender_id: str
+    kind: MessageKind = Field(description="text, tip (with `amount`) or a delivered note")
+    body: str | None = Field(description="null once deleted")
+    reply_to: str | None = Field(description="the id of the message it answers")
+    ts: str = Field(description="when it was posted (ISO 8601)")
+    edited: bool
+    deleted: bool
+    amount: float | None = Field(None, description="a tip's HOURS (only on tips)")
+
+
+class MessageDeleted(Outgoing):
+    """A tombstoned message: its body is gone, its seq stays."""
+
+    conversation_id: str
+    id: str
+    seq: int
+
+
+class MessagePage(Outgoing):
+    """The ack of `message:history`: a page of messages, newest first."""
+
+    messages: list[Message]
+    next_before_seq: int | None = Field(
+        description="pass it as `before_seq` for the page before; null when this page is not"
+        " full (no more)"
+    )
+
+
+EXAMPLE_MESSAGE = {
+    "id": "<message_id>",
+    "conversation_id": "<conversation_id>",
+    "seq": 7,
+    "sender_id": "u_bob",
+    "kind": "text",
+    "body": "see you at eight",
+    "reply_to": None,
+    "ts": "2025-05-01T18:02:11.417000+00:00",
+    "edited": False,
+    "deleted": False,
+}
+
+MESSAGE_NEW = server_event(
+    "message:new",
+    Message,
+    namespaces=(NS,),
+    summary="A new message in one of your conversations (texts, tips, delivered notes); not"
+    " sent back to the socket that sent it",
+    example=EXAMPLE_MESSAGE,
+)
+MESSAGE_UPDATED = server_event(
+    "message:updated",
+    Message,
+    namespaces=(NS,),
+    summary="A message was edited by its sender: the message as it is now",
+    example={**EXAMPLE_MESSAGE, "body": "see you at nine", "edited": True},
+)
+MESSAGE_DELETED = server_event(
+    "message:deleted",
+    MessageDeleted,
+    namespaces=(NS,),
+    summary="A message was deleted by its sender (its seq stays, its body is gone)",
+    example={"conversation_id": "<conversation_id>", "id": "<message_id>", "seq": 7},
+)
 
 
 def posted(row: Any, *, duplicate: bool = False) -> Posted:
@@ -133,7 +218,7 @@ class Messages:
         and `message.sent` on the bus for the notification router."""
         conv_id = message["conversation_id"]
         await self.fanout.emit(
-            "message:new", message, namespace=NS, room=room(conv_id), skip_sid=skip_sid
+            MESSAGE_NEW, message, namespace=NS, room=room(conv_id), skip_sid=skip_sid
         )
         recipients = [m for m in members if m != message["sender_id"]]
         await self.bus.publish(
@@ -174,7 +259,7 @@ class Messages:
                 conn, msg_id, seal_message(key, conv_id, msg_id, body.encode())
             )
         message = wire(key, conv_id, row)
-        await self.fanout.emit("message:updated", message, namespace=NS, room=room(conv_id))
+        await self.fanout.emit(MESSAGE_UPDATED, message, namespace=NS, room=room(conv_id))
         return message
 
     async def delete(self, user_id: str, conv_id: str, msg_id: str) -> dict[str, Any]:
@@ -184,7 +269,7 @@ class Messages:
             await self._own_message(conn, conv_id, msg_id, user_id)
             row = await self.store.tombstone(conn, msg_id)
         info = {"conversation_id": conv_id, "id": msg_id, "seq": row["seq"]}
-        await self.fanout.emit("message:deleted", info, namespace=NS, room=room(conv_id))
+        await self.fanout.emit(MESSAGE_DELETED, info, namespace=NS, room=room(conv_id))
         return info
 
     async def _own_message(

@@ -8,7 +8,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from messaging.conversations import require_member
 from messaging.keys import ConversationKeys, note_aad
@@ -16,11 +18,43 @@ from messaging.messages import Messages, wire
 from messaging.notes_store import NotesStore, job_key
 from messaging.store import MessagingStore
 from server.clock import utcnow
+from server.contract import Outgoing
 from server.crypto import seal, unseal
 from server.errors import ApiError, Code
 from server.scheduler import Scheduler
 
 JOB = "message.scheduled"
+
+NoteState = Literal["scheduled", "sent", "cancelled"]
+
+
+class RecipientState(Outgoing):
+    user_id: str
+    state: Literal["scheduled", "sent", "delivered", "read", "cancelled"] = Field(
+        description="the note's state until it is sent; then sent, delivered or read for this"
+        " recipient"
+    )
+
+
+class ScheduledNote(Outgoing):
+    """A scheduled note (`message:schedule`, `message:scheduled`)."""
+
+    id: str = Field(description="the note's id (for `message:cancel`)")
+    conversation_id: str
+    deliver_at: str = Field(description="when it is posted (ISO 8601)")
+    state: NoteState
+    message_id: str | None = Field(description="the message it became, once sent")
+    seq: int | None = Field(description="that message's seq, once sent")
+    recipients: list[RecipientState] = Field(
+        description="each other member's state (empty in the ack of `message:schedule`)"
+    )
+
+
+class NoteCancelled(Outgoing):
+    """The ack of `message:cancel`."""
+
+    id: str
+    state: Literal["cancelled"]
 
 
 @dataclass(eq=False)

@@ -10,15 +10,84 @@ import asyncio
 import time
 from typing import Any
 
+from pydantic import Field
+
 from messaging.conversations import NS, require_member, room
 from messaging.store import MessagingStore, Receipt
 from server.bus import Bus
+from server.contract import Outgoing
 from server.errors import ApiError, Code
 from server.events import build_event
 from server.fanout import Fanout
+from server.server_events import server_event
 
 TYPING_INTERVAL = 2.0  # seconds between typing broadcasts per user (seed: debounce 2 s)
 TYPING_EXPIRY = 5.0  # a start expires by itself after this
+
+
+class ReceiptMoved(Outgoing):
+    """`message:delivered` / `message:read`: a member's cursor moved."""
+
+    conversation_id: str
+    user_id: str = Field(description="the member whose cursor moved")
+    seq: int = Field(description="the cursor now: every message up to this seq")
+
+
+class ReceiptMarked(ReceiptMoved):
+    """The ack of `message:read` and `message:delivered`: the cursor after, and your unread
+    count."""
+
+    unread: int = Field(description="messages of others after your read cursor, not deleted")
+
+
+class UnreadCount(Outgoing):
+    """`conversation:unread`: the reader's unread count and read cursor, to all their devices."""
+
+    conversation_id: str
+    unread: int
+    read_seq: int
+
+
+class Typing(Outgoing):
+    """`typing`: a member started or stopped typing."""
+
+    conversation_id: str
+    user_id: str
+    active: bool = Field(description="false: stopped (or a start expired after 5 s)")
+
+
+_RECEIPT_EXAMPLE = {"conversation_id": "<conversation_id>", "user_id": "u_bob", "seq": 7}
+MESSAGE_DELIVERED = server_event(
+    "message:delivered",
+    ReceiptMoved,
+    namespaces=(NS,),
+    summary="A member's delivered cursor moved: they got every message up to `seq`",
+    example=_RECEIPT_EXAMPLE,
+)
+MESSAGE_READ = server_event(
+    "message:read",
+    ReceiptMoved,
+    namespaces=(NS,),
+    summary="A member's read cursor moved: they read every message up to `seq`",
+    example=_RECEIPT_EXAMPLE,
+)
+#: the event each receipt is told with
+RECEIPT_EVENT: dict[Receipt, str] = {"delivered": MESSAGE_DELIVERED, "read": MESSAGE_READ}
+CONVERSATION_UNREAD = server_event(
+    "conversation:unread",
+    UnreadCount,
+    namespaces=(NS,),
+    summary="To the reader's devices: after a read, the conversation's unread count and read"
+    " cursor (every device shows the same)",
+    example={"conversation_id": "<conversation_id>", "unread": 0, "read_seq": 7},
+)
+TYPING = server_event(
+    "typing",
+    Typing,
+    namespaces=(NS,),
+    summary="A member started or stopped typing (volatile: not kept for recovery)",
+    example={"conversation_id": "<conversation_id>", "user_id": "u_bob", "active": True},
+)
 
 
 class Receipts:
@@ -40,11 +109,11 @@ class Receipts:
         if cursors is None:
             raise ApiError(Code.FORBIDDEN, "you are not a member of this conversation")
         told = {"conversation_id": conv_id, "user_id": user_id, "seq": cursors[receipt]}
-        await self.fanout.emit(f"message:{receipt}", told, namespace=NS, room=room(conv_id))
+        await self.fanout.emit(RECEIPT_EVENT[receipt], told, namespace=NS, room=room(conv_id))
         unread = await self.store.unread(conv_id, user_id)
         if receipt == "read":  # every device of the reader shows the same count
             await self.fanout.emit(
-                "conversation:unread",
+                CONVERSATION_UNREAD,
                 {"conversation_id": conv_id, "unread": unread, "read_seq": cursors["read"]},
                 namespace=NS,
                 room=f"user:{user_id}",
@@ -93,7 +162,7 @@ class Receipts:
         self, conv_id: str, user_id: str, active: bool, skip_sid: str | None
     ) -> None:
         await self.fanout.emit(
-            "typing",
+            TYPING,
             {"conversation_id": conv_id, "user_id": user_id, "active": active},
             namespace=NS,
             room=room(conv_id),

@@ -13,10 +13,11 @@ from decimal import Decimal
 from typing import Protocol
 
 import asyncpg
+from pydantic import Field
 
 from messaging.conversations import require_member
 from messaging.keys import ConversationKeys
-from messaging.messages import Messages, Posted, posted, wire
+from messaging.messages import MessagePosted, Messages, Posted, posted, wire
 from messaging.store import MessagingStore
 from server.bus import Bus
 from server.errors import ApiError, Code
@@ -49,6 +50,12 @@ class TipLedger(Protocol):
 
 class Tipped(Posted):
     balance: float  # the sender's HOURS balance after the tip
+
+
+class TipPosted(MessagePosted):
+    """The ack of `tip:send`: the tip's message (`Tipped`) and your HOURS balance after."""
+
+    balance: float = Field(description="your HOURS balance after the tip (now, on a retry)")
 
 
 @dataclass(eq=False)

@@ -25,7 +25,7 @@ from routing.inbox import Inbox
 from server.node import Node
 from server.sockets import Namespace
 
-#: every namespace by path (its class lists the events it handles: `cls._handlers`)
+#: every namespace by path (its class lists the events it handles: `cls.client_events()`)
 ALL: dict[str, type[Namespace]] = {
     "/feed": FeedNamespace,
     "/live": LiveNamespace,

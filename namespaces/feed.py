@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from activity.service import Activity
 from activity.sockets import ActivityHandlers
 from server.auth import Principal
+from server.contract import Outgoing
+from server.errors import Code
 from server.node import Node
 from server.sockets import RoomsNamespace, handles
 
@@ -22,6 +24,14 @@ class ZonesReq(BaseModel):
     zones: Annotated[list[Zone], Field(max_length=50)]
 
 
+class FeedSubscribed(Outgoing):
+    zones: list[str] = Field(description="the socket's zones now, sorted")
+    offsets: dict[str, str] = Field(
+        description="each zone room's newest offset (`zone:<name>` -> offset), for a later"
+        " room:join with `since`"
+    )
+
+
 class FeedNamespace(ActivityHandlers, RoomsNamespace):
     def __init__(
         self, node: Node, activity: Activity, viewed: Callable[[str], Awaitable[None]]
@@ -29,7 +39,13 @@ class FeedNamespace(ActivityHandlers, RoomsNamespace):
         super().__init__("/feed", node, viewed)
         self.activity = activity
 
-    @handles("feed:subscribe", ZonesReq)
+    @handles(
+        "feed:subscribe",
+        ZonesReq,
+        ack=FeedSubscribed,
+        errors=(Code.FORBIDDEN,),
+        example={"zones": ["music", "tech"]},
+    )
     async def feed_subscribe(self, sid: str, p: Principal, req: ZonesReq) -> Any:
         """Set this socket's zones at once: join the new ones, leave the others."""
         wanted = {f"zone:{z}" for z in req.zones}

@@ -11,7 +11,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
+
+from pydantic import Field
+
+from server.contract import Outgoing
+
+
+class PresenceStatus(Outgoing):
+    """A user's presence as others see it (`Status.wire`; an invisible user is offline)."""
+
+    user_id: str
+    status: Literal["online", "offline"]
+    last_seen: float | None = Field(
+        description="unix seconds of the last sign of life; null if never seen or invisible"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +35,7 @@ class Status:
     last_seen: float | None  # unix seconds; None if never seen
 
     def wire(self) -> dict[str, object]:
+        """As clients see it (`PresenceStatus`)."""
         return {
             "user_id": self.user_id,
             "status": "online" if self.online else "offline",

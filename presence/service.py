@@ -8,7 +8,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from presence.backend import PresenceStore, Status
+from presence.backend import PresenceStatus, PresenceStore, Status
+from server.server_events import server_event
 
 if TYPE_CHECKING:
     from server.node import Node
@@ -17,6 +18,14 @@ log = logging.getLogger("ours.presence")
 
 NS = "/presence"
 MAX_WATCH = 500
+
+PRESENCE_UPDATE = server_event(
+    "presence:update",
+    PresenceStatus,
+    namespaces=(NS,),
+    summary="A watched user went online or offline (to sockets subscribed to that user)",
+    example={"user_id": "u_bob", "status": "online", "last_seen": 1736100131.4},
+)
 
 
 class Presence:
@@ -45,7 +54,7 @@ class Presence:
 
     async def announce(self, status: Status) -> None:
         await self.node.fanout.emit(
-            "presence:update",
+            PRESENCE_UPDATE,
             status.wire(),
             namespace=NS,
             room=f"presence:{status.user_id}",

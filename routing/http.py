@@ -9,86 +9,183 @@ GET  /v1/notifications/{id}/deliveries     its owner, an admin, or an API key
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field
 
-from routing.inbox import Inbox
-from routing.preferences import ContactUpdate, PreferencesUpdate
+from routing.inbox import Deliveries, Inbox, InboxPage
+from routing.preferences import ContactUpdate, Preferences, PreferencesUpdate
 from server.auth import Principal, Role
-from server.errors import ApiError, Code, M, validate
+from server.errors import ApiError, Code
 from server.events import Id
-from server.http_api import envelope, read_json, require_caller, require_user
+from server.http_api import (
+    ADMIN,
+    USER,
+    Query,
+    envelope,
+    path_params,
+    query,
+    read_body,
+    require_caller,
+    require_user,
+)
+from server.openapi import operation
 
 INBOX = web.AppKey("routing.inbox", Inbox)
+
+NotificationId = Annotated[int, Field(ge=1, le=2**62)]
+
+PREFERENCES_EXAMPLE = {
+    "level": "all",
+    "types": {"tip": True, "like": True, "follow": True},
+    "channels": {"in_app": True, "push": True, "email": True, "sms": True, "telegram": True},
+    "quiet_hours": {"enabled": True, "start": "23:00", "end": "08:00"},
+    "timezone": "Europe/Berlin",
+    "digest": "weekly",
+    "digest_time": "09:00",
+    "digest_day": "sun",
+    "critical_breaks_quiet": False,
+    "email": "ana@example.com",
+    "phone": None,
+    "phone_verified": False,
+}
+
+
+class NotificationsQuery(Query):
+    before: NotificationId | None = Field(
+        None, description="page: notifications older than this id (`next` of the last page)"
+    )
+    limit: Annotated[int, Field(ge=1, le=100)] = 20
+    unread: bool = Field(False, description="only the unread ones (1/true)")
+
+
+class UserPath(BaseModel):
+    user_id: Id
+
+
+class NotificationPath(BaseModel):
+    id: NotificationId
 
 
 def _inbox(request: web.Request) -> Inbox:
     return request.app[INBOX]
 
 
-def _validate(model: type[M], raw: Any) -> M:
-    return validate(model, raw, object_only=True)
-
-
-def _int(value: str | None, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    if value is None or value == "":
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise ApiError(Code.BAD_REQUEST, f"{name} must be an integer") from None
-    if not lo <= n <= hi:
-        raise ApiError(Code.BAD_REQUEST, f"{name} must be between {lo} and {hi}")
-    return n
-
-
+@operation(
+    "The signed-in user's notification preferences, every type and channel spelled out",
+    Preferences,
+    security=USER,
+    example=PREFERENCES_EXAMPLE,
+)
 async def get_preferences(request: web.Request) -> web.Response:
     principal = require_user(request)
     return envelope(request, await _inbox(request).preferences(principal.user_id))
 
 
+@operation(
+    "Change the signed-in user's notification preferences (any subset of the fields)",
+    Preferences,
+    security=USER,
+    body=PreferencesUpdate,
+    example=PREFERENCES_EXAMPLE,
+)
 async def put_preferences(request: web.Request) -> web.Response:
+    """Omitted fields keep their value; `types` and `channels` merge key by key; "" removes
+    the email or phone. Changing the phone clears `phone_verified`. Answers the whole
+    preferences document."""
     principal = require_user(request)
-    update = _validate(PreferencesUpdate, await read_json(request))
+    update = await read_body(request, PreferencesUpdate)
     return envelope(request, await _inbox(request).set_preferences(principal.user_id, update))
 
 
+@operation(
+    "A page of the signed-in user's in-app notifications, newest first",
+    InboxPage,
+    security=USER,
+    query=NotificationsQuery,
+    example={
+        "items": [
+            {
+                "id": 42,
+                "kind": "tip",
+                "priority": "immediate",
+                "title": "New tip",
+                "body": "bo tipped you 5.0 HRS",
+                "data": {"event_id": "0193e1c2-7a4f-7c1e-9b1a-2f3d4e5f6a7b", "amount": 5},
+                "actors": ["u_bob"],
+                "actor_count": 1,
+                "event_count": 1,
+                "created_at": "2025-01-05T18:00:00+00:00",
+                "updated_at": "2025-01-05T18:00:00+00:00",
+                "read": False,
+            }
+        ],
+        "next": None,
+        "unread": 1,
+    },
+)
 async def list_notifications(request: web.Request) -> web.Response:
+    """`next` is the `before` of the next (older) page, null on the last one."""
     principal = require_user(request)
-    q = request.query
-    before = _int(q.get("before"), "before", None, 1, 2**62)
-    limit = _int(q.get("limit"), "limit", 20, 1, 100)
-    assert limit is not None
-    unread = q.get("unread", "") in ("1", "true")
-    return envelope(request, await _inbox(request).page(principal.user_id, before, limit, unread))
+    q = query(request, NotificationsQuery)
+    page = await _inbox(request).page(principal.user_id, q.before, q.limit, q.unread)
+    return envelope(request, page)
 
 
+@operation(
+    "Set a user's contact data as the platform verified it (email, phone, phone_verified)",
+    Preferences,
+    security=ADMIN,
+    path=UserPath,
+    body=ContactUpdate,
+    errors=(Code.FORBIDDEN,),
+    example={**PREFERENCES_EXAMPLE, "phone": "+4915112345678", "phone_verified": True},
+)
 async def put_contact(request: web.Request) -> web.Response:
+    """For the platform's backend (an API key) or an admin. `phone_verified` stays false
+    without a phone. Answers the user's whole preferences document."""
     _api_key_or_admin(request)
-    user_id = request.match_info["user_id"]
-    try:
-        _validate_id(user_id)
-    except ValidationError:
-        raise ApiError(Code.BAD_REQUEST, "user_id is not an id") from None
-    update = _validate(ContactUpdate, await read_json(request))
+    user_id = path_params(request, UserPath).user_id
+    update = await read_body(request, ContactUpdate)
     return envelope(request, await _inbox(request).set_preferences(user_id, update))
 
 
+@operation(
+    "The delivery log of one notification: what became of it on each channel, and why",
+    Deliveries,
+    security=("apiKey", "userJwt"),
+    path=NotificationPath,
+    errors=(Code.NOT_FOUND,),
+    example={
+        "notification_id": 42,
+        "user_id": "ana",
+        "deliveries": [
+            {
+                "id": 7,
+                "event_id": "0193e1c2-7a4f-7c1e-9b1a-2f3d4e5f6a7b",
+                "user_id": "ana",
+                "channel": "sms",
+                "priority": "immediate",
+                "state": "skipped",
+                "reason": "quiet_hours",
+                "detail": "quiet hours 23:00-08:00 (Europe/Berlin)",
+                "attempts": 0,
+                "not_before": None,
+                "provider_id": None,
+                "created_at": "2025-01-05T23:10:00+00:00",
+                "updated_at": "2025-01-05T23:10:00+00:00",
+                "sent_at": None,
+            }
+        ],
+    },
+)
 async def deliveries(request: web.Request) -> web.Response:
-    notification_id = _int(request.match_info["id"], "id", None, 1, 2**62)
-    assert notification_id is not None
+    """For the notification's recipient, an admin, or the platform's backend (an API key);
+    anyone else gets `not_found`."""
+    notification_id = path_params(request, NotificationPath).id
     principal = _api_key_or_admin(request, allow_user=True)
     return envelope(request, await _inbox(request).deliveries(principal, notification_id))
-
-
-class _IdModel(BaseModel):
-    id: Id
-
-
-def _validate_id(value: str) -> None:
-    _IdModel.model_validate({"id": value})
 
 
 def _api_key_or_admin(request: web.Request, *, allow_user: bool = False) -> Principal:

@@ -1,18 +1,85 @@
 """What a signed-in user does with their notifications: list, read, count; preferences; push
-devices; and why a notification did or did not arrive (the delivery log)."""
+devices; and why a notification did or did not arrive (the delivery log).
+
+The models here (and `Preferences` in routing/preferences.py) are what the socket acks and
+the HTTP routes send: `InboxItem`, `InboxPage`, `InboxRead`, `InboxUnread`, `Delivery`,
+`Deliveries`, `DeviceRegistered`, `DeviceUnregistered`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from routing.channels.in_app import InAppChannel
 from routing.preferences import ContactUpdate, Preferences, PreferencesUpdate, apply_update
 from routing.store import RouterStore
+from routing.store.inbox import InboxItem
+from routing.store.outbox import Delivery
 from server.auth import Principal, Role
+from server.contract import Outgoing
 from server.errors import ApiError, Code
+
+__all__ = [
+    "Deliveries",
+    "Delivery",
+    "DeviceRegistered",
+    "DeviceUnregistered",
+    "Inbox",
+    "InboxItem",
+    "InboxPage",
+    "InboxRead",
+    "InboxUnread",
+]
+
+
+class InboxPage(Outgoing):
+    """A page of the user's inbox, newest first (`Inbox.page`)."""
+
+    items: list[InboxItem]
+    next: int | None = Field(
+        description="`before` for the next (older) page; null on the last page"
+    )
+    unread: int = Field(description="the user's unread notifications, in all")
+
+
+class InboxRead(Outgoing):
+    """What marking notifications read did (`Inbox.read`)."""
+
+    read: list[int] = Field(description="the ids newly marked read (already read ones left out)")
+    cancelled: int = Field(
+        description="push/email/SMS/Telegram deliveries of them that were still waiting and"
+        " will not go out now"
+    )
+    unread: int = Field(description="the user's unread notifications left")
+
+
+class InboxUnread(Outgoing):
+    unread: int = Field(description="the user's unread notifications")
+
+
+class Deliveries(Outgoing):
+    """The delivery log of one notification: why it did or did not arrive where."""
+
+    notification_id: int
+    user_id: str = Field(description="the notification's recipient")
+    deliveries: list[Delivery] = Field(
+        description="one per event and channel (ordered by event, then id)"
+    )
+
+
+class DeviceRegistered(Outgoing):
+    registered: Literal[True]
+    devices: int = Field(
+        description="the user's push devices now (over the cap, the least recently seen went)"
+    )
+
+
+class DeviceUnregistered(Outgoing):
+    unregistered: bool = Field(description="false: the token was not registered to this user")
 
 
 @dataclass(eq=False)

@@ -21,16 +21,20 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     field_validator,
 )
 
 from routing.priorities import KINDS, Channel
+from server.clock import zone_schema
+from server.contract import Outgoing
 
 Level = Literal["none", "daily", "matches", "all"]
 DigestMode = Literal["off", "daily", "weekly"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ZoneName = Annotated[str, StringConstraints(max_length=64), Field(json_schema_extra=zone_schema)]
 HHMM = Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{2,63}$")
@@ -63,8 +67,18 @@ def _check_phone(v: str | None) -> str | None:
 
 
 #: contact data as users and the platform send it ("" removes it)
-Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_check_email)]
-Phone = Annotated[str, StringConstraints(max_length=16), AfterValidator(_check_phone)]
+Email = Annotated[
+    str,
+    StringConstraints(max_length=320),
+    AfterValidator(_check_email),
+    Field(json_schema_extra={"pattern": "^$|" + EMAIL.pattern}),
+]
+Phone = Annotated[
+    str,
+    StringConstraints(max_length=16),
+    AfterValidator(_check_phone),
+    Field(json_schema_extra={"pattern": "^$|" + E164.pattern}),
+]
 
 
 def _check_types(v: dict[str, bool]) -> dict[str, bool]:
@@ -74,31 +88,48 @@ def _check_types(v: dict[str, bool]) -> dict[str, bool]:
     return v
 
 
-class QuietHours(BaseModel):
+class QuietHours(Outgoing):
+    """No push/SMS/Telegram between `start` and `end` (local time, HH:MM; may wrap midnight)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    enabled: StrictBool = True
     start: HHMM = "23:00"
     end: HHMM = "08:00"
 
 
-class Preferences(BaseModel):
-    """What GET /v1/me/preferences and `preferences:get` return."""
+class Preferences(Outgoing):
+    """What GET /v1/me/preferences, PUT /v1/me/preferences, PUT /v1/users/{id}/contact,
+    `preferences:get` and `preferences:set` return (`public()`: every type and channel
+    spelled out); also the stored document."""
 
     model_config = ConfigDict(extra="forbid")
 
-    level: Level = "all"
-    types: dict[str, bool] = Field(default_factory=dict)
-    channels: dict[Channel, bool] = Field(default_factory=dict)
+    level: Level = Field(
+        "all",
+        description="which notifications leave the in-app inbox: all (by priority), matches"
+        " (only match notifications), daily (the daily digest only), none",
+    )
+    types: dict[str, bool] = Field(
+        default_factory=dict,
+        description="per notification type (tip, like, follow, ...): on or off",
+    )
+    channels: dict[Channel, bool] = Field(
+        default_factory=dict, description="per channel: on or off"
+    )
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
-    timezone: str = "UTC"
-    digest: DigestMode = "weekly"
-    digest_time: HHMM = "09:00"
-    digest_day: Weekday = "sun"
-    critical_breaks_quiet: bool = False
+    timezone: str = Field("UTC", description="IANA time zone of quiet hours and the digest")
+    digest: DigestMode = Field("weekly", description="how often the digest email comes")
+    digest_time: HHMM = Field("09:00", description="local time of the digest (HH:MM)")
+    digest_day: Weekday = Field("sun", description="the weekly digest's day")
+    critical_breaks_quiet: bool = Field(
+        False, description="immediate notifications (tips, sales, ...) ignore quiet hours"
+    )
     email: str | None = None
-    phone: str | None = None
-    phone_verified: bool = False
+    phone: str | None = Field(None, description="E.164")
+    phone_verified: bool = Field(
+        False, description="confirmed by the platform (SMS goes only to a verified phone)"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -149,14 +180,19 @@ class PreferencesUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     level: Level | None = None
-    types: dict[str, bool] | None = Field(None, max_length=len(KINDS))
-    channels: dict[Channel, bool] | None = None
+    types: dict[str, StrictBool] | None = Field(
+        None, max_length=len(KINDS), json_schema_extra={"propertyNames": {"enum": list(KINDS)}}
+    )
+    channels: dict[Channel, StrictBool] | None = None
     quiet_hours: QuietHours | None = None
-    timezone: Annotated[str, StringConstraints(max_length=64)] | None = None
+    timezone: (
+        Annotated[str, StringConstraints(max_length=64), Field(json_schema_extra=zone_schema)]
+        | None
+    ) = None
     digest: DigestMode | None = None
     digest_time: HHMM | None = None
     digest_day: Weekday | None = None
-    critical_breaks_quiet: bool | None = None
+    critical_breaks_quiet: StrictBool | None = None
     email: Email | None = None
     phone: Phone | None = None
 
@@ -178,7 +214,7 @@ class ContactUpdate(BaseModel):
 
     email: Email | None = None
     phone: Phone | None = None
-    phone_verified: bool | None = None
+    phone_verified: StrictBool | None = None
 
 
 def apply_update(prefs: Preferences, upd: PreferencesUpdate | ContactUpdate) -> Preferences:

@@ -4,8 +4,10 @@ the system clock in production, a settable `ManualClock` in tests."""
 
 from __future__ import annotations
 
+import zoneinfo
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from functools import cache
+from typing import Any, Protocol
 
 
 def utcnow() -> datetime:
@@ -40,3 +42,14 @@ class ManualClock:
 
     def advance(self, seconds: float = 0, **delta: float) -> None:
         self._at += timedelta(seconds=seconds, **delta)
+
+
+@cache
+def zone_names() -> list[str]:
+    """Every IANA time zone this machine knows (what `ZoneInfo` accepts), sorted."""
+    return sorted(zoneinfo.available_timezones() - {"Factory", "localtime"})
+
+
+def zone_schema(schema: dict[str, Any]) -> None:
+    """JSON Schema of a time-zone field: one of `zone_names()` (documents what is accepted)."""
+    schema["enum"] = zone_names()

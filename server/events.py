@@ -6,16 +6,20 @@ unknown fields and wrong types are refused with field errors before anything is 
 
 from __future__ import annotations
 
+import re
 import uuid
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     StringConstraints,
+    WithJsonSchema,
+    create_model,
     field_validator,
 )
 
@@ -25,12 +29,44 @@ from server.rooms import ROOM_RE
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 Text = Annotated[str, StringConstraints(max_length=500)]
+
+
+_HOURS_TEXT = r"^(?!0+(\.0+)?$)\d{1,9}(\.\d{1,2})?$"
+_HOURS_TEXT_RE = re.compile(_HOURS_TEXT)
+
+
+def _hours(value: Any) -> Any:
+    if isinstance(value, str) and _HOURS_TEXT_RE.match(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError('HOURS: a number such as 2.5, or a decimal string such as "2.50"')
+    return value
+
+
+#: an amount of HOURS above 0, at most 1e9, with at most 2 decimals: a JSON number or a
+#: decimal string (money is often sent as text)
 Hours = Annotated[
     Decimal,
+    BeforeValidator(_hours),
     Field(gt=0, le=Decimal("1000000000"), max_digits=14, decimal_places=2),
     PlainSerializer(float, return_type=float, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "maximum": 1_000_000_000,
+                    "multipleOf": 0.01,
+                },
+                {"type": "string", "pattern": _HOURS_TEXT},
+            ]
+        },
+        mode="validation",
+    ),
+    WithJsonSchema({"type": "number"}, mode="serialization"),
 ]
-Cents = Annotated[int, Field(ge=0, le=10**12)]
+Cents = Annotated[int, Field(ge=0, le=10**12, strict=True)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 
@@ -99,7 +135,7 @@ class LiveStarted(Payload):
 class LiveEnded(Payload):
     live_id: Id
     host_id: Id | None = None
-    duration_s: Annotated[int, Field(ge=0)] | None = None
+    duration_s: Annotated[int, Field(ge=0, strict=True)] | None = None
 
 
 class LiveViewerJoined(Payload):
@@ -111,14 +147,14 @@ class MessageSent(Payload):
     conversation_id: Id
     message_id: Id
     sender_id: Id
-    seq: Annotated[int, Field(ge=1)] | None = None
+    seq: Annotated[int, Field(ge=1, strict=True)] | None = None
     recipients: Annotated[list[Id], Field(max_length=150)] = []
 
 
 class MessageRead(Payload):
     conversation_id: Id
     reader_id: Id
-    seq: Annotated[int, Field(ge=1)]
+    seq: Annotated[int, Field(ge=1, strict=True)]
 
 
 class StorefrontPurchased(Payload):
@@ -248,7 +284,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     },
 }
 
-Room = Annotated[str, StringConstraints(max_length=80)]
+#: a room name (checked by EventIn with a message that names the kinds; the pattern is documented)
+Room = Annotated[
+    str, StringConstraints(max_length=80), Field(json_schema_extra={"pattern": ROOM_RE.pattern})
+]
 
 
 class EventIn(BaseModel):
@@ -278,6 +317,28 @@ class EventIn(BaseModel):
             if not ROOM_RE.match(room):
                 raise ValueError(f"{room!r} is not a room (zone:, content:, live:, user:, ...)")
         return list(dict.fromkeys(v))
+
+
+def _typed(name: str, payload: type[Payload]) -> type[BaseModel]:
+    model = create_model(
+        "".join(part.capitalize() for part in name.replace("_", ".").split(".")) + "In",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"A `{name}` event as a producer sends it.",
+        type=(Literal[name], ...),
+        payload=(payload, ...),
+        subjects=(Annotated[list[Room], Field(max_length=100)], []),
+        actor=(Id | None, None),
+        id=(uuid.UUID | None, None),
+    )
+    return model
+
+
+#: EventIn with its payload per type, one schema per event type (the POST /v1/events body as
+#: documented): what `build_event` checks in two steps, EventIn then the type's payload model
+EventInBody: Any = Annotated[
+    Union[tuple(_typed(name, model) for name, model in EVENT_TYPES.items())],  # noqa: UP007
+    Field(discriminator="type"),
+]
 
 
 class Event(BaseModel):

@@ -15,6 +15,7 @@ from typing import Any
 from server import jsonutil, metrics
 from server.events import Event
 from server.managers import Delivery
+from server.server_events import check_emitted
 
 #: event type prefix -> namespace its socket event is emitted on
 NAMESPACE_OF: dict[str, str] = {
@@ -68,6 +69,7 @@ class Fanout:
     ) -> None:
         """Send to every socket of `room` on every node. Room events get an offset and are
         kept for recovery; `volatile` ones (typing, counts) are sent only to who is there."""
+        check_emitted(event, data)
         await self.manager.emit(
             event, data, namespace=namespace, room=room, skip_sid=skip_sid, volatile=volatile
         )

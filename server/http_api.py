@@ -5,27 +5,35 @@ Envelope: {"success": bool, "data": ..., "errors": [...], "meta": {"requestId": 
 
 from __future__ import annotations
 
-import copy
 import hmac
-import inspect
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from server import cluster, jsonutil, logs, metrics
+from server import cluster, contract, jsonutil, logs, metrics
+from server.asyncapi import asyncapi_document
 from server.auth import Principal, Role
-from server.errors import HTTP_STATUS, RETRY_AFTER_S, ApiError, Code, refusal_for_outage
-from server.events import build_event, schemas
+from server.errors import (
+    HTTP_STATUS,
+    RETRY_AFTER_S,
+    ApiError,
+    Code,
+    refusal_for_outage,
+    validate,
+)
+from server.events import EventInBody, build_event, schemas
 from server.node import Node
-from server.openapi import openapi_document
+from server.openapi import Header, openapi_document, operation, operation_of
 from server.ratelimit import Decision
 
 log = logging.getLogger("ours.http")
@@ -34,11 +42,21 @@ NODE = web.AppKey("node", Node)
 REQUEST_ID = web.RequestKey("request_id", str)
 RATE = web.RequestKey("rate", Decision)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=BaseModel)
+#: the documents, built on their first request (the routes and namespaces are final by then)
+DOCUMENTS = web.AppKey("documents", dict)
+
+#: security of routes the platform's backend or an admin may call (see `require_admin`)
+ADMIN = ("apiKey", "adminJwt")
+#: security of routes for the signed-in user
+USER = ("userJwt",)
 
 
 def envelope(
     request: web.Request, data: Any = None, *, status: int = 200, errors: list[Any] | None = None
 ) -> web.Response:
+    if contract.ENABLED and not errors:
+        _check_data(request, data)
     body = {
         "success": not errors,
         "data": data,
@@ -46,6 +64,12 @@ def envelope(
         "meta": {"requestId": request.get(REQUEST_ID)},
     }
     return web.Response(body=jsonutil.dumpb(body), status=status, content_type="application/json")
+
+
+def _check_data(request: web.Request, data: Any) -> None:
+    op = operation_of(request.match_info.handler)
+    if op is not None and op.raw is None:
+        contract.check("HTTP data of", f"{request.method} {request.path}", op.data, data)
 
 
 def error_response(
@@ -80,6 +104,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 )
                 resp = error_response(request, ApiError(code, exc.reason))
                 resp.set_status(exc.status)
+                if "Allow" in exc.headers:  # 405: the methods the route has
+                    resp.headers["Allow"] = exc.headers["Allow"]
             else:
                 raise
         except Exception as exc:
@@ -230,10 +256,135 @@ async def read_json(request: web.Request) -> Any:
         raise ApiError(Code.BAD_REQUEST, "body is not valid JSON") from None
 
 
+def query(request: web.Request, model: type[M]) -> M:
+    """The query string validated with `model` (its declared `query` in `@operation`)."""
+    return validate(model, dict(request.query), "query")
+
+
+def path_params(request: web.Request, model: type[M]) -> M:
+    """The path parameters validated with `model` (its declared `path`)."""
+    return validate(model, dict(request.match_info), "path")
+
+
+async def read_body(request: web.Request, model: type[M], *, required: bool = True) -> M:
+    """The JSON body validated with `model` (its declared `body`); an absent body is `{}`
+    when not `required`."""
+    if not required and not request.can_read_body:
+        return validate(model, {}, "body")
+    return validate(model, await read_json(request), "body", object_only=True)
+
+
+# -- models of the core routes ----------------------------------------------------------------
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+def _iso_datetime(value: Any) -> Any:
+    if not (isinstance(value, str) and _ISO_DATETIME.match(value)):
+        raise ValueError("an ISO 8601 date and time, e.g. 2026-12-07T09:00:00Z")
+    return value
+
+
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+#: a query parameter that is a date and time (not a unix number, as pydantic would also take)
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_datetime)]
+
+
+class Published(BaseModel):
+    id: str = Field(description="the event's id (a retry with its Idempotency-Key gets it again)")
+    duplicate: bool
+
+
+class EventTypeInfo(BaseModel):
+    schema_: dict[str, Any] = Field(alias="schema")
+    example: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    uptime_s: float
+
+
+class Ready(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, bool] = Field(description="storage, bus, redis (when used), accepting")
+
+
+class DlqQuery(Query):
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class DeadLetter(BaseModel):
+    id: str
+    consumer: str | None
+    event: Any
+    error: str | None
+    attempts: int
+    failed_at: str | None = None
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: Annotated[list[Annotated[str, Field(max_length=63)]], Field(max_length=1000)] | None = None
+
+
+class Replayed(BaseModel):
+    replayed: int
+
+
+class AuditQuery(Query):
+    actor: Annotated[str, Field(max_length=200, description="actor_id equals")] | None = None
+    target: Annotated[str, Field(max_length=200, description="e.g. user:u_1")] | None = None
+    action: Annotated[str, Field(max_length=100, description="e.g. chat.ban")] | None = None
+    since: IsoDatetime | None = Field(None, description="ISO 8601: entries at or after it")
+    before_id: Annotated[int, Field(ge=1, le=2**62, description="page: smaller ids")] | None = None
+    limit: Annotated[int, Field(ge=1, le=500)] = 100
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: str
+    actor_id: str
+    actor_role: str
+    action: str
+    target: str | None
+    reason: str | None
+    details: dict[str, Any]
+
+
+class ClusterStatus(BaseModel):
+    nodes: list[dict[str, Any]] = Field(description="each node's heartbeat: id, state, stats")
+    totals: dict[str, Any]
+    bus: dict[str, Any] = Field(description="backend, groups (lag, pending), dead_letters")
+    scheduler: dict[str, Any]
+    postgres: dict[str, Any]
+    redis: dict[str, Any] | None
+
+
 # -- routes -----------------------------------------------------------------------------------
 
 
+@operation(
+    "Publish a domain event to the bus",
+    Published,
+    status=202,
+    security=("apiKey",),
+    body=EventInBody,
+    headers=(
+        Header(
+            "Idempotency-Key",
+            "a retry with the same key is a no-op",
+            {"type": "string", "minLength": 1, "maxLength": 200},
+        ),
+    ),
+    errors=(Code.BAD_REQUEST, Code.UNAUTHORIZED),
+    example={"id": "0193e1c2-7a4f-7c1e-9b1a-2f3d4e5f6a7b", "duplicate": False},
+)
 async def post_event(request: web.Request) -> web.Response:
+    """Accepted means durable: the event is in the bus before the answer (202). 503 with
+    Retry-After when fan-out is too far behind."""
     key_id = require_api_key(request)
     raw = await read_json(request)
     idem = request.headers.get("Idempotency-Key")
@@ -257,15 +408,22 @@ async def post_event(request: web.Request) -> web.Response:
     return envelope(request, {"id": event.id, "duplicate": not new}, status=202)
 
 
+@operation("Every event type with its payload JSON Schema and an example", dict[str, EventTypeInfo])
 async def event_types(request: web.Request) -> web.Response:
     return envelope(request, schemas())
 
 
+@operation("Liveness: the process answers", Health)
 async def health(request: web.Request) -> web.Response:
     node = request.app[NODE]
     return envelope(request, {"status": "ok", "uptime_s": round(time.time() - node.started_at, 1)})
 
 
+@operation(
+    "Readiness: storage and bus reachable (503 with the same data and an error when not)",
+    Ready,
+    errors=(Code.UNAVAILABLE,),
+)
 async def ready(request: web.Request) -> web.Response:
     node = request.app[NODE]
     checks = {"storage": await node.storage.ping(), "bus": await node.bus.ping()}
@@ -291,60 +449,69 @@ async def ready(request: web.Request) -> web.Response:
     )
 
 
+@operation(
+    "Prometheus metrics",
+    None,
+    raw=("text/plain", {"type": "string", "description": "Prometheus text exposition format"}),
+)
 async def metrics_endpoint(request: web.Request) -> web.Response:
     resp = web.Response(body=generate_latest(metrics.REGISTRY))
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
 
 
+@operation(
+    "This document (OpenAPI 3.1)",
+    None,
+    raw=("application/json", {"type": "object", "description": "an OpenAPI 3.1 document"}),
+)
 async def openapi(request: web.Request) -> web.Response:
-    """The OpenAPI document: the described routes, plus every other route the app serves (its
-    handler's docstring as summary), so the document never misses one."""
-    doc = copy.deepcopy(openapi_document())
-    paths = doc["paths"]
-    for route in request.app.router.routes():
-        path = route.resource.canonical if route.resource is not None else ""
-        method = route.method.lower()
-        if method == "head" or path.startswith(("/socket.io", "/console/static")):
-            continue
-        entry = paths.setdefault(path, {})
-        if method not in entry:
-            summary = (inspect.getdoc(route.handler) or route.handler.__name__).split("\n")[0]
-            entry[method] = {
-                "summary": summary,
-                "responses": {
-                    "default": {
-                        "description": "the response envelope; see docs/protocol.md",
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/Envelope"}
-                            }
-                        },
-                    }
-                },
-            }
+    built = request.app[DOCUMENTS]
+    doc = built.get("openapi")
+    if doc is None:
+        doc = built["openapi"] = openapi_document(request.app)
     return web.json_response(doc, dumps=jsonutil.dumps)
 
 
+@operation(
+    "The Socket.IO API (AsyncAPI 3.0): namespaces, client events with their acks, server events",
+    None,
+    raw=("application/json", {"type": "object", "description": "an AsyncAPI 3.0 document"}),
+)
+async def asyncapi(request: web.Request) -> web.Response:
+    built = request.app[DOCUMENTS]
+    doc = built.get("asyncapi")
+    if doc is None:
+        node = request.app[NODE]
+        namespaces = {path: type(ns) for path, ns in node.namespaces.items()}
+        doc = built["asyncapi"] = asyncapi_document(namespaces)
+    return web.json_response(doc, dumps=jsonutil.dumps)
+
+
+@operation(
+    "List dead letters, oldest first",
+    list[DeadLetter],
+    security=ADMIN,
+    query=DlqQuery,
+    errors=(Code.FORBIDDEN,),
+)
 async def dlq_list(request: web.Request) -> web.Response:
     require_admin(request)
-    try:
-        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
-    except ValueError:
-        raise ApiError(Code.BAD_REQUEST, "limit must be an integer") from None
-    return envelope(request, await request.app[NODE].bus.dead_letters(limit))
+    q = query(request, DlqQuery)
+    return envelope(request, await request.app[NODE].bus.dead_letters(q.limit))
 
 
+@operation(
+    "Replay dead letters: all, or body {ids: [...]}",
+    Replayed,
+    security=ADMIN,
+    body=ReplayRequest,
+    body_required=False,
+    errors=(Code.FORBIDDEN,),
+)
 async def dlq_replay(request: web.Request) -> web.Response:
     actor = require_admin(request)
-    raw = await read_json(request) if request.can_read_body else {}
-    if not isinstance(raw, dict):
-        raise ApiError(Code.BAD_REQUEST, 'body must be an object: {} for all or {"ids": [...]}')
-    ids = raw.get("ids")
-    if ids is not None and not (
-        isinstance(ids, list) and all(isinstance(i, str) and len(i) < 64 for i in ids)
-    ):
-        raise ApiError(Code.BAD_REQUEST, "ids must be a list of dead-letter ids")
+    ids = (await read_body(request, ReplayRequest, required=False)).ids
     node = request.app[NODE]
     count = await node.bus.replay(ids)
     await node.audit.record(actor, "dlq.replay", None, None, {"ids": ids, "count": count})
@@ -352,34 +519,41 @@ async def dlq_replay(request: web.Request) -> web.Response:
     return envelope(request, {"replayed": count})
 
 
+@operation(
+    "The audit log, newest first (admin and moderator actions, erasures, replays)",
+    list[AuditEntry],
+    security=ADMIN,
+    query=AuditQuery,
+    errors=(Code.FORBIDDEN,),
+)
 async def audit_list(request: web.Request) -> web.Response:
     require_admin(request)
-    q = request.query
-    try:
-        since = datetime.fromisoformat(q["since"]) if "since" in q else None
-        before_id = int(q["before_id"]) if "before_id" in q else None
-        limit = min(500, max(1, int(q.get("limit", "100"))))
-    except ValueError:
-        raise ApiError(
-            Code.BAD_REQUEST, "since is ISO-8601; before_id and limit are integers"
-        ) from None
+    q = query(request, AuditQuery)
     rows = await request.app[NODE].audit.query(
-        actor=q.get("actor"),
-        target=q.get("target"),
-        action=q.get("action"),
-        since=since,
-        before_id=before_id,
-        limit=limit,
+        actor=q.actor,
+        target=q.target,
+        action=q.action,
+        since=q.since,
+        before_id=q.before_id,
+        limit=q.limit,
     )
     return envelope(request, rows)
 
 
+@operation(
+    "The cluster at a glance: every node's heartbeat with totals, the bus per consumer group,"
+    " dead letters, the scheduler's backlog, PostgreSQL and Redis reachability",
+    ClusterStatus,
+    security=ADMIN,
+    errors=(Code.FORBIDDEN,),
+)
 async def cluster_status(request: web.Request) -> web.Response:
     require_admin(request)
     return envelope(request, await cluster.gather(request.app[NODE]))
 
 
 def add_routes(app: web.Application) -> None:
+    app[DOCUMENTS] = {}
     app.router.add_get("/v1/admin/audit", audit_list)
     app.router.add_get("/v1/admin/cluster", cluster_status)
     app.router.add_post("/v1/events", post_event)
@@ -387,6 +561,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/admin/dlq", dlq_list)
     app.router.add_post("/v1/admin/dlq/replay", dlq_replay)
     app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/v1/asyncapi.json", asyncapi)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_endpoint)

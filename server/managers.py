@@ -30,6 +30,7 @@ from socketio import packet as sio_packet
 from server import metrics
 from server.roomlog import MemoryRoomLog, Replay
 from server.rooms import ROOM_RE
+from server.server_events import SERVER_DISCONNECT, check_emitted
 from server.transport import CONNECTIONS, congested, congested_connections, text_frame
 
 log = logging.getLogger("ours.fanout")
@@ -214,6 +215,7 @@ class Delivery:
 
     async def send_to(self, ns: str, sid: str, event: str, data: Any) -> None:
         """Send one event to one socket in line with its room events (same path, same order)."""
+        check_emitted(event, data)
         eio_sid = self.eio_sid_from_sid(sid, ns)  # type: ignore[attr-defined]
         if eio_sid is not None:
             await self._send_one(eio_sid, *self._encode(ns, event, [data]))
@@ -279,7 +281,7 @@ async def apply_control(manager: Any, namespace: str, op: dict[str, Any]) -> Non
             await manager.leave_room(sid, namespace, op["room"])
         elif op["op"] == "disconnect":
             await server.emit(
-                "server:disconnect",
+                SERVER_DISCONNECT,
                 {"code": op.get("code", "forbidden"), "message": op.get("reason", "")},
                 to=sid,
                 namespace=namespace,

@@ -17,7 +17,7 @@ from typing import Any
 import socketio
 
 from config import Settings
-from server import metrics
+from server import contract, metrics
 from server.audit import AuditLog
 from server.auth import TokenVerifier
 from server.bus import Bus
@@ -30,6 +30,7 @@ from server.nodes import LAG_PROBE_S, Identity, Nodes
 from server.periodic import Periodic
 from server.ratelimit import Limiter, RateLimits
 from server.scheduler import Scheduler
+from server.server_events import SERVER_SHUTDOWN
 from server.sockets import Namespace
 from server.storage import Storage
 from server.transport import FastWebSocket
@@ -55,6 +56,7 @@ class Node:
         with_sockets: bool = True,
     ) -> None:
         self.settings = settings
+        contract.ENABLED = contract.ENABLED or settings.check_contract
         self.started_at = time.time()
         self.storage = storage
         self.events = EventLog(storage)
@@ -169,7 +171,7 @@ class Node:
         self.draining = True
         for path in self.namespaces:
             await self.sio.emit(
-                "server:shutdown",
+                SERVER_SHUTDOWN,
                 {"reason": "server restarting", "reconnect": True},
                 namespace=path,
                 ignore_queue=True,

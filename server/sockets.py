@@ -1,26 +1,30 @@
 """What every namespace shares: token check on connect, the user room, and one dispatcher that
 validates each client event and answers with the project's ack convention.
 
-A handler is a method decorated with ``@handles("noun:verb", Model)``; it receives the socket id,
-the verified principal and the validated payload, and returns the ack's ``data`` or raises
-ApiError. Unknown events, malformed or oversize payloads get an error ack and a log line; the
-connection keeps working.
+A handler is a method decorated with ``@handles("noun:verb", Model, ack=Type, ...)``; it receives
+the socket id, the verified principal and the validated payload, and returns the ack's ``data``
+(of type `ack`) or raises ApiError. Unknown events, malformed or oversize payloads get an error
+ack and a log line; the connection keeps working. The declarations are the contract:
+`/v1/asyncapi.json` (server/asyncapi.py) is built from them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import socketio
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from server import jsonutil, logs, metrics
+from server import contract, jsonutil, logs, metrics
 from server.auth import Principal
 from server.errors import ApiError, Code, fail, ok, refusal_for_outage, validate
 from server.rooms import check_client_join, user_room
+from server.server_events import SERVER_DISCONNECT, SESSION_RECOVERED
 
 if TYPE_CHECKING:
     from server.node import Node
@@ -56,11 +60,62 @@ def _recover_request(auth: Any) -> dict[str, str] | str | None:
     return dict(wanted)
 
 
-def handles(event: str, model: type[BaseModel] | None = None) -> Callable[[HandlerFn], HandlerFn]:
-    """Mark a namespace method as the handler of a client event, with its payload model."""
+class NoPayload(BaseModel):
+    """An event that takes nothing: send no payload or `{}` (other fields are ignored)."""
+
+    model_config = {"extra": "ignore"}
+
+
+class Undocumented:
+    """The `ack` of a handler whose ack is not declared yet (the contract test fails)."""
+
+
+#: errors any client event can be answered with, besides its own
+COMMON_ERRORS = (
+    Code.BAD_REQUEST,
+    Code.PAYLOAD_TOO_LARGE,
+    Code.RATE_LIMITED,
+    Code.UNAVAILABLE,
+    Code.INTERNAL,
+)
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    """One client event of a namespace: its payload model, the type of its ack's `data`, the
+    error codes of its own it can answer with (besides `COMMON_ERRORS`), and an example."""
+
+    name: str
+    attr: str
+    model: type[BaseModel]
+    ack: Any
+    errors: tuple[Code, ...]
+    example: dict[str, Any] | None
+    summary: str
+
+
+def handles(
+    event: str,
+    model: type[BaseModel] = NoPayload,
+    *,
+    ack: Any = Undocumented,
+    errors: tuple[Code, ...] = (),
+    example: dict[str, Any] | None = None,
+) -> Callable[[HandlerFn], HandlerFn]:
+    """Mark a namespace method as the handler of a client event: its payload model, the type
+    of the ack's `data` (`None`: data is null), its own error codes, an example payload (when
+    the model has required fields). The method's docstring is its summary."""
 
     def mark(fn: HandlerFn) -> HandlerFn:
-        fn.__ours_event__ = (event, model)  # type: ignore[attr-defined]
+        fn.__ours_event__ = ClientEvent(  # type: ignore[attr-defined]
+            name=event,
+            attr=fn.__name__,
+            model=model,
+            ack=ack,
+            errors=errors,
+            example=example,
+            summary=(inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " "),
+        )
         return fn
 
     return mark
@@ -80,21 +135,44 @@ class RefreshRequest(BaseModel):
     token: str
 
 
+class Refreshed(BaseModel):
+    expires_at: float | None = Field(description="the new token's `exp` (unix seconds)")
+
+
+class Joined(BaseModel):
+    room: str
+    offset: str | None = Field(
+        None, description="the room's newest offset (absent after a `since` replay)"
+    )
+    recovered: bool | None = Field(None, description="with `since`: the replay's outcome")
+    replayed: int | None = None
+    reason: str | None = None
+
+
+class Left(BaseModel):
+    room: str
+
+
 class Namespace(socketio.AsyncNamespace):
     """Base of the five namespaces."""
 
     #: room kinds a client may join itself with room:join (besides its own user room)
     client_room_kinds: ClassVar[frozenset[str]] = frozenset()
-    _handlers: ClassVar[dict[str, tuple[str, type[BaseModel] | None]]]
+    _handlers: ClassVar[dict[str, ClientEvent]]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._handlers = {}
         for klass in reversed(cls.__mro__):
-            for attr, fn in vars(klass).items():
+            for fn in vars(klass).values():
                 marker = getattr(fn, "__ours_event__", None)
-                if marker:
-                    cls._handlers[marker[0]] = (attr, marker[1])
+                if isinstance(marker, ClientEvent):
+                    cls._handlers[marker.name] = marker
+
+    @classmethod
+    def client_events(cls) -> dict[str, ClientEvent]:
+        """Every client event this namespace handles, by name."""
+        return dict(cls._handlers)
 
     def __init__(self, namespace: str, node: Node) -> None:
         super().__init__(namespace)
@@ -168,7 +246,7 @@ class Namespace(socketio.AsyncNamespace):
         await manager.send_to(
             self.namespace,
             sid,
-            "session:recovered",
+            SESSION_RECOVERED,
             {"recovered": all(r["recovered"] for r in results.values()), "rooms": results},
         )
 
@@ -207,6 +285,10 @@ class Namespace(socketio.AsyncNamespace):
         try:
             result = ok(await self._dispatch(sid, principal, event, data))
             code = "ok"
+            if contract.ENABLED and not contract.check(
+                "ack of", event, self._handlers[event].ack, result["data"]
+            ):
+                raise ApiError(Code.INTERNAL, f"the ack of {event} does not match its declaration")
         except ApiError as err:
             result, code = fail(err), err.code.value
             log.info(
@@ -225,6 +307,14 @@ class Namespace(socketio.AsyncNamespace):
         label = event if event in self._handlers else "unknown"
         metrics.SOCKET_EVENTS.labels(self.namespace, label, code).inc()
         return result
+
+    def _check_ack(self, event: str, data: Any) -> None:
+        declared = self._handlers[event].ack
+        if declared is Undocumented:
+            contract.VIOLATIONS.append(f"ack of {self.namespace} {event}: not declared")
+            raise ApiError(Code.INTERNAL, f"the ack of {event} is not declared (@handles ack=)")
+        if not contract.check("ack of", f"{self.namespace} {event}", declared, data):
+            raise ApiError(Code.INTERNAL, f"the ack of {event} does not match its declaration")
 
     async def _dispatch(
         self, sid: str, principal: Principal, event: str, data: tuple[Any, ...]
@@ -251,20 +341,22 @@ class Namespace(socketio.AsyncNamespace):
                 f"slow down: retry in {decision.retry_after:.1f}s",
                 {"retry_after": round(decision.retry_after, 3), "limit": decision.limit},
             )
-        attr, model = entry
-        if model is not None:
-            if raw is None:
-                raw = {}
-            if not isinstance(raw, dict):
-                raise ApiError(Code.BAD_REQUEST, "payload must be an object")
-            payload: Any = validate(model, raw, "payload")
-        else:
-            payload = raw
-        return await getattr(self, attr)(sid, principal, payload)
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ApiError(Code.BAD_REQUEST, "payload must be an object")
+        payload = validate(entry.model, raw, "payload")
+        return await getattr(self, entry.attr)(sid, principal, payload)
 
     # -- token lifetime ---------------------------------------------------------------------
 
-    @handles("auth:refresh", RefreshRequest)
+    @handles(
+        "auth:refresh",
+        RefreshRequest,
+        ack=Refreshed,
+        errors=(Code.UNAUTHORIZED, Code.TOKEN_EXPIRED, Code.FORBIDDEN),
+        example={"token": "<a fresh JWT of the same user>"},
+    )
     async def auth_refresh(self, sid: str, principal: Principal, req: RefreshRequest) -> Any:
         """Swap in a fresh token before `exp`: the same user, a new expiry (and role)."""
         fresh = self.node.verifier.verify(req.token)
@@ -284,7 +376,7 @@ class Namespace(socketio.AsyncNamespace):
             await self.node.fanout.manager.send_to(
                 self.namespace,
                 sid,
-                "server:disconnect",
+                SERVER_DISCONNECT,
                 {
                     "code": Code.TOKEN_EXPIRED.value,
                     "message": "token expired; reconnect with a fresh one",
@@ -328,8 +420,15 @@ class RoomsNamespace(Namespace):
         super().__init__(namespace, node)
         self.viewed = viewed
 
-    @handles("room:join", JoinRequest)
+    @handles(
+        "room:join",
+        JoinRequest,
+        ack=Joined,
+        errors=(Code.FORBIDDEN,),
+        example={"room": "zone:music"},
+    )
     async def room_join(self, sid: str, principal: Principal, req: JoinRequest) -> dict[str, Any]:
+        """Join an open room (zone:, content:, live:); with `since`, replay what was missed."""
         if req.since is None:
             fresh = req.room not in self.rooms_of(sid)
             await self.join_checked(sid, principal, req.room)
@@ -343,8 +442,15 @@ class RoomsNamespace(Namespace):
         ]
         return {"room": req.room, **result}
 
-    @handles("room:leave", RoomRequest)
+    @handles(
+        "room:leave",
+        RoomRequest,
+        ack=Left,
+        errors=(Code.FORBIDDEN,),
+        example={"room": "zone:music"},
+    )
     async def room_leave(self, sid: str, principal: Principal, req: RoomRequest) -> dict[str, Any]:
+        """Leave a room (not the user's own room)."""
         if req.room == user_room(principal.user_id):
             raise ApiError(Code.FORBIDDEN, "the user room is kept while connected")
         await self.leave_room(sid, req.room)

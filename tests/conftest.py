@@ -7,7 +7,7 @@ import os
 import socket
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "bus_max_deliveries": 3,
         "shutdown_timeout": 3,
         "log_level": "WARNING",
+        "check_contract": True,
         # tests connect hundreds of clients from one IP; test_rate_limits sets real limits
         "rate_user_per_min": 1_000_000,
         "rate_ip_per_min": 1_000_000,
@@ -137,3 +138,33 @@ async def server(settings: Settings) -> AsyncIterator[ServerHandle]:
     handle = await start_server(settings, free_port())
     yield handle
     await handle.stop()
+
+
+CONTRACT_ERRORS = (
+    "sent data does not match the contract",
+    "server event sent but not declared",
+)
+
+
+@pytest.fixture(autouse=True)
+def sends_what_it_declares(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every server a test starts checks what it sends against its documents
+    (`check_contract`): an ack, server event or HTTP answer that does not match its declaration,
+    or a server event that is not declared, fails the test that made the server send it — in
+    this process, and in the logs of the `ours` processes it spawned in its tmp_path."""
+    from server import contract, server_events
+
+    seen, undeclared = len(contract.VIOLATIONS), set(server_events.UNDECLARED)
+    # asked for now, so that it is torn down after this fixture has read the logs
+    tmp = Path(request.getfixturevalue("tmp_path")) if "tmp_path" in request.fixturenames else None
+    yield
+    new = contract.VIOLATIONS[seen:]
+    sent = server_events.UNDECLARED - undeclared
+    if tmp is not None:
+        for log in tmp.rglob("server-*.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                if any(e in line for e in CONTRACT_ERRORS):
+                    new.append(f"{log.name}: {line[:1000]}")
+    if new or sent:
+        lines = [*new, *(f"server event {name}: sent but not declared" for name in sorted(sent))]
+        pytest.fail("the server sent what its documents do not say:\n" + "\n".join(lines))

@@ -1,15 +1,16 @@
-"""The docs are the contract: every setting is in the README, every socket event a namespace
-handles and every HTTP route is in docs/protocol.md, and every doc cited exists."""
+"""The docs are the contract: every setting is in the README, docs/protocol.md's reference
+tables are generated from the code and current, and every doc cited exists."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from app import create_app
+from app import contract_documents, create_app
 from config import Settings
 from namespaces import ALL
-from tests.conftest import PgCluster, make_settings
+from server.openapi import api_routes
+from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,43 +23,34 @@ def test_every_setting_is_in_the_readme() -> None:
     assert not missing, f"README.md lacks {missing}"
 
 
-def test_every_socket_event_is_in_the_protocol() -> None:
-    protocol = (ROOT / "docs" / "protocol.md").read_text()
-    missing = sorted(
-        f"{path} {event}"
-        for path, cls in ALL.items()
-        for event in cls._handlers
-        if f"`{event}`" not in protocol
-    )
-    assert not missing, f"docs/protocol.md lacks {missing}"
+def test_generated_tables_are_current(tmp_path: Path) -> None:
+    """docs/protocol.md's reference tables (every HTTP route, socket event, server event and
+    error code) and docs/operations.md's metrics are what the code renders now."""
+    from server import reference
+
+    openapi, asyncapi = contract_documents(make_settings(tmp_path))
+    stale = []
+    for name, blocks in reference.blocks_by_doc(openapi, asyncapi).items():
+        text = (ROOT / "docs" / name).read_text()
+        if reference.rewrite(text, blocks, name) != text:
+            stale.append(name)
+    assert not stale, f"stale generated tables in docs/{stale}: run `ours contract --write`"
 
 
-def test_every_http_route_is_in_the_protocol(tmp_path: Path) -> None:
-    protocol = (ROOT / "docs" / "protocol.md").read_text()
+def test_the_tables_name_every_route_and_event(tmp_path: Path) -> None:
+    """The rendering itself leaves nothing out: each route and client event has its row."""
+    from server import reference
+
+    openapi, asyncapi = contract_documents(make_settings(tmp_path))
+    http = reference.http_routes(openapi)
     app = create_app(make_settings(tmp_path))
-    missing = []
-    for route in app.router.routes():
-        path = route.resource.canonical if route.resource else ""
-        if route.method == "HEAD" or path.startswith(("/socket.io", "/console/static")):
-            continue
-        if path not in protocol:
-            missing.append(f"{route.method} {path}")
-    assert not missing, f"docs/protocol.md lacks {sorted(set(missing))}"
-
-
-async def test_openapi_lists_every_route(tmp_path: Path, pg_clusters: dict[str, PgCluster]) -> None:
-    from aiohttp.test_utils import TestClient, TestServer
-
-    dsn = await pg_clusters["embedded"].fresh()
-    app = create_app(make_settings(tmp_path, database_url=dsn))
-    async with TestClient(TestServer(app)) as client:
-        resp = await client.get("/v1/openapi.json")
-        doc = await resp.json()
-    for route in app.router.routes():
-        path = route.resource.canonical if route.resource else ""
-        if route.method == "HEAD" or path.startswith(("/socket.io", "/console/static")):
-            continue
-        assert route.method.lower() in doc["paths"][path], (route.method, path)
+    for method, path, _handler in api_routes(app):
+        assert f"`{method.upper()} {path}`" in http
+    sockets = reference.socket_events(asyncapi)
+    for path, cls in ALL.items():
+        section = sockets.split(f"#### `{path}` — client events")[1].split("#### ")[0]
+        for event in cls.client_events():
+            assert f"| `{event}` |" in section, (path, event)
 
 
 def test_every_doc_the_code_and_docs_cite_exists() -> None:

@@ -11,7 +11,9 @@ import pytest
 
 from tests import jsclient
 from tests.conftest import JWT_SECRET
-from tests.helpers import ServerHandle
+from tests.helpers import ServerHandle, probe_event
+
+TEST_MIXED = probe_event("test:mixed")
 
 pytestmark = [
     pytest.mark.e2e,
@@ -107,8 +109,8 @@ async def test_js_client_binary_payloads_both_ways(server: ServerHandle, transpo
             data: dict[str, object] = {"n": n}
             if n % 3 == 1:
                 data["blob"] = blob
-            await fanout.emit("test:mixed", data, namespace="/feed", room="zone:music")
-        got = await js.wait(a, "test:mixed", 6)
+            await fanout.emit(TEST_MIXED, data, namespace="/feed", room="zone:music")
+        got = await js.wait(a, TEST_MIXED, 6)
         assert [e["n"] for e in got] == list(range(6))
         for e in got:
             if e["n"] % 3 == 1:

@@ -23,7 +23,9 @@ from server.auth import Principal, Role
 from tests import jsclient
 from tests.conftest import PgCluster, free_port, make_settings
 from tests.fakes.livekit import FakeLiveKit
-from tests.helpers import Client, ServerHandle, connect, start_server
+from tests.helpers import Client, ServerHandle, connect, probe_event, start_server
+
+AUDIO_LATE = probe_event("audio:late")
 
 LK_WS = "wss://livekit.test"
 
@@ -569,12 +571,12 @@ async def test_audio_ended_reaches_every_socket_on_every_node_before_the_room_cl
                     assert ended["room_id"] == room_id
                 # and the room is closed: a later room event does not reach them
                 await server.node.fanout.emit(
-                    "audio:late", {}, namespace="/live", room=f"audio:{room_id}"
+                    AUDIO_LATE, {}, namespace="/live", room=f"audio:{room_id}"
                 )
                 await asyncio.sleep(0.3)
-                assert all(not c.received["audio:late"] for c in clients)
+                assert all(not c.received[AUDIO_LATE] for c in clients)
                 for cid in ids:
-                    assert await js.received(cid, "audio:late") == []
+                    assert await js.received(cid, AUDIO_LATE) == []
                     await js.close(cid)
                 await asyncio.gather(*(c.close() for c in clients))
     finally:

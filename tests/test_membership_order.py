@@ -14,7 +14,10 @@ import pytest
 from config import Settings
 from tests import jsclient
 from tests.conftest import free_port
-from tests.helpers import Client, ServerHandle, connect, start_server
+from tests.helpers import Client, ServerHandle, connect, probe_event, start_server
+
+ORDER_BEFORE = probe_event("order:before")
+ORDER_AFTER = probe_event("order:after")
 
 NS = "/feed"
 
@@ -43,7 +46,7 @@ async def test_an_emit_then_a_membership_change_keeps_its_order(
                     assert (await js.emit(cid, "room:join", {"room": room}))["ok"]
                     ids.append(cid)
 
-                await fanout.emit("order:before", {"n": n}, namespace=NS, room=room)
+                await fanout.emit(ORDER_BEFORE, {"n": n}, namespace=NS, room=room)
                 if change == "leave":
                     await fanout.leave_user(NS, user, room)
                 elif change == "disconnect":
@@ -51,17 +54,17 @@ async def test_an_emit_then_a_membership_change_keeps_its_order(
                 else:
                     assert server.node.sio is not None
                     await server.node.sio.close_room(room, namespace=NS)
-                await fanout.emit("order:after", {"n": n}, namespace=NS, room=room)
+                await fanout.emit(ORDER_AFTER, {"n": n}, namespace=NS, room=room)
 
                 for c in py:
-                    (got,) = await c.wait_for("order:before")
+                    (got,) = await c.wait_for(ORDER_BEFORE)
                     assert got == {"n": n}
                 for cid in ids:
-                    await js.wait(cid, "order:before")
+                    await js.wait(cid, ORDER_BEFORE)
                 await asyncio.sleep(0.3)
-                assert not any(c.received["order:after"] for c in py)
+                assert not any(c.received[ORDER_AFTER] for c in py)
                 for cid in ids:
-                    assert await js.received(cid, "order:after") == []
+                    assert await js.received(cid, ORDER_AFTER) == []
                     await js.close(cid)
                 await asyncio.gather(*(c.close() for c in py))
     finally:

@@ -14,23 +14,35 @@ import contextlib
 import logging
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import BaseModel, Field, StringConstraints
 
-from server.errors import ApiError, Code
 from server.events import Event
 from server.feature import Feature
-from server.http_api import envelope
+from server.http_api import envelope, path_params
 from server.node import Node
-from server.rooms import is_room
-from watching.counts import Counts
+from server.openapi import operation
+from server.server_events import check_emitted
+from watching.counts import (
+    CONTENT_COUNTERS,
+    ROOM_COUNT,
+    WATCHED_NAMESPACES,
+    Counts,
+    RoomCount,
+)
 
 log = logging.getLogger("ours.watching")
 
-NAMESPACES = ("/feed", "/live")
 KINDS = ("content:", "live:")
 REACTIONS = {"content.liked", "content.commented", "content.shared", "content.saved"}
+
+
+class RoomPath(BaseModel):
+    room: Annotated[str, StringConstraints(pattern=r"^(content|live):[A-Za-z0-9_.\-]{1,64}$")] = (
+        Field(description="content:<id> or live:<id>")
+    )
 
 
 class Watching(Feature):
@@ -51,10 +63,16 @@ class Watching(Feature):
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/rooms/{room}/count", self.count_route)
 
+    @operation(
+        "How many are watching a content or live room now, cluster-wide",
+        RoomCount,
+        path=RoomPath,
+        example={"room": "content:c7", "count": 2},
+    )
     async def count_route(self, request: web.Request) -> web.Response:
-        room = request.match_info["room"]
-        if not room.startswith(KINDS) or not is_room(room):
-            raise ApiError(Code.BAD_REQUEST, "counts exist for content:<id> and live:<id> rooms")
+        """Counts exist for content:<id> and live:<id> rooms; sockets in the room push it as
+        `room:count` at most once a second while it changes."""
+        room = path_params(request, RoomPath).room
         return envelope(request, {"room": room, "count": await self.count(room)})
 
     async def start(self) -> None:
@@ -97,7 +115,7 @@ class Watching(Feature):
     def _local_counts(self) -> dict[str, int]:
         manager = self.node.fanout.manager
         counts: dict[str, int] = {}
-        for ns in NAMESPACES:
+        for ns in WATCHED_NAMESPACES:
             for room, members in manager.rooms.get(ns, {}).items():
                 if isinstance(room, str) and room.startswith(KINDS):
                     counts[room] = counts.get(room, 0) + len(members)
@@ -118,7 +136,7 @@ class Watching(Feature):
         for room, total in totals.items():
             if self._pushed.get(room) != total:
                 self._pushed[room] = total
-                await self._push(room, "room:count", {"room": room, "count": total})
+                await self._push(room, ROOM_COUNT, {"room": room, "count": total})
         for room in [r for r in self._pushed if r not in local]:
             del self._pushed[room]
         content = [r.removeprefix("content:") for r in rooms if r.startswith("content:")]
@@ -132,11 +150,12 @@ class Watching(Feature):
                     "tips": round(c["tips"], 2),
                     "reactions": int(c["reactions"]),
                 }
-                await self._push(room, "content:counters", data)
+                await self._push(room, CONTENT_COUNTERS, data)
 
     async def _push(self, room: str, event: str, data: dict[str, Any]) -> None:
         """To this node's sockets in the room only: every node pushes to its own."""
+        check_emitted(event, data)
         manager = self.node.fanout.manager
         eid = uuid.uuid4().hex
-        for ns in NAMESPACES:
+        for ns in WATCHED_NAMESPACES:
             await manager.deliver_local(ns, [room], event, data, None, {}, eid)

@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
+from pydantic import Field
 
 from routing.store.bulk import columns
+from server.contract import Outgoing
 from server.storage import Store
 
 NOTIFICATION_COLUMNS = (
@@ -39,8 +41,33 @@ class NewNotification:
     hidden: bool
 
 
+class InboxItem(Outgoing):
+    """One notification of the in-app inbox, as clients see it (`item`)."""
+
+    id: int = Field(description="the notification's id (`before` of the next page, `read`)")
+    kind: str = Field(
+        description="the notification type: tip, sale, membership, live, follow, like,"
+        " comment, mention, subscribe, ... (routing/priorities.py KINDS)"
+    )
+    priority: Literal["immediate", "standard", "batch", "silent"]
+    title: str
+    body: str
+    data: dict[str, Any] = Field(
+        description="free-form: `event_id` and the payload of the event it came from (ids"
+        " of the content, user, ... it is about)"
+    )
+    actors: list[str] = Field(
+        description="the user ids who caused it, the most recent first (at most 10)"
+    )
+    actor_count: int = Field(description="how many distinct users caused it (aggregated)")
+    event_count: int = Field(description="how many events were collapsed into this item")
+    created_at: str = Field(description="ISO 8601")
+    updated_at: str = Field(description="ISO 8601: the last event collapsed into it")
+    read: bool
+
+
 def item(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
-    """An inbox row as clients see it."""
+    """An inbox row as clients see it (`InboxItem`)."""
     return {
         "id": row["id"],
         "kind": row["kind"],

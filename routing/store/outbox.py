@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
+from pydantic import Field
 
 from routing.store.bulk import columns
 from routing.store.inbox import N_COLUMNS
+from server.contract import Outgoing
 from server.storage import Store
 
 
@@ -44,8 +46,31 @@ class Outcome:
     attempted: bool = True
 
 
+class Delivery(Outgoing):
+    """One row of the delivery log, as clients see it (`delivery`): what became of one
+    notification for one recipient on one channel."""
+
+    id: int
+    event_id: str = Field(description="the event (UUID) the notification came from")
+    user_id: str = Field(description="the recipient")
+    channel: Literal["in_app", "push", "email", "sms", "telegram"]
+    priority: Literal["immediate", "standard", "batch", "silent"]
+    state: Literal["queued", "sent", "delivered", "failed", "skipped"]
+    reason: str | None = Field(
+        description="why skipped, failed or delayed: preference, cap, quiet_hours, read,"
+        " provider_error, ..."
+    )
+    detail: str | None = Field(description="the reason in words")
+    attempts: int = Field(description="send attempts so far")
+    not_before: str | None = Field(description="ISO 8601: not sent before (queued ones)")
+    provider_id: str | None = Field(description="the provider's message id, once sent")
+    created_at: str = Field(description="ISO 8601")
+    updated_at: str = Field(description="ISO 8601")
+    sent_at: str | None = Field(description="ISO 8601: when it was sent or delivered")
+
+
 def delivery(row: asyncpg.Record) -> dict[str, Any]:
-    """A delivery-log row as clients see it."""
+    """A delivery-log row as clients see it (`Delivery`)."""
     return {
         "id": row["id"],
         "event_id": str(row["event_id"]),
