@@ -285,10 +285,8 @@ class Namespace(socketio.AsyncNamespace):
         try:
             result = ok(await self._dispatch(sid, principal, event, data))
             code = "ok"
-            if contract.ENABLED and not contract.check(
-                "ack of", event, self._handlers[event].ack, result["data"]
-            ):
-                raise ApiError(Code.INTERNAL, f"the ack of {event} does not match its declaration")
+            if contract.ENABLED:
+                self._check_ack(event, result["data"])
         except ApiError as err:
             result, code = fail(err), err.code.value
             log.info(
