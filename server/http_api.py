@@ -466,11 +466,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     raw=("application/json", {"type": "object", "description": "an OpenAPI 3.1 document"}),
 )
 async def openapi(request: web.Request) -> web.Response:
-    built = request.app[DOCUMENTS]
-    doc = built.get("openapi")
-    if doc is None:
-        doc = built["openapi"] = openapi_document(request.app)
-    return web.json_response(doc, dumps=jsonutil.dumps)
+    return _document(request, "openapi", lambda: openapi_document(request.app))
 
 
 @operation(
@@ -479,13 +475,20 @@ async def openapi(request: web.Request) -> web.Response:
     raw=("application/json", {"type": "object", "description": "an AsyncAPI 3.0 document"}),
 )
 async def asyncapi(request: web.Request) -> web.Response:
+    namespaces = request.app[NODE].namespaces
+    return _document(
+        request,
+        "asyncapi",
+        lambda: asyncapi_document({p: type(ns) for p, ns in namespaces.items()}),
+    )
+
+
+def _document(request: web.Request, name: str, build: Callable[[], dict[str, Any]]) -> web.Response:
+    """One of the documents, built on its first request and kept (routes are final by then)."""
     built = request.app[DOCUMENTS]
-    doc = built.get("asyncapi")
-    if doc is None:
-        node = request.app[NODE]
-        namespaces = {path: type(ns) for path, ns in node.namespaces.items()}
-        doc = built["asyncapi"] = asyncapi_document(namespaces)
-    return web.json_response(doc, dumps=jsonutil.dumps)
+    if name not in built:
+        built[name] = build()
+    return web.json_response(built[name], dumps=jsonutil.dumps)
 
 
 @operation(
