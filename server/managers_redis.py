@@ -6,6 +6,7 @@ same order. What both managers share is `managers.Delivery`."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import socketio
 from redis.asyncio.client import PubSub
+from socketio.packet import Packet
 
 from server import errors, jsonutil, redis_client
 from server.managers import (
@@ -78,7 +80,7 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
     ) -> None:
         room = to or room
         rooms = room_targets(room)
-        if rooms is None or callback is not None or is_binary(data) or kwargs.get("ignore_queue"):
+        if rooms is None or callback is not None or kwargs.get("ignore_queue"):
             await super().emit(
                 event,
                 data,
@@ -90,6 +92,11 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
             )
             return
         skip = skip_sid if isinstance(skip_sid, list) else ([skip_sid] if skip_sid else [])
+        if is_binary(data):  # on the channel like every room emit, so it keeps its place
+            await self.roomlog.publish_volatile(
+                _binary_message(namespace or "/", rooms, event, data, skip)
+            )
+            return
         message = _room_message(namespace or "/", rooms, event, data, skip)
         if volatile:
             await self.roomlog.publish_volatile(message)
@@ -106,6 +113,9 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if message.get("ours"):
             m = message["m"]
+            if "attachments" in m:
+                await self._deliver_binary(m)
+                return
             offsets: dict[str, str] = message["offsets"]
             rooms = m["rooms"]
             if offsets:
@@ -125,6 +135,17 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
             await apply_control(self, message["namespace"], message["data"][0])
             return
         await super()._handle_emit(message)
+
+    async def _deliver_binary(self, m: dict[str, Any]) -> None:
+        """A binary room emit heard on the channel: to this node's sockets in its rooms through
+        engineio's queue (binary packets are not framed by the fast path nor kept in the room
+        log, on either manager)."""
+        if self.server is None or m["ns"] not in self.rooms:
+            return
+        data = Packet.reconstruct_binary(m["data"], [base64.b64decode(a) for a in m["attachments"]])
+        await socketio.AsyncManager.emit(
+            self, m["event"], data[0], m["ns"], room=m["rooms"], skip_sid=m["skip"] or None
+        )
 
     def _fresh(self, ns: str, room: str, offset: str | None) -> bool:
         """Is `offset` past what this node delivered to `room`? Remembers it if so. A new
@@ -308,6 +329,16 @@ class _PubSub(PubSub):
         await super().on_connect(connection)
         if self.channels:
             await self._reconnected()
+
+
+def _binary_message(
+    ns: str, rooms: list[str], event: str, data: Any, skip: list[str]
+) -> dict[str, Any]:
+    """A binary room emit on the Redis channel: its placeholders, and the attachments base64."""
+    packed, attachments = Packet.deconstruct_binary([data])
+    message = _room_message(ns, rooms, event, packed, skip)
+    message["attachments"] = [base64.b64encode(a).decode() for a in attachments]
+    return message
 
 
 def _room_message(
