@@ -5,6 +5,7 @@ the official JS socket.io-client)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -148,6 +149,36 @@ async def test_reactions_from_three_users_aggregate(server: ServerHandle) -> Non
         await db.fetchval("SELECT count(*) FROM message_reactions WHERE message_id = $1", m1) == 0
     )
     for c in (ann, ben, cat, dov, eve):
+        await c.close()
+
+
+async def test_concurrent_reactions_keep_the_cap_and_count_once(server: ServerHandle) -> None:
+    users = [f"u{i}" for i in range(MAX_DISTINCT + 10)]
+    own = await connect(server.url, NS, server.token("own"))
+    cid = (await ok(own, "conversation:create", {"title": "C", "members": users}))["id"]
+    mid = (await send(own, cid, "1", "react!"))["id"]
+    clients = [await connect(server.url, NS, server.token(u)) for u in users]
+    emoji = [chr(0x1F600 + i) for i in range(len(users))]
+    acks = await asyncio.gather(
+        *(c.call("message:react", react(cid, mid, e)) for c, e in zip(clients, emoji, strict=True))
+    )
+    assert sum(a["ok"] for a in acks) == MAX_DISTINCT
+    assert {a["error"]["code"] for a in acks if not a["ok"]} == {"conflict"}
+    # one user, an emoji already there, many times at once: one reaction, one change told
+    good = [(c, u, e) for c, u, e, a in zip(clients, users, emoji, acks, strict=True) if a["ok"]]
+    (first, who, _), (_, _, theirs) = good[0], good[1]
+    again = await asyncio.gather(
+        *(first.call("message:react", react(cid, mid, theirs)) for _ in range(10))
+    )
+    assert all(a["ok"] for a in again), again
+    assert sum(a["data"]["changed"] for a in again) == 1
+    told = await own.wait_for("message:reacted", MAX_DISTINCT + 1)
+    mine = [t for t in told if t["user_id"] == who and t["emoji"] == theirs]
+    assert len(mine) == 1 and mine[0]["reactions"][theirs] == 2
+    page = by_id(await ok(own, "message:history", {"conversation_id": cid}))
+    assert len(page[mid]["reactions"]) == MAX_DISTINCT
+    assert sum(page[mid]["reactions"].values()) == MAX_DISTINCT + 1
+    for c in (own, *clients):
         await c.close()
 
 
