@@ -1,18 +1,22 @@
 """Wires messaging into the node: the store, the conversations' keys and the services (one per
 concept, messaging/service.py), the scheduled-note job, and its share of a user's data
-(conversations, messages decrypted, scheduled notes). Tips move HOURS on the ledger handed in
-(`TipLedger`, messaging/tips.py)."""
+(conversations, messages decrypted, scheduled notes, reactions). Tips move HOURS on the ledger
+handed in (`TipLedger`, messaging/tips.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from messaging.conversations import Conversations
+from messaging.expression_store import ExpressionStore
+from messaging.extras import MessageExtras
 from messaging.keys import ConversationKeys
 from messaging.messages import Messages
 from messaging.notes import JOB, Notes
 from messaging.notes_store import NotesStore
+from messaging.reactions import Reactions
 from messaging.receipts import Receipts
+from messaging.seen import Seen
 from messaging.service import Messaging
 from messaging.store import MessagingStore
 from messaging.tips import TipLedger, Tips
@@ -33,13 +37,18 @@ class MessagingFeature(Feature):
         self.store = MessagingStore(node.storage)
         self.notes_store = NotesStore(node.storage)
         self.keys = ConversationKeys(node.keyring, self.store)
-        messages = Messages(self.store, self.keys, node.fanout, node.bus)
+        self.expression_store = ExpressionStore(node.storage)
+        messages = Messages(
+            self.store, self.keys, node.fanout, node.bus, MessageExtras(self.expression_store)
+        )
         self.service = Messaging(
             conversations=Conversations(self.store, self.keys, node.fanout),
             messages=messages,
             receipts=Receipts(self.store, node.fanout, node.bus),
             tips=Tips(self.store, self.keys, messages, ledger, node.bus),
             notes=Notes(self.store, self.notes_store, self.keys, messages, node.scheduler),
+            reactions=Reactions(self.store, self.expression_store, node.fanout),
+            seen=Seen(self.store, self.expression_store),
         )
         node.scheduler.register(JOB, self.service.notes.deliver)
 
@@ -62,8 +71,10 @@ class MessagingFeature(Feature):
             "conversations": conversations,
             "messages": messages,
             "scheduled_notes": await svc.notes.export(user_id),
+            "reactions": await self.expression_store.export_user(user_id),
         }
 
     async def erase_user(self, erasure: Erasure) -> None:
         await self.notes_store.erase_user(erasure)
+        await self.expression_store.erase_user(erasure)  # before their messages are tombstoned
         await self.store.erase_user(erasure)

@@ -15,6 +15,7 @@ import asyncpg
 from pydantic import Field
 
 from messaging.conversations import MAX_MEMBERS, NS, MessageKind, require_member, room
+from messaging.extras import MessageExtras, QuotedMessage
 from messaging.keys import ConversationKeys, open_message, seal_message
 from messaging.store import MessagingStore
 from server.bus import Bus
@@ -59,6 +60,15 @@ class Message(Outgoing):
     edited: bool
     deleted: bool
     amount: float | None = Field(None, description="a tip's HOURS (only on tips)")
+    reactions: dict[str, int] | None = Field(
+        None, description="emoji → how many members reacted with it (only when any did)"
+    )
+    my_reactions: list[str] | None = Field(
+        None, description="in history: the emoji you reacted with (only when it has reactions)"
+    )
+    reply: QuotedMessage | None = Field(
+        None, description="on a reply: the message it answers, as it is now"
+    )
 
 
 class MessageDeleted(Outgoing):
@@ -149,6 +159,7 @@ class Messages:
     keys: ConversationKeys
     fanout: Fanout
     bus: Bus
+    extras: MessageExtras
 
     async def send(
         self,
@@ -180,7 +191,9 @@ class Messages:
                 reply_to,
             )
             members = await self.store.member_ids(conn, conv_id)
-        await self.announce(wire(key, conv_id, row), members, skip_sid)
+        message = wire(key, conv_id, row)
+        await self.extras.add(conv_id, key, [message], reactions=False)
+        await self.announce(message, members, skip_sid)
         return posted(row)
 
     async def post(
@@ -245,6 +258,7 @@ class Messages:
         rows = await self.store.history(conv_id, m["joined_seq"], before_seq, limit)
         key = await self.keys.key(conv_id)
         messages = [wire(key, conv_id, r) for r in rows]
+        await self.extras.add(conv_id, key, messages, viewer=user_id)
         next_before = messages[-1]["seq"] if len(messages) == limit else None
         return {"messages": messages, "next_before_seq": next_before}
 
@@ -259,6 +273,7 @@ class Messages:
                 conn, msg_id, seal_message(key, conv_id, msg_id, body.encode())
             )
         message = wire(key, conv_id, row)
+        await self.extras.add(conv_id, key, [message])
         await self.fanout.emit(MESSAGE_UPDATED, message, namespace=NS, room=room(conv_id))
         return message
 
@@ -268,6 +283,7 @@ class Messages:
             await require_member(self.store, conn, conv_id, user_id)
             await self._own_message(conn, conv_id, msg_id, user_id)
             row = await self.store.tombstone(conn, msg_id)
+            await self.extras.forget(conn, msg_id)
         info = {"conversation_id": conv_id, "id": msg_id, "seq": row["seq"]}
         await self.fanout.emit(MESSAGE_DELETED, info, namespace=NS, room=room(conv_id))
         return info

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from messaging.conversations import Conversations
 from messaging.messages import Messages
 from messaging.notes import Notes
+from messaging.reactions import Reactions
 from messaging.receipts import Receipts
+from messaging.seen import Seen
 from messaging.tips import Tips
 
 
@@ -18,3 +20,5 @@ class Messaging:
     receipts: Receipts
     tips: Tips
     notes: Notes
+    reactions: Reactions
+    seen: Seen

@@ -13,7 +13,8 @@ feature order and the core last (jobs and events the features may have named), t
 after-commit steps (Redis, caches, LiveKit), and audits. What goes, per table (read
 server/migrations/*.sql):
   removed     their notifications, preferences, push devices, delivery log (routing), activity
-              opt-in and entries, conversation memberships, scheduled notes, conversations left
+              opt-in and entries, conversation memberships, reactions on messages (theirs, and
+              all on the messages they sent), scheduled notes, conversations left
               without members, audio rooms they host and their audio memberships, videos and live
               inputs they created, live-chat messages and restrictions on them, Telegram link,
               link codes, brief markers, the chat's blocked/alert markers, bot_users, their

@@ -209,6 +209,11 @@ class Export(Outgoing):
         " `message:history` sends them, oldest first",
     )
     scheduled_notes: Rows | None = Field(None, description="notes they scheduled")
+    reactions: Rows | None = Field(
+        None,
+        description="their reactions on messages: conversation_id, message_id, seq, emoji,"
+        " created_at",
+    )
     # livechat
     live_chat: ExportLiveChat | None = None
     # the core
