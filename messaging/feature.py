@@ -1,12 +1,15 @@
 """Wires messaging into the node: the store, the conversations' keys and the services (one per
 concept, messaging/service.py), the scheduled-note job, and its share of a user's data
 (conversations, messages decrypted, scheduled notes). Tips move HOURS on the ledger handed in
-(`TipLedger`, messaging/tips.py)."""
+(`TipLedger`, messaging/tips.py); attachments live at the media provider handed in
+(`AttachmentMedia`, messaging/attachments.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from messaging.attachments import PURGE_JOB, AttachmentMedia, Attachments
+from messaging.attachments_store import AttachmentsStore
 from messaging.conversations import Conversations
 from messaging.keys import ConversationKeys
 from messaging.messages import Messages
@@ -28,23 +31,29 @@ PAGE = 100
 class MessagingFeature(Feature):
     name = "messaging"
 
-    def __init__(self, node: Node, *, ledger: TipLedger) -> None:
+    def __init__(self, node: Node, *, ledger: TipLedger, media: AttachmentMedia) -> None:
         super().__init__(node)
         self.store = MessagingStore(node.storage)
         self.notes_store = NotesStore(node.storage)
         self.keys = ConversationKeys(node.keyring, self.store)
-        messages = Messages(self.store, self.keys, node.fanout, node.bus)
+        attachments = Attachments(
+            AttachmentsStore(node.storage), self.store, self.keys, media, node.scheduler
+        )
+        messages = Messages(self.store, self.keys, node.fanout, node.bus, attachments)
         self.service = Messaging(
             conversations=Conversations(self.store, self.keys, node.fanout),
             messages=messages,
             receipts=Receipts(self.store, node.fanout, node.bus),
             tips=Tips(self.store, self.keys, messages, ledger, node.bus),
             notes=Notes(self.store, self.notes_store, self.keys, messages, node.scheduler),
+            attachments=attachments,
         )
         node.scheduler.register(JOB, self.service.notes.deliver)
+        node.scheduler.register(PURGE_JOB, attachments.purge)
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
-        """Conversations, every message the user can read (decrypted), scheduled notes."""
+        """Conversations, every message the user can read (decrypted), scheduled notes, the
+        attachments they uploaded (what they are, not the files)."""
         svc = self.service
         conversations = await svc.conversations.list_for(user_id, 100_000)
         messages: dict[str, list[dict[str, Any]]] = {}
@@ -62,8 +71,10 @@ class MessagingFeature(Feature):
             "conversations": conversations,
             "messages": messages,
             "scheduled_notes": await svc.notes.export(user_id),
+            "attachments": await svc.attachments.export(user_id),
         }
 
     async def erase_user(self, erasure: Erasure) -> None:
         await self.notes_store.erase_user(erasure)
         await self.store.erase_user(erasure)
+        await self.service.attachments.erase_user(erasure)  # after: conversations left empty

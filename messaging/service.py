@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from messaging.attachments import Attachments
 from messaging.conversations import Conversations
 from messaging.messages import Messages
 from messaging.notes import Notes
@@ -18,3 +19,4 @@ class Messaging:
     receipts: Receipts
     tips: Tips
     notes: Notes
+    attachments: Attachments

@@ -209,6 +209,9 @@ class Export(Outgoing):
         " `message:history` sends them, oldest first",
     )
     scheduled_notes: Rows | None = Field(None, description="notes they scheduled")
+    attachments: Rows | None = Field(
+        None, description="attachments they uploaded: kind, type, size, name, state (not files)"
+    )
     # livechat
     live_chat: ExportLiveChat | None = None
     # the core
