@@ -29,21 +29,26 @@ import asyncpg
 from pydantic import Field
 
 from messaging.attachments_store import AttachmentsStore
-from messaging.conversations import require_member
+from messaging.conversations import NS, require_member, room
 from messaging.keys import ConversationKeys, open_message, seal_message
 from messaging.store import MessagingStore
 from server.clock import utcnow
 from server.contract import Outgoing
 from server.errors import ApiError, Code
+from server.fanout import Fanout
 from server.personal_data import Erasure, plain
+from server.rooms import user_room
 from server.scheduler import Scheduler
+from server.server_events import server_event
 
 AttachmentKind = Literal["image", "voice", "video"]
 AttachmentState = Literal["pending", "ready", "error"]
 
 PURGE_JOB = "messaging.attachment_purge"
+UNUSED_JOB = "messaging.attachment_unused"
 MAX_PER_MESSAGE = 4
 UPLOAD_URL_TTL = timedelta(hours=1)
+UNUSED_TTL = timedelta(hours=24)  # an attachment in no message by then is deleted
 URL_TTL_S = 3600
 
 MB = 1024 * 1024
@@ -135,6 +140,30 @@ class AttachmentUrl(Outgoing):
     expires_at: str | None = Field(description="ISO 8601: when the URL stops working")
 
 
+class AttachmentUpdated(Outgoing):
+    """An attachment's processing finished (ready or error)."""
+
+    attachment_id: str
+    conversation_id: str
+    message_id: str | None = Field(description="null: not sent yet (told to the uploader only)")
+    state: AttachmentState
+
+
+ATTACHMENT_UPDATED = server_event(
+    "attachment:updated",
+    AttachmentUpdated,
+    namespaces=(NS,),
+    summary="An attachment is ready (ask `attachment:url`) or failed: to the conversation when"
+    " it is in a message, else to its uploader's devices",
+    example={
+        "attachment_id": "<attachment_id>",
+        "conversation_id": "<conversation_id>",
+        "message_id": "<message_id>",
+        "state": "ready",
+    },
+)
+
+
 def check_upload(kind: str, content_type: str, size_bytes: int) -> KindRule:
     rule = RULES[kind]
     if content_type not in rule.content_types:
@@ -161,6 +190,7 @@ class Attachments:
     keys: ConversationKeys
     media: AttachmentMedia
     scheduler: Scheduler
+    fanout: Fanout
 
     async def create(
         self,
@@ -190,6 +220,10 @@ class Attachments:
             size_bytes=size_bytes,
             name=seal_message(key, conv_id, _name_aad(att_id), name.encode()) if name else None,
             upload_expires_at=expires,
+        )
+        payload = {"attachment_id": att_id}
+        await self.scheduler.schedule(
+            UNUSED_JOB, f"{UNUSED_JOB}:{att_id}", utcnow() + UNUSED_TTL, payload
         )
         return {
             "attachment_id": att_id,
@@ -281,8 +315,8 @@ class Attachments:
         state, playback = row["state"], row["playback_url"]
         if state == "pending":
             state, found = await self.media.state(kind, uid)
-            if state != "pending" or found:
-                await self.store.set_state(self.store.db, uid, state, found)
+            if state != "pending":
+                await self._record(uid, state, found)
             playback = found or playback
         out: dict[str, Any] = {"attachment_id": att_id, "kind": kind, "state": state}
         if state != "ready":
@@ -295,7 +329,25 @@ class Attachments:
         attachment's, whose state is then recorded."""
         if state not in ("ready", "error"):
             return await self.store.is_attachment(uid)
-        return await self.store.set_state(self.store.db, uid, state, playback_url) is not None
+        return await self._record(uid, state, playback_url)
+
+    async def _record(self, uid: str, state: str, playback_url: str | None) -> bool:
+        """Store the provider's state; `attachment:updated` when it changed."""
+        row = await self.store.set_state(self.store.db, uid, state, playback_url)
+        if row is None:
+            return False
+        if row["old_state"] != row["state"]:
+            conv_id = str(row["conversation_id"])
+            msg_id = str(row["message_id"]) if row["message_id"] else None
+            info = {
+                "attachment_id": str(row["id"]),
+                "conversation_id": conv_id,
+                "message_id": msg_id,
+                "state": row["state"],
+            }
+            to = room(conv_id) if msg_id else user_room(row["uploader_id"])
+            await self.fanout.emit(ATTACHMENT_UPDATED, info, namespace=NS, room=to)
+        return True
 
     # -- removal ------------------------------------------------------------------------------
 
@@ -304,6 +356,13 @@ class Attachments:
         rows = await self.store.delete_of_message(conn, msg_id)
         await self._purge_later(conn, rows)
         return len(rows)
+
+    async def expire_unused(self, payload: dict[str, Any]) -> None:
+        """The `messaging.attachment_unused` job: an attachment still in no message a day after
+        it was made is deleted (row now, object by a purge job)."""
+        async with self.store.transaction() as conn:
+            rows = await self.store.delete_unused(conn, str(payload["attachment_id"]))
+            await self._purge_later(conn, rows)
 
     async def erase_user(self, e: Erasure) -> None:
         """Their attachments (and those left in conversations that are gone) and, queued in the

@@ -75,12 +75,14 @@ class AttachmentsStore(Store):
     async def set_state(
         self, conn: Conn, provider_uid: str, state: str, playback_url: str | None
     ) -> asyncpg.Record | None:
-        """Record what the provider says; None when the uid is not an attachment's."""
+        """Record what the provider says: the row and its `old_state`; None when the uid is not
+        an attachment's."""
         return await conn.fetchrow(
-            "UPDATE message_attachments SET state = $2,"
-            " playback_url = COALESCE($3, playback_url),"
-            " ready_at = CASE WHEN $2 = 'ready' THEN COALESCE(ready_at, now()) END"
-            " WHERE provider_uid = $1 RETURNING *",
+            "UPDATE message_attachments a SET state = $2,"
+            " playback_url = COALESCE($3, a.playback_url),"
+            " ready_at = CASE WHEN $2 = 'ready' THEN COALESCE(a.ready_at, now()) END"
+            " FROM (SELECT id, state FROM message_attachments WHERE provider_uid = $1"
+            "  FOR UPDATE) o WHERE a.id = o.id RETURNING a.*, o.state AS old_state",
             provider_uid,
             state,
             playback_url,
@@ -99,6 +101,14 @@ class AttachmentsStore(Store):
         return await conn.fetch(
             "DELETE FROM message_attachments WHERE message_id = $1 RETURNING kind, provider_uid",
             msg_id,
+        )
+
+    async def delete_unused(self, conn: asyncpg.Connection, att_id: str) -> list[asyncpg.Record]:
+        """The attachment, if it is still in no message."""
+        return await conn.fetch(
+            "DELETE FROM message_attachments WHERE id = $1 AND message_id IS NULL"
+            " RETURNING kind, provider_uid",
+            att_id,
         )
 
     async def delete_of_user(self, conn: asyncpg.Connection, user_id: str) -> list[asyncpg.Record]:

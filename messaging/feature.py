@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from messaging.attachments import PURGE_JOB, AttachmentMedia, Attachments
+from messaging.attachments import PURGE_JOB, UNUSED_JOB, AttachmentMedia, Attachments
 from messaging.attachments_store import AttachmentsStore
 from messaging.conversations import Conversations
 from messaging.keys import ConversationKeys
@@ -37,7 +37,12 @@ class MessagingFeature(Feature):
         self.notes_store = NotesStore(node.storage)
         self.keys = ConversationKeys(node.keyring, self.store)
         attachments = Attachments(
-            AttachmentsStore(node.storage), self.store, self.keys, media, node.scheduler
+            AttachmentsStore(node.storage),
+            self.store,
+            self.keys,
+            media,
+            node.scheduler,
+            node.fanout,
         )
         messages = Messages(self.store, self.keys, node.fanout, node.bus, attachments)
         self.service = Messaging(
@@ -50,6 +55,7 @@ class MessagingFeature(Feature):
         )
         node.scheduler.register(JOB, self.service.notes.deliver)
         node.scheduler.register(PURGE_JOB, attachments.purge)
+        node.scheduler.register(UNUSED_JOB, attachments.expire_unused)
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
         """Conversations, every message the user can read (decrypted), scheduled notes, the

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from config import Settings
-from messaging.attachments import PURGE_JOB
+from messaging.attachments import PURGE_JOB, UNUSED_JOB
 from server import jsonutil
 from tests.conftest import free_port
 from tests.fakes.cloudflare import FakeCloudflare
@@ -163,6 +163,14 @@ async def test_image_round_trip_members_get_a_signed_url(
 
     got = await ok(bob, "attachment:url", {"attachment_id": att, "ttl": 600})
     assert got["state"] == "ready" and got["kind"] == "image"
+    for c in (alice, bob):  # found ready: the conversation is told
+        (updated,) = await c.wait_for("attachment:updated")
+        assert updated == {
+            "attachment_id": att,
+            "conversation_id": cid,
+            "message_id": posted["id"],
+            "state": "ready",
+        }
     claims = cf.check_image_url(got["url"], IMAGES_KEY)  # what Images' edge verifies
     assert claims["id"] == image_id and claims["hash"] == IMAGES_HASH
     assert 0 < claims["exp"] - time.time() <= 600
@@ -226,6 +234,8 @@ async def test_voice_note_ready_by_stream_webhook(server: ServerHandle, cf: Fake
     assert await db.fetchval("SELECT count(*) FROM media") == 0
     assert await db.fetchval("SELECT count(*) FROM events WHERE type = 'content.created'") == 0
     assert await db.fetchval("SELECT state FROM message_attachments WHERE id = $1", att) == "ready"
+    (updated,) = await bob.wait_for("attachment:updated")
+    assert updated["attachment_id"] == att and updated["state"] == "ready"
 
     got = await ok(bob, "attachment:url", {"attachment_id": att, "ttl": 120})
     assert got["state"] == "ready" and uid not in got["url"]
@@ -387,4 +397,38 @@ async def test_without_images_settings_images_say_what_to_set(
     code, text = await err(alice, "attachment:create", image(cid))
     assert code == "unavailable" and "OURS_CLOUDFLARE_IMAGES_SIGNING_KEY" in text
     assert cf.images == {}
+    await alice.close()
+
+
+async def test_an_attachment_never_sent_is_deleted_after_a_day(
+    server: ServerHandle, cf: FakeCloudflare
+) -> None:
+    alice = await connect(server.url, NS, server.token("alice"))
+    cid = (await ok(alice, "conversation:open", {"user_id": "bob"}))["id"]
+    unused = await ok(alice, "attachment:create", image(cid))
+    sent = await ok(alice, "attachment:create", image(cid, name="sent.jpg"))
+    await ok(
+        alice,
+        "message:send",
+        {"conversation_id": cid, "client_msg_id": "s1", "attachments": [sent["attachment_id"]]},
+    )
+    db = server.node.storage.db
+    jobs = await db.fetch("SELECT run_at, created_at FROM jobs WHERE kind = $1", UNUSED_JOB)
+    assert len(jobs) == 2
+    assert all(
+        23 * 3600 < (j["run_at"] - j["created_at"]).total_seconds() <= 24 * 3600 for j in jobs
+    )
+    await db.execute("UPDATE jobs SET run_at = now() WHERE kind = $1", UNUSED_JOB)
+    unused_id = unused["upload_url"].rsplit("/", 1)[1]
+
+    async def gone() -> bool:
+        done = await db.fetchval(
+            "SELECT count(*) FROM jobs WHERE kind = $1 AND state = 'done'", UNUSED_JOB
+        )
+        return done == 2 and ("images", unused_id) in cf.deleted
+
+    await until(gone)
+    left = await db.fetch("SELECT id FROM message_attachments")
+    assert [str(r["id"]) for r in left] == [sent["attachment_id"]]
+    assert len(cf.deleted) == 1
     await alice.close()
