@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+
+from messaging import http
 from messaging.attachments import PURGE_JOB, UNUSED_JOB, AttachmentMedia, Attachments
 from messaging.attachments_store import AttachmentsStore
 from messaging.conversations import Conversations
@@ -56,6 +59,9 @@ class MessagingFeature(Feature):
         node.scheduler.register(JOB, self.service.notes.deliver)
         node.scheduler.register(PURGE_JOB, attachments.purge)
         node.scheduler.register(UNUSED_JOB, attachments.expire_unused)
+
+    def routes(self, app: web.Application) -> None:
+        http.add_routes(app, self.service.attachments)
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
         """Conversations, every message the user can read (decrypted), scheduled notes, the
