@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # media (issue 7): Cloudflare Notifications (live input connected/disconnected) send the
     # destination's secret in `cf-webhook-auth` instead of a Webhook-Signature
     cloudflare_notification_secret: str | None = None
+    # message attachments (issue 20): images go to Cloudflare Images (same account and API
+    # token); their signed delivery URLs need the account hash and the Images URL signing key
+    cloudflare_images_account_hash: str | None = None
+    cloudflare_images_signing_key: str | None = None
 
     recovery_window_s: float = Field(120.0, ge=1, le=3600)
     # presence: a device expires `ttl` after its last refresh/heartbeat (two missed 30 s

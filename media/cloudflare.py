@@ -1,5 +1,7 @@
 """Cloudflare Stream over its HTTP API (aiohttp, one base URL): direct creator uploads (basic
-and tus), live inputs, webhook signatures, and signed playback tokens."""
+and tus), live inputs, webhook signatures, and signed playback tokens; and, for message
+attachments, Stream videos' state and deletion and Cloudflare Images' direct uploads (v2),
+state, deletion and signed delivery URLs (same account, same API token)."""
 
 from __future__ import annotations
 
@@ -131,21 +133,61 @@ class StreamAPI:
             raise _unavailable("live_inputs answered without uid/rtmps")
         return dict(result)
 
+    # -- message attachments: Stream videos by uid, Cloudflare Images ----------------------
+
+    async def video(self, uid: str) -> dict[str, Any] | None:
+        """The video object (`readyToStream`, `status`, `playback`); None when there is none."""
+        status, _, data = await self._request("GET", f"{self._stream}/{uid}", allow=(404,))
+        return None if status == 404 else dict(data.get("result") or {})
+
+    async def delete_video(self, uid: str) -> None:
+        """Delete a video; one already gone counts as deleted."""
+        await self._request("DELETE", f"{self._stream}/{uid}", allow=(404,))
+
+    @property
+    def _images(self) -> str:
+        return f"{self.base}/accounts/{self.account}/images"
+
+    async def image_direct_upload(
+        self, *, creator: str, expiry: datetime, require_signed: bool
+    ) -> tuple[str, str]:
+        """Images' direct creator upload (v2, a multipart form): (image id, upload URL)."""
+        form = aiohttp.FormData(default_to_multipart=True)
+        form.add_field("requireSignedURLs", "true" if require_signed else "false")
+        form.add_field("expiry", expiry.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        form.add_field("creator", creator)
+        _, _, data = await self._request("POST", f"{self._images}/v2/direct_upload", form=form)
+        result = data.get("result") or {}
+        if not result.get("id") or not result.get("uploadURL"):
+            raise _unavailable("images direct_upload answered without id/uploadURL")
+        return str(result["id"]), str(result["uploadURL"])
+
+    async def image(self, image_id: str) -> dict[str, Any] | None:
+        """The image's details (`draft` until the file is uploaded); None when there is none."""
+        status, _, data = await self._request("GET", f"{self._images}/v1/{image_id}", allow=(404,))
+        return None if status == 404 else dict(data.get("result") or {})
+
+    async def delete_image(self, image_id: str) -> None:
+        """Delete an image; one already gone counts as deleted."""
+        await self._request("DELETE", f"{self._images}/v1/{image_id}", allow=(404,))
+
     async def _request(
         self,
         method: str,
         url: str,
         *,
         json: Any = None,
+        form: aiohttp.FormData | None = None,
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
+        allow: tuple[int, ...] = (),
     ) -> tuple[int, dict[str, str], dict[str, Any]]:
         if self._session is None:
             raise RuntimeError("Cloudflare client not started")
         hdrs = {"Authorization": f"Bearer {self._token}", **(headers or {})}
         try:
             async with self._session.request(
-                method, url, json=json, headers=hdrs, params=params
+                method, url, json=json, data=form, headers=hdrs, params=params
             ) as resp:
                 raw = await resp.read()
                 status, resp_headers = resp.status, dict(resp.headers)
@@ -157,7 +199,7 @@ class StreamAPI:
             data = {}
         if not isinstance(data, dict):
             data = {}
-        if status < 300:
+        if status < 300 or status in allow:
             return status, resp_headers, data
         messages = "; ".join(
             str(e.get("message", "")) for e in data.get("errors") or [] if isinstance(e, dict)
@@ -242,3 +284,14 @@ def sign_playback(
         claims["accessRules"] = access_rules
     token = jwt.encode(claims, pem, algorithm="RS256", headers={"kid": key_id})
     return token, exp
+
+
+def sign_image_url(
+    delivery_url: str, account_hash: str, image_id: str, variant: str, *, key: str, ttl_s: int
+) -> tuple[str, datetime]:
+    """An Images signed URL: `exp` and `sig`, the hex HMAC-SHA256 (the Images URL signing key)
+    of the path and `?exp=...`, as Cloudflare's edge checks it."""
+    exp = utcnow() + timedelta(seconds=ttl_s)
+    path = f"/{account_hash}/{image_id}/{variant}?exp={int(exp.timestamp())}"
+    sig = hmac.new(key.encode(), path.encode(), hashlib.sha256).hexdigest()
+    return f"{delivery_url.rstrip('/')}{path}&sig={sig}", exp

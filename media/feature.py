@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from media import cloudflare, http, livekit
+from media.attachment_media import AttachmentStates, CloudflareAttachments
 from media.cloudflare import StreamAPI
 from media.livekit import LiveKit
 from media.stage import AUDIO_ENDED, NAMESPACE, AudioRooms, audio_room
@@ -42,7 +43,14 @@ class MediaFeature(Feature):
         self.video_store = VideoStore(node.storage)
         self.audio = AudioRooms(node, self.stage_store, self.livekit)
         self.videos = Videos(node, self.video_store, self.stream)
+        #: message attachments' objects (messaging's `AttachmentMedia`, handed in by app.py)
+        self.attachments = CloudflareAttachments(s, self.stream)
         node.scheduler.register(PRUNE_JOB, self._prune_receipts)
+
+    def route_attachment_webhooks(self, states: AttachmentStates) -> None:
+        """Stream webhooks about attachments' videos go to `states` (messaging's), not to
+        `content.created`."""
+        self.videos.attachment_states = states
 
     def routes(self, app: web.Application) -> None:
         http.add_routes(app, self)

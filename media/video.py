@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from media import cloudflare
+from media.attachment_media import AttachmentStates, stream_state
 from media.cloudflare import StreamAPI
 from media.stage_store import claim_receipt
 from media.video_store import VideoStore
@@ -35,6 +36,8 @@ class Videos:
         self.node = node
         self.store = store
         self.stream = stream
+        #: messaging's attachments (handed in by app.py): their videos' webhooks go there
+        self.attachment_states: AttachmentStates | None = None
 
     @property
     def api(self) -> StreamAPI:
@@ -191,6 +194,10 @@ class Videos:
         uid = body.get("uid")
         if not isinstance(uid, str) or not 0 < len(uid) <= 64:
             raise ApiError(Code.BAD_REQUEST, "a Stream video webhook carries its uid")
+        if self.attachment_states is not None:
+            state_now, hls = stream_state(body)
+            if await self.attachment_states.provider_state(uid, state_now, hls):
+                return "attachment"
         status = body.get("status") or {}
         state = status.get("state") if isinstance(status, dict) else None
         if body.get("readyToStream") is True or state == "ready":

@@ -100,7 +100,11 @@ class CloudflareHandled(Outgoing):
         "ignored",
         "unknown live input",
         "duplicate",
-    ] = Field(description="what the delivery did: the event it published, or why none")
+        "attachment",
+    ] = Field(
+        description="what the delivery did: the event it published, or why none; `attachment`:"
+        " the video is a message attachment's, its state recorded (no event)"
+    )
 
 
 def media_feature(request: web.Request) -> MediaFeature:

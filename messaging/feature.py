@@ -1,12 +1,18 @@
 """Wires messaging into the node: the store, the conversations' keys and the services (one per
 concept, messaging/service.py), the scheduled-note job, and its share of a user's data
 (conversations, messages decrypted, scheduled notes, reactions). Tips move HOURS on the ledger
-handed in (`TipLedger`, messaging/tips.py)."""
+handed in (`TipLedger`, messaging/tips.py); attachments live at the media provider handed in
+(`AttachmentMedia`, messaging/attachments.py)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+
+from messaging import http
+from messaging.attachments import PURGE_JOB, UNUSED_JOB, AttachmentMedia, Attachments
+from messaging.attachments_store import AttachmentsStore
 from messaging.conversations import Conversations
 from messaging.expression_store import ExpressionStore
 from messaging.extras import MessageExtras
@@ -32,14 +38,27 @@ PAGE = 100
 class MessagingFeature(Feature):
     name = "messaging"
 
-    def __init__(self, node: Node, *, ledger: TipLedger) -> None:
+    def __init__(self, node: Node, *, ledger: TipLedger, media: AttachmentMedia) -> None:
         super().__init__(node)
         self.store = MessagingStore(node.storage)
         self.notes_store = NotesStore(node.storage)
         self.keys = ConversationKeys(node.keyring, self.store)
         self.expression_store = ExpressionStore(node.storage)
+        attachments = Attachments(
+            AttachmentsStore(node.storage),
+            self.store,
+            self.keys,
+            media,
+            node.scheduler,
+            node.fanout,
+        )
         messages = Messages(
-            self.store, self.keys, node.fanout, node.bus, MessageExtras(self.expression_store)
+            self.store,
+            self.keys,
+            node.fanout,
+            node.bus,
+            MessageExtras(self.expression_store),
+            attachments,
         )
         self.service = Messaging(
             conversations=Conversations(self.store, self.keys, node.fanout),
@@ -49,11 +68,18 @@ class MessagingFeature(Feature):
             notes=Notes(self.store, self.notes_store, self.keys, messages, node.scheduler),
             reactions=Reactions(self.store, self.expression_store, node.fanout),
             seen=Seen(self.store, self.expression_store),
+            attachments=attachments,
         )
         node.scheduler.register(JOB, self.service.notes.deliver)
+        node.scheduler.register(PURGE_JOB, attachments.purge)
+        node.scheduler.register(UNUSED_JOB, attachments.expire_unused)
+
+    def routes(self, app: web.Application) -> None:
+        http.add_routes(app, self.service.attachments)
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
-        """Conversations, every message the user can read (decrypted), scheduled notes."""
+        """Conversations, every message the user can read (decrypted), scheduled notes, the
+        attachments they uploaded (what they are, not the files)."""
         svc = self.service
         conversations = await svc.conversations.list_for(user_id, 100_000)
         messages: dict[str, list[dict[str, Any]]] = {}
@@ -72,9 +98,11 @@ class MessagingFeature(Feature):
             "messages": messages,
             "scheduled_notes": await svc.notes.export(user_id),
             "reactions": await self.expression_store.export_user(user_id),
+            "attachments": await svc.attachments.export(user_id),
         }
 
     async def erase_user(self, erasure: Erasure) -> None:
         await self.notes_store.erase_user(erasure)
         await self.expression_store.erase_user(erasure)  # before their messages are tombstoned
         await self.store.erase_user(erasure)
+        await self.service.attachments.erase_user(erasure)  # after: conversations left empty

@@ -14,6 +14,7 @@ from typing import Any, NotRequired, TypedDict
 import asyncpg
 from pydantic import Field
 
+from messaging.attachments import Attachments, MessageAttachment
 from messaging.conversations import MAX_MEMBERS, NS, MessageKind, require_member, room
 from messaging.extras import MessageExtras, QuotedMessage
 from messaging.keys import ConversationKeys, open_message, seal_message
@@ -68,6 +69,9 @@ class Message(Outgoing):
     )
     reply: QuotedMessage | None = Field(
         None, description="on a reply: the message it answers, as it is now"
+    )
+    attachments: list[MessageAttachment] | None = Field(
+        None, description="images, voice notes, videos (only on messages that have them)"
     )
 
 
@@ -133,7 +137,9 @@ def posted(row: Any, *, duplicate: bool = False) -> Posted:
     return out
 
 
-def wire(key: bytes, conv_id: str, row: Any) -> dict[str, Any]:
+def wire(
+    key: bytes, conv_id: str, row: Any, attachments: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """A message row as clients see it (`message:new`, `message:updated`, history)."""
     msg_id = str(row["id"])
     out = {
@@ -150,6 +156,8 @@ def wire(key: bytes, conv_id: str, row: Any) -> dict[str, Any]:
     }
     if row["tip_amount"] is not None:
         out["amount"] = float(row["tip_amount"])
+    if attachments and row["deleted_at"] is None:
+        out["attachments"] = attachments
     return out
 
 
@@ -160,6 +168,7 @@ class Messages:
     fanout: Fanout
     bus: Bus
     extras: MessageExtras
+    attachments: Attachments
 
     async def send(
         self,
@@ -169,8 +178,10 @@ class Messages:
         body: str,
         reply_to: str | None,
         skip_sid: str | None,
+        attachment_ids: list[str] | None = None,
     ) -> Posted:
-        """Post a text message, or answer with the one this `client_msg_id` already posted."""
+        """Post a text message (with the sender's attachments), or answer with the one this
+        `client_msg_id` already posted."""
         async with self.store.transaction() as conn:
             await require_member(self.store, conn, conv_id, user_id, lock_conversation=True)
             existing = await self.store.message_by_client_id(conn, conv_id, user_id, client_msg_id)
@@ -179,19 +190,15 @@ class Messages:
             if reply_to is not None and await self.store.message(conn, conv_id, reply_to) is None:
                 raise ApiError(Code.NOT_FOUND, "reply_to is not a message of this conversation")
             key = await self.keys.key(conv_id, conn)
+            msg_id = str(uuid.uuid4())
             row = await self.post(
-                conn,
-                key,
-                conv_id,
-                str(uuid.uuid4()),
-                user_id,
-                client_msg_id,
-                "text",
-                body.encode(),
-                reply_to,
+                conn, key, conv_id, msg_id, user_id, client_msg_id, "text", body.encode(), reply_to
+            )
+            attached = await self.attachments.attach(
+                conn, key, user_id, conv_id, msg_id, attachment_ids or []
             )
             members = await self.store.member_ids(conn, conv_id)
-        message = wire(key, conv_id, row)
+        message = wire(key, conv_id, row, attached)
         await self.extras.add(conv_id, key, [message], reactions=False)
         await self.announce(message, members, skip_sid)
         return posted(row)
@@ -257,7 +264,10 @@ class Messages:
         m = await require_member(self.store, self.store.db, conv_id, user_id)
         rows = await self.store.history(conv_id, m["joined_seq"], before_seq, limit)
         key = await self.keys.key(conv_id)
-        messages = [wire(key, conv_id, r) for r in rows]
+        files = await self.attachments.of_messages(
+            self.store.db, key, conv_id, [str(r["id"]) for r in rows]
+        )
+        messages = [wire(key, conv_id, r, files.get(str(r["id"]))) for r in rows]
         await self.extras.add(conv_id, key, messages, viewer=user_id)
         next_before = messages[-1]["seq"] if len(messages) == limit else None
         return {"messages": messages, "next_before_seq": next_before}
@@ -272,18 +282,21 @@ class Messages:
             row = await self.store.update_body(
                 conn, msg_id, seal_message(key, conv_id, msg_id, body.encode())
             )
-        message = wire(key, conv_id, row)
+            files = await self.attachments.of_messages(conn, key, conv_id, [msg_id])
+        message = wire(key, conv_id, row, files.get(msg_id))
         await self.extras.add(conv_id, key, [message])
         await self.fanout.emit(MESSAGE_UPDATED, message, namespace=NS, room=room(conv_id))
         return message
 
     async def delete(self, user_id: str, conv_id: str, msg_id: str) -> dict[str, Any]:
-        """Tombstone a message: its body goes, its seq stays."""
+        """Tombstone a message: its body goes, its seq stays; its attachments go (their
+        objects at the provider by a durable job)."""
         async with self.store.transaction() as conn:
             await require_member(self.store, conn, conv_id, user_id)
             await self._own_message(conn, conv_id, msg_id, user_id)
             row = await self.store.tombstone(conn, msg_id)
             await self.extras.forget(conn, msg_id)
+            await self.attachments.remove_of_message(conn, msg_id)
         info = {"conversation_id": conv_id, "id": msg_id, "seq": row["seq"]}
         await self.fanout.emit(MESSAGE_DELETED, info, namespace=NS, room=room(conv_id))
         return info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from messaging.attachments import Attachments
 from messaging.conversations import Conversations
 from messaging.messages import Messages
 from messaging.notes import Notes
@@ -22,3 +23,4 @@ class Messaging:
     notes: Notes
     reactions: Reactions
     seen: Seen
+    attachments: Attachments

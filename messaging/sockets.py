@@ -11,8 +11,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
+from messaging.attachments import MAX_PER_MESSAGE
 from messaging.conversations import (
     MAX_MEMBERS,
     Conversation,
@@ -62,8 +70,18 @@ class ListReq(Req):
 
 class SendReq(ConvReq):
     client_msg_id: ClientMsgId
-    body: Body
+    body: Annotated[str, StringConstraints(max_length=4000)] = ""
     reply_to: uuid.UUID | None = None
+    attachments: Annotated[list[uuid.UUID], Field(max_length=MAX_PER_MESSAGE)] = Field(
+        default_factory=list,
+        description="ids from attachment:create (yours, this conversation's, unused)",
+    )
+
+    @model_validator(mode="after")
+    def _body_or_attachments(self) -> SendReq:
+        if not self.body and not self.attachments:
+            raise ValueError("a message needs a body, attachments, or both")
+        return self
 
 
 class HistoryReq(ConvReq):
@@ -203,7 +221,8 @@ class MessageHandlers(Namespace):
         example={"conversation_id": CONV, "client_msg_id": "c-0001", "body": "see you at eight"},
     )
     async def send(self, sid: str, p: Principal, req: SendReq) -> Any:
-        """Post a text message (a retry with the same `client_msg_id` posts nothing twice)."""
+        """Post a text message, with up to 4 attachments (a retry with the same
+        `client_msg_id` posts nothing twice)."""
         return await self.messaging.messages.send(
             p.user_id,
             str(req.conversation_id),
@@ -211,6 +230,7 @@ class MessageHandlers(Namespace):
             req.body,
             str(req.reply_to) if req.reply_to else None,
             sid,
+            [str(a) for a in req.attachments],
         )
 
     @handles(

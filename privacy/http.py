@@ -214,6 +214,9 @@ class Export(Outgoing):
         description="their reactions on messages: conversation_id, message_id, seq, emoji,"
         " created_at",
     )
+    attachments: Rows | None = Field(
+        None, description="attachments they uploaded: kind, type, size, name, state (not files)"
+    )
     # livechat
     live_chat: ExportLiveChat | None = None
     # the core

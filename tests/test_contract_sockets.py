@@ -21,6 +21,7 @@ from namespaces import ALL as NAMESPACES
 from server.asyncapi import asyncapi_document
 from server.sockets import Undocumented
 from tests.conftest import PgCluster, free_port, make_settings
+from tests.fakes.cloudflare import FakeCloudflare
 from tests.fakes.livekit import FakeLiveKit
 from tests.helpers import ServerHandle, connect, connect_error, start_server
 
@@ -85,10 +86,14 @@ def test_every_server_event_is_a_send_operation() -> None:
 
 @pytest.fixture
 async def node(tmp_path: Path, pg_clusters: dict[str, PgCluster]) -> AsyncIterator[ServerHandle]:
-    """A node on the embedded default with audio rooms on (the fake LiveKit)."""
+    """A node on the embedded default with audio rooms on (the fake LiveKit) and attachments
+    on (the fake Cloudflare)."""
     dsn = await pg_clusters["embedded"].fresh()
     fake = FakeLiveKit()
     await fake.start(free_port())
+    cf = FakeCloudflare()
+    await cf.start(free_port())
+    signing_key_id, signing_key_pem = cf.create_signing_key()
     settings = make_settings(
         tmp_path,
         database_url=dsn,
@@ -96,6 +101,13 @@ async def node(tmp_path: Path, pg_clusters: dict[str, PgCluster]) -> AsyncIterat
         livekit_ws_url="wss://livekit.test",
         livekit_api_key=fake.api_key,
         livekit_api_secret=fake.api_secret,
+        cloudflare_account_id=cf.account_id,
+        cloudflare_api_token=cf.api_token,
+        cloudflare_base_url=cf.base_url,
+        cloudflare_signing_key_id=signing_key_id,
+        cloudflare_signing_key_pem=signing_key_pem,
+        cloudflare_images_account_hash="contract-hash",
+        cloudflare_images_signing_key="contract-images-key",
     )
     handle = await start_server(settings, free_port())
     try:
@@ -103,6 +115,7 @@ async def node(tmp_path: Path, pg_clusters: dict[str, PgCluster]) -> AsyncIterat
     finally:
         await handle.stop()
         await fake.stop()
+        await cf.stop()
 
 
 #: the order a user would send them in (an event not named here goes in the middle, by name):

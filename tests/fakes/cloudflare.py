@@ -1,6 +1,8 @@
 """A fake Cloudflare Stream API for tests: direct creator uploads (basic and tus), live inputs,
 the one-time upload URLs, signing keys, and webhooks signed like Stream's
-(`Webhook-Signature: time=<unix>,sig1=<hex HMAC-SHA256 of "time.body">`).
+(`Webhook-Signature: time=<unix>,sig1=<hex HMAC-SHA256 of "time.body">`); a video's details
+and its deletion; and Cloudflare Images' direct creator upload (v2, a multipart form), image
+details (`draft` until uploaded), deletion and signed delivery URLs (`exp`, `sig`).
 
 Errors follow Cloudflare's envelope: {"success": false, "errors": [{code, message}], ...}.
 """
@@ -66,6 +68,8 @@ class FakeCloudflare:
         self.videos: dict[str, dict[str, Any]] = {}
         self.live_inputs: dict[str, dict[str, Any]] = {}
         self.signing_keys: dict[str, Any] = {}  # id -> public key
+        self.images: dict[str, dict[str, Any]] = {}
+        self.deleted: list[tuple[str, str]] = []  # ("stream" | "images", id), in order
         self.requests: list[tuple[str, str, dict[str, Any]]] = []
         self._fail: list[web.Response] = []
         self._runner: web.AppRunner | None = None
@@ -82,6 +86,13 @@ class FakeCloudflare:
         app.router.add_post(acc, self._tus_create)
         app.router.add_post(acc + "/live_inputs", self._live_input)
         app.router.add_post("/upload/{uid}", self._upload)
+        app.router.add_get(acc + "/{uid}", self._video)
+        app.router.add_delete(acc + "/{uid}", self._delete_video)
+        images = "/client/v4/accounts/{account}/images"
+        app.router.add_post(images + "/v2/direct_upload", self._image_direct_upload)
+        app.router.add_get(images + "/v1/{id}", self._image)
+        app.router.add_delete(images + "/v1/{id}", self._delete_image)
+        app.router.add_post("/image-upload/{id}", self._image_upload)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
@@ -208,6 +219,116 @@ class FakeCloudflare:
         await request.read()
         video["state"] = "queued"
         return web.Response(status=200)
+
+    async def _video(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        uid = request.match_info["uid"]
+        if uid not in self.videos:
+            return _err(404, 10003, "Not Found")
+        v = self.videos[uid]
+        if v["state"] == "ready":
+            return _ok(self.ready_video(uid))
+        return _ok(
+            {
+                "uid": uid,
+                "creator": v["creator"],
+                "readyToStream": False,
+                "status": {"state": v["state"], "errorReasonCode": "", "errorReasonText": ""},
+                "requireSignedURLs": v["requireSignedURLs"],
+                "meta": v["meta"],
+                "playback": None,
+            }
+        )
+
+    async def _delete_video(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        uid = request.match_info["uid"]
+        self.requests.append(("DELETE", "stream", {"uid": uid}))
+        if self.videos.pop(uid, None) is None:
+            return _err(404, 10003, "Not Found")
+        self.deleted.append(("stream", uid))
+        return web.Response(status=200)
+
+    # -- Images ---------------------------------------------------------------------------------
+
+    async def _image_direct_upload(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        if not request.content_type.startswith("multipart/form-data"):
+            return _err(415, 5415, "direct_upload takes multipart/form-data")
+        form = dict(await request.post())
+        self.requests.append(("POST", "images/direct_upload", form))
+        image_id = str(uuid.uuid4())
+        self.images[image_id] = {
+            "id": image_id,
+            "creator": form.get("creator"),
+            "requireSignedURLs": form.get("requireSignedURLs") == "true",
+            "expiry": form.get("expiry"),
+            "draft": True,
+        }
+        return _ok({"id": image_id, "uploadURL": f"{self.url}/image-upload/{image_id}"})
+
+    async def _image_upload(self, request: web.Request) -> web.Response:
+        image = self.images.get(request.match_info["id"])
+        if image is None or not image["draft"]:
+            return _err(400, 5400, "upload URL is invalid or already used")
+        form = await request.post()
+        if "file" not in form:
+            return _err(400, 5400, "the image goes in the form field `file`")
+        image["draft"] = False
+        return _ok({"id": image["id"], "draft": False})
+
+    async def _image(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        image = self.images.get(request.match_info["id"])
+        if image is None:
+            return _err(404, 5404, "Image not found")
+        out = {
+            "id": image["id"],
+            "requireSignedURLs": image["requireSignedURLs"],
+            "uploaded": _now(),
+            "variants": []
+            if image["draft"]
+            else [f"https://imagedelivery.net/h/{image['id']}/public"],
+        }
+        return _ok({**out, "draft": True} if image["draft"] else out)
+
+    async def _delete_image(self, request: web.Request) -> web.Response:
+        refused = self._check(request)
+        if refused is not None:
+            return refused
+        image_id = request.match_info["id"]
+        self.requests.append(("DELETE", "images", {"id": image_id}))
+        if self.images.pop(image_id, None) is None:
+            return _err(404, 5404, "Image not found")
+        self.deleted.append(("images", image_id))
+        return _ok({})
+
+    def check_image_url(self, url: str, key: str) -> dict[str, Any]:
+        """What Images' edge does with a signed URL: the HMAC-SHA256 of path + `?exp=` with
+        the URL signing key, and `exp` not passed. Returns {hash, id, variant, exp} or raises."""
+        rest = url.split("://", 1)[1]
+        path = "/" + rest.split("/", 1)[1]
+        signed, _, sig = path.rpartition("&sig=")
+        expected = hmac.new(key.encode(), signed.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, sig):
+            raise PermissionError("bad signature")
+        route, _, query = signed.partition("?")
+        exp = int(query.removeprefix("exp="))
+        if exp < time.time():
+            raise PermissionError("expired")
+        account_hash, image_id, variant = route.strip("/").split("/")
+        image = self.images.get(image_id)
+        if image is None or image["draft"]:
+            raise PermissionError("no such uploaded image")
+        return {"hash": account_hash, "id": image_id, "variant": variant, "exp": exp}
 
     # -- what Stream sends --------------------------------------------------------------------
 
