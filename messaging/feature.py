@@ -1,6 +1,7 @@
 """Wires messaging into the node: the store, the conversations' keys and the services (one per
 concept, messaging/service.py), the scheduled-note job, and its share of a user's data
-(conversations, messages decrypted, scheduled notes). Tips move HOURS on the ledger handed in
+(conversations, messages decrypted, scheduled notes) and the search index (its rows name no
+user: dropped with the messages of an erased sender). Tips move HOURS on the ledger handed in
 (`TipLedger`, messaging/tips.py)."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from messaging.messages import Messages
 from messaging.notes import JOB, Notes
 from messaging.notes_store import NotesStore
 from messaging.receipts import Receipts
+from messaging.search import Search, SearchIndex, SearchKeys
+from messaging.search_store import SearchStore
 from messaging.service import Messaging
 from messaging.store import MessagingStore
 from messaging.tips import TipLedger, Tips
@@ -33,13 +36,23 @@ class MessagingFeature(Feature):
         self.store = MessagingStore(node.storage)
         self.notes_store = NotesStore(node.storage)
         self.keys = ConversationKeys(node.keyring, self.store)
-        messages = Messages(self.store, self.keys, node.fanout, node.bus)
+        self.search_store = SearchStore(node.storage)
+        self.search_keys = SearchKeys(node.keyring, self.search_store)
+        self.keys.companions.append(self.search_keys)
+        messages = Messages(
+            self.store,
+            self.keys,
+            node.fanout,
+            node.bus,
+            SearchIndex(self.search_store, self.search_keys),
+        )
         self.service = Messaging(
             conversations=Conversations(self.store, self.keys, node.fanout),
             messages=messages,
             receipts=Receipts(self.store, node.fanout, node.bus),
             tips=Tips(self.store, self.keys, messages, ledger, node.bus),
             notes=Notes(self.store, self.notes_store, self.keys, messages, node.scheduler),
+            search=Search(self.store, self.search_store, self.keys, self.search_keys),
         )
         node.scheduler.register(JOB, self.service.notes.deliver)
 
@@ -66,4 +79,5 @@ class MessagingFeature(Feature):
 
     async def erase_user(self, erasure: Erasure) -> None:
         await self.notes_store.erase_user(erasure)
+        await self.search_store.erase_user(erasure)  # while their messages still name them
         await self.store.erase_user(erasure)

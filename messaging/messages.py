@@ -2,14 +2,16 @@
 lock), a body sealed with the conversation's key (messaging/keys.py), and is posted once per
 sender and `client_msg_id`: a retry answers with the first message (`duplicate: true`) and posts
 nothing. History is visible to a member from when they joined. Tips (messaging/tips.py) and
-scheduled notes (messaging/notes.py) are messages too, posted and announced the same way."""
+scheduled notes (messaging/notes.py) are messages too, posted and announced the same way. Posts,
+edits and deletes keep the search index (`MessageIndex`, messaging/search.py) in step, in their
+transaction."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 import asyncpg
 from pydantic import Field
@@ -143,12 +145,26 @@ def wire(key: bytes, conv_id: str, row: Any) -> dict[str, Any]:
     return out
 
 
+class MessageIndex(Protocol):
+    """What posting, editing and deleting keep in step, in the same transaction (the search
+    index: messaging/search.py `SearchIndex`)."""
+
+    async def add(self, conn: asyncpg.Connection, conv_id: str, seq: int, body: bytes) -> None: ...
+
+    async def replace(
+        self, conn: asyncpg.Connection, conv_id: str, seq: int, body: bytes
+    ) -> None: ...
+
+    async def drop(self, conn: asyncpg.Connection, conv_id: str, seq: int) -> None: ...
+
+
 @dataclass(eq=False)
 class Messages:
     store: MessagingStore
     keys: ConversationKeys
     fanout: Fanout
     bus: Bus
+    index: MessageIndex | None = None
 
     async def send(
         self,
@@ -198,7 +214,7 @@ class Messages:
     ) -> asyncpg.Record:
         """In the caller's transaction: take the next seq, seal the body, insert the row."""
         seq = await self.store.next_seq(conn, conv_id)
-        return await self.store.insert_message(
+        row = await self.store.insert_message(
             conn,
             msg_id,
             conv_id,
@@ -210,6 +226,9 @@ class Messages:
             reply_to,
             tip_amount,
         )
+        if self.index is not None:
+            await self.index.add(conn, conv_id, seq, body)
+        return row
 
     async def announce(
         self, message: dict[str, Any], members: list[str], skip_sid: str | None
@@ -258,6 +277,8 @@ class Messages:
             row = await self.store.update_body(
                 conn, msg_id, seal_message(key, conv_id, msg_id, body.encode())
             )
+            if self.index is not None:
+                await self.index.replace(conn, conv_id, row["seq"], body.encode())
         message = wire(key, conv_id, row)
         await self.fanout.emit(MESSAGE_UPDATED, message, namespace=NS, room=room(conv_id))
         return message
@@ -268,6 +289,8 @@ class Messages:
             await require_member(self.store, conn, conv_id, user_id)
             await self._own_message(conn, conv_id, msg_id, user_id)
             row = await self.store.tombstone(conn, msg_id)
+            if self.index is not None:
+                await self.index.drop(conn, conv_id, row["seq"])
         info = {"conversation_id": conv_id, "id": msg_id, "seq": row["seq"]}
         await self.fanout.emit(MESSAGE_DELETED, info, namespace=NS, room=room(conv_id))
         return info

@@ -8,6 +8,7 @@ from messaging.conversations import Conversations
 from messaging.messages import Messages
 from messaging.notes import Notes
 from messaging.receipts import Receipts
+from messaging.search import Search
 from messaging.tips import Tips
 
 
@@ -18,3 +19,4 @@ class Messaging:
     receipts: Receipts
     tips: Tips
     notes: Notes
+    search: Search

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from ledger.service import Ledger
 from ledger.sockets import LedgerHandlers
+from messaging.search_sockets import SearchHandlers
 from messaging.service import Messaging
 from messaging.sockets import MessageHandlers
 from server.node import Node
 
 
-class MessagesNamespace(MessageHandlers, LedgerHandlers):
+class MessagesNamespace(MessageHandlers, SearchHandlers, LedgerHandlers):
     def __init__(self, node: Node, messaging: Messaging, ledger: Ledger) -> None:
         super().__init__("/messages", node)
         self.messaging = messaging
