@@ -33,7 +33,7 @@ import asyncpg
 from pydantic import Field
 
 from messaging.conversations import require_member
-from messaging.keys import ConversationKeys
+from messaging.keys import ConversationKeys, open_message
 from messaging.messages import Message
 from messaging.messages import wire as message_wire
 from messaging.search_store import COUNT_CAP, SearchStore
@@ -54,6 +54,8 @@ MIN_PREFIX = 2
 MAX_QUERY_WORDS = 8
 #: how many rounds a search fetches candidates before it answers a short page
 ROUNDS = 4
+#: messages re-indexed per transaction
+REINDEX_PAGE = 1000
 CACHE_SIZE = 10_000
 
 WORD = re.compile(r"[^\W_]+")  # letters and digits of any script; `_` and punctuation split
@@ -255,3 +257,33 @@ class Search:
             if len(found) == limit:
                 break
         return {"messages": found, "next_before_seq": cursor}
+
+    async def reindex(self, conv_id: str) -> int:
+        """Rebuild one conversation's index from its messages (those posted before the index
+        existed, or after a restore); how many messages. A page at a time, each in its own
+        transaction with its messages locked, so a concurrent edit or delete waits for it."""
+        key = await self.keys.key(conv_id)
+        count, after = 0, 0
+        while True:
+            async with self.store.transaction() as conn:
+                skey = await self.search_keys.key(conn, conv_id, create=True)
+                assert skey is not None
+                page = await self.index.bodies(conn, conv_id, after, REINDEX_PAGE)
+                if not page:
+                    return count
+                terms: list[int] = []
+                seqs: list[int] = []
+                for r in page:
+                    body = open_message(key, conv_id, str(r["id"]), r["body"])
+                    found = hashes(skey, body)
+                    terms += found
+                    seqs += [r["seq"]] * len(found)
+                await self.index.replace_many(
+                    conn, conv_id, [r["seq"] for r in page], (terms, seqs)
+                )
+            count += len(page)
+            after = page[-1]["seq"]
+
+    async def reindex_all(self) -> dict[str, int]:
+        """`reindex` every conversation: messages indexed per conversation."""
+        return {c: await self.reindex(c) for c in await self.index.conversation_ids()}

@@ -63,6 +63,27 @@ class SearchStore(Store):
             terms,
         )
 
+    async def replace_many(
+        self,
+        conn: asyncpg.Connection,
+        conv_id: str,
+        seqs: list[int],
+        rows: tuple[list[int], list[int]],
+    ) -> None:
+        """Replace the rows of the messages `seqs` with `rows` (terms, seqs side by side)."""
+        await conn.execute(
+            "DELETE FROM message_search WHERE conversation_id = $1 AND seq = ANY($2::bigint[])",
+            conv_id,
+            seqs,
+        )
+        await conn.execute(
+            "INSERT INTO message_search (conversation_id, term, seq)"
+            " SELECT $1, t, s FROM unnest($2::bigint[], $3::bigint[]) AS u(t, s)"
+            " ON CONFLICT DO NOTHING",
+            conv_id,
+            *rows,
+        )
+
     async def drop(self, conn: asyncpg.Connection, conv_id: str, seq: int) -> None:
         await conn.execute(
             "DELETE FROM message_search WHERE conversation_id = $1 AND seq = $2", conv_id, seq
@@ -109,6 +130,25 @@ class SearchStore(Store):
             before_seq,
             lead,
             others,
+            limit,
+        )
+
+    # -- re-indexing (`ours search reindex`) ---------------------------------------------------
+
+    async def conversation_ids(self) -> list[str]:
+        rows = await self.db.fetch("SELECT id FROM conversations ORDER BY created_at, id")
+        return [str(r["id"]) for r in rows]
+
+    async def bodies(
+        self, conn: asyncpg.Connection, conv_id: str, after_seq: int, limit: int
+    ) -> list[asyncpg.Record]:
+        """The next messages with a body after `after_seq`, by seq, locked against edits and
+        deletes until the caller's transaction ends."""
+        return await conn.fetch(
+            "SELECT id, seq, body FROM messages WHERE conversation_id = $1 AND seq > $2"
+            " AND body IS NOT NULL AND deleted_at IS NULL ORDER BY seq LIMIT $3 FOR SHARE",
+            conv_id,
+            after_seq,
             limit,
         )
 

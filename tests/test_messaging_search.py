@@ -281,7 +281,7 @@ async def test_erasure_and_delete_drop_the_index_rows(server: ServerHandle) -> N
     await gone.close()
 
 
-async def test_search_works_after_ours_keys_rotate(
+async def test_search_works_after_ours_keys_rotate_and_reindex(
     tmp_path: Path, pg_clusters: dict[str, PgCluster]
 ) -> None:
     dsn = await pg_clusters["embedded"].fresh()
@@ -321,6 +321,24 @@ async def test_search_works_after_ours_keys_rotate(
             "a walrus after the rotation",
             "rotation keeps the walrus findable",
         ]
+
+        # an index lost (or older than the messages) is rebuilt by `ours search reindex`
+        db = srv.node.storage.db
+        before = await index_rows(srv, cid)
+        await db.execute("DELETE FROM message_search WHERE conversation_id = $1", cid)
+        assert await bodies(b, cid, "walrus") == []
+        done = subprocess.run(
+            [sys.executable, "-m", "app", "search", "reindex"],
+            cwd=ROOT,
+            env=settings_env(only_new),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "re-indexed 2 message(s) in 1 conversation(s)" in done.stdout
+        assert await index_rows(srv, cid) == before
+        assert len(await bodies(b, cid, "walrus")) == 2
         await b.close()
     finally:
         await srv.stop()
