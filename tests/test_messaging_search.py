@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from messaging.search import PREFIX, WHOLE, Query, hashes, search_aad, term_hash, words
+from tests import jsclient
 from tests.conftest import PgCluster, free_port, make_settings
 from tests.helpers import ROOT, Client, ServerHandle, connect, settings_env, start_server
 
@@ -342,3 +344,35 @@ async def test_search_works_after_ours_keys_rotate_and_reindex(
         await b.close()
     finally:
         await srv.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not jsclient.available(), reason="run `npm ci` in tests/e2e")
+async def test_js_client_searches(server: ServerHandle) -> None:
+    """The official socket.io-client sends `message:search` and pages with `before_seq`."""
+    async with jsclient.JsClients() as js:
+        a, _ = await js.connect(server.url, NS, {"token": server.token("ana")})
+        b, _ = await js.connect(server.url, NS, {"token": server.token("ben")})
+        cid = (await js.emit(a, "conversation:open", {"user_id": "ben"}))["data"]["id"]
+        for i, body in enumerate(["Dîner demain ?", "dinner tomorrow at 8", "no plans", "DINNER!"]):
+            ack = await js.emit(
+                a, "message:send", {"conversation_id": cid, "client_msg_id": f"m{i}", "body": body}
+            )
+            assert ack["ok"], ack
+        first = await js.emit(
+            b, "message:search", {"conversation_id": cid, "query": "din", "limit": 2}
+        )
+        assert [m["body"] for m in first["data"]["messages"]] == ["DINNER!", "dinner tomorrow at 8"]
+        rest = await js.emit(
+            b,
+            "message:search",
+            {
+                "conversation_id": cid,
+                "query": "din",
+                "before_seq": first["data"]["next_before_seq"],
+            },
+        )
+        assert [m["body"] for m in rest["data"]["messages"]] == ["Dîner demain ?"]
+        assert rest["data"]["next_before_seq"] is None
+        bad = await js.emit(b, "message:search", {"conversation_id": cid, "query": ""})
+        assert bad["error"]["code"] == "bad_request"
