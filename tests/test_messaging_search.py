@@ -211,7 +211,7 @@ async def test_rows_hold_no_plaintext_word(server: ServerHandle) -> None:
     cid = (await ok(alice, "conversation:open", {"user_id": "bob"}))["id"]
     texts = [
         "Purple giraffes juggle quietly tonight",
-        "Swimming lessons moved to Thursday morning",
+        "Swimming lessons moved onto Thursday morning",
         "Zürich émigrés sing Öresund hymns",
     ]
     for i, t in enumerate(texts):
