@@ -3,7 +3,7 @@
 Every conversation has its own search key (32 random bytes), stored wrapped by the master key
 (`server.crypto.Keyring`, associated data `search|<conversation>`) beside the data key and
 re-wrapped with it by `ours keys rotate` (`ConversationKeys.rotate` runs `SearchKeys.rotate`).
-A body is cut into words (`words`: Unicode NFKC, casefold, combining marks removed, runs of
+A body is cut into words (`words`: Unicode NFKC, casefold, marks removed, runs of
 letters and digits, at most `MAX_WORDS` distinct words of at most `MAX_CHARS` characters);
 each word is indexed as a whole word and by its prefixes of `MIN_PREFIX` characters and more,
 each as the first 8 bytes of HMAC-SHA256(search key, kind + term) (`hashes`). An index row
@@ -63,10 +63,12 @@ WHOLE, PREFIX = b"w", b"p"
 
 
 def normalise(text: str) -> str:
-    """NFKC (full-width letters and ligatures become plain ones), casefolded, combining marks
-    (diacritics) removed: `Café` -> `cafe`, `Straße` -> `strasse`."""
+    """NFKC (full-width letters and ligatures become plain ones), casefolded, marks removed
+    (Unicode category M: diacritics, and the vowel signs of Indic scripts, so a word stays one
+    run of letters): `Café` -> `cafe`, `Straße` -> `strasse`."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    bare = "".join(c for c in unicodedata.normalize("NFD", folded) if not unicodedata.combining(c))
+    decomposed = unicodedata.normalize("NFD", folded)
+    bare = "".join(c for c in decomposed if not unicodedata.category(c).startswith("M"))
     return unicodedata.normalize("NFC", bare)
 
 

@@ -75,6 +75,7 @@ def test_words_are_normalised_and_capped() -> None:
     text = f"{fullwidth_c}afé NAÏVE Straße ﬁne don't foo_bar Ångström café"
     assert words(text) == ["cafe", "naive", "strasse", "fine", "don", "t", "foo", "bar", "angstrom"]
     assert words("x" * 40) == ["x" * 32]
+    assert words("हिन्दी में") == ["हनद", "म"]  # vowel signs go, a word stays one run
     assert len(words(" ".join(f"w{i}" for i in range(500)))) == 200
     key = b"k" * 32
     # a word whole and its prefixes from 2 characters: "tea" -> w:tea, p:te, p:tea
