@@ -332,6 +332,18 @@ def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search_reindex(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(composed: App) -> dict[str, int]:
+        search = composed.features.messaging.service.search
+        if args.conversation:
+            return {args.conversation: await search.reindex(args.conversation)}
+        return await search.reindex_all()
+
+    done = _one_shot(settings, run)
+    print(f"re-indexed {sum(done.values())} message(s) in {len(done)} conversation(s)")
+    return 0
+
+
 def cmd_hours_grant(settings: Settings, args: argparse.Namespace) -> int:
     try:
         amount = Decimal(args.amount)
@@ -430,6 +442,14 @@ def commands(sub: Any) -> None:
         help="re-wrap every data key with OURS_MASTER_KEY (old keys in OURS_MASTER_KEY_PREVIOUS)",
     )
     kr.set_defaults(func=cmd_keys_rotate)
+
+    sr = sub.add_parser("search", help="message search")
+    srsub = sr.add_subparsers(required=True, metavar="ACTION")
+    sri = srsub.add_parser(
+        "reindex", help="rebuild the search index from the messages (all conversations, or one)"
+    )
+    sri.add_argument("--conversation", default=None, help="a conversation id (default: all)")
+    sri.set_defaults(func=cmd_search_reindex)
 
     h = sub.add_parser("hours", help="HOURS ledger")
     hsub = h.add_subparsers(required=True, metavar="ACTION")

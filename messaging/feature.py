@@ -1,6 +1,7 @@
 """Wires messaging into the node: the store, the conversations' keys and the services (one per
 concept, messaging/service.py), the scheduled-note job, and its share of a user's data
-(conversations, messages decrypted, scheduled notes, reactions). Tips move HOURS on the ledger
+(conversations, messages decrypted, scheduled notes, reactions) and the search index (its rows
+name no user: dropped with the messages of an erased sender). Tips move HOURS on the ledger
 handed in (`TipLedger`, messaging/tips.py); attachments live at the media provider handed in
 (`AttachmentMedia`, messaging/attachments.py)."""
 
@@ -22,6 +23,8 @@ from messaging.notes import JOB, Notes
 from messaging.notes_store import NotesStore
 from messaging.reactions import Reactions
 from messaging.receipts import Receipts
+from messaging.search import Search, SearchIndex, SearchKeys
+from messaging.search_store import SearchStore
 from messaging.seen import Seen
 from messaging.service import Messaging
 from messaging.store import MessagingStore
@@ -52,6 +55,9 @@ class MessagingFeature(Feature):
             node.scheduler,
             node.fanout,
         )
+        self.search_store = SearchStore(node.storage)
+        self.search_keys = SearchKeys(node.keyring, self.search_store)
+        self.keys.companions.append(self.search_keys)
         messages = Messages(
             self.store,
             self.keys,
@@ -59,6 +65,7 @@ class MessagingFeature(Feature):
             node.bus,
             MessageExtras(self.expression_store),
             attachments,
+            index=SearchIndex(self.search_store, self.search_keys),
         )
         self.service = Messaging(
             conversations=Conversations(self.store, self.keys, node.fanout),
@@ -69,6 +76,7 @@ class MessagingFeature(Feature):
             reactions=Reactions(self.store, self.expression_store, node.fanout),
             seen=Seen(self.store, self.expression_store),
             attachments=attachments,
+            search=Search(self.store, self.search_store, self.keys, self.search_keys, messages),
         )
         node.scheduler.register(JOB, self.service.notes.deliver)
         node.scheduler.register(PURGE_JOB, attachments.purge)
@@ -104,5 +112,6 @@ class MessagingFeature(Feature):
     async def erase_user(self, erasure: Erasure) -> None:
         await self.notes_store.erase_user(erasure)
         await self.expression_store.erase_user(erasure)  # before their messages are tombstoned
+        await self.search_store.erase_user(erasure)  # while their messages still name them
         await self.store.erase_user(erasure)
         await self.service.attachments.erase_user(erasure)  # after: conversations left empty

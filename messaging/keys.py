@@ -5,12 +5,14 @@ Every conversation has its own data key (AES-256-GCM), stored wrapped by the mas
 the oldest out first). A message body is sealed with its conversation's key and bound (AAD) to its
 conversation and row, a scheduled note's body to its conversation and note, so a ciphertext
 copied onto another row does not open. `rotate` re-wraps every data key with the current master
-key (`ours keys rotate`)."""
+key (`ours keys rotate`), and the other per-conversation keys handed in as `companions` (the
+search keys, messaging/search.py)."""
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from typing import Protocol
 
 from messaging.store import Conn, MessagingStore
 from server.crypto import DecryptError, Keyring, new_data_key, seal, unseal
@@ -42,11 +44,18 @@ def open_message(key: bytes, conv_id: str, msg_id: str, sealed: bytes) -> str:
         raise ApiError(Code.INTERNAL, "a message could not be decrypted") from None
 
 
+class Rewrapped(Protocol):
+    """Other keys wrapped by the master key, re-wrapped with the data keys."""
+
+    async def rotate(self) -> int: ...
+
+
 class ConversationKeys:
     def __init__(self, keyring: Keyring, store: MessagingStore) -> None:
         self.keyring = keyring
         self.store = store
         self._keys: OrderedDict[str, bytes] = OrderedDict()  # conversation -> data key
+        self.companions: list[Rewrapped] = []
 
     @property
     def key_id(self) -> str:
@@ -81,7 +90,8 @@ class ConversationKeys:
         return self.unwrap(conv_id, row["wrapped_key"])
 
     async def rotate(self) -> int:
-        """Re-wrap every conversation's data key with the current master key; how many."""
+        """Re-wrap every conversation's data key (and the companions' keys) with the current
+        master key; how many data keys."""
         count = 0
         for r in await self.store.wrapped_keys():
             if r["key_id"] == self.keyring.key_id:
@@ -92,4 +102,6 @@ class ConversationKeys:
                 conv_id, self.keyring.wrap(data_key, conv_id.encode()), self.keyring.key_id
             )
             count += 1
+        for companion in self.companions:
+            await companion.rotate()
         return count

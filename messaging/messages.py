@@ -2,14 +2,16 @@
 lock), a body sealed with the conversation's key (messaging/keys.py), and is posted once per
 sender and `client_msg_id`: a retry answers with the first message (`duplicate: true`) and posts
 nothing. History is visible to a member from when they joined. Tips (messaging/tips.py) and
-scheduled notes (messaging/notes.py) are messages too, posted and announced the same way."""
+scheduled notes (messaging/notes.py) are messages too, posted and announced the same way. Posts,
+edits and deletes keep the search index (`MessageIndex`, messaging/search.py) in step, in their
+transaction."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, Protocol, TypedDict
 
 import asyncpg
 from pydantic import Field
@@ -161,6 +163,19 @@ def wire(
     return out
 
 
+class MessageIndex(Protocol):
+    """What posting, editing and deleting keep in step, in the same transaction (the search
+    index: messaging/search.py `SearchIndex`)."""
+
+    async def add(self, conn: asyncpg.Connection, conv_id: str, seq: int, body: bytes) -> None: ...
+
+    async def replace(
+        self, conn: asyncpg.Connection, conv_id: str, seq: int, body: bytes
+    ) -> None: ...
+
+    async def drop(self, conn: asyncpg.Connection, conv_id: str, seq: int) -> None: ...
+
+
 @dataclass(eq=False)
 class Messages:
     store: MessagingStore
@@ -169,6 +184,7 @@ class Messages:
     bus: Bus
     extras: MessageExtras
     attachments: Attachments
+    index: MessageIndex | None = None
 
     async def send(
         self,
@@ -218,7 +234,7 @@ class Messages:
     ) -> asyncpg.Record:
         """In the caller's transaction: take the next seq, seal the body, insert the row."""
         seq = await self.store.next_seq(conn, conv_id)
-        return await self.store.insert_message(
+        row = await self.store.insert_message(
             conn,
             msg_id,
             conv_id,
@@ -230,6 +246,9 @@ class Messages:
             reply_to,
             tip_amount,
         )
+        if self.index is not None:
+            await self.index.add(conn, conv_id, seq, body)
+        return row
 
     async def announce(
         self, message: dict[str, Any], members: list[str], skip_sid: str | None
@@ -264,13 +283,21 @@ class Messages:
         m = await require_member(self.store, self.store.db, conv_id, user_id)
         rows = await self.store.history(conv_id, m["joined_seq"], before_seq, limit)
         key = await self.keys.key(conv_id)
+        messages = await self.render(key, conv_id, rows, user_id)
+        next_before = messages[-1]["seq"] if len(messages) == limit else None
+        return {"messages": messages, "next_before_seq": next_before}
+
+    async def render(
+        self, key: bytes, conv_id: str, rows: list[asyncpg.Record], viewer: str
+    ) -> list[dict[str, Any]]:
+        """Message rows as `viewer` sees them in history and search: with their attachments,
+        reaction counts (and the viewer's own) and the messages replies quote."""
         files = await self.attachments.of_messages(
             self.store.db, key, conv_id, [str(r["id"]) for r in rows]
         )
         messages = [wire(key, conv_id, r, files.get(str(r["id"]))) for r in rows]
-        await self.extras.add(conv_id, key, messages, viewer=user_id)
-        next_before = messages[-1]["seq"] if len(messages) == limit else None
-        return {"messages": messages, "next_before_seq": next_before}
+        await self.extras.add(conv_id, key, messages, viewer=viewer)
+        return messages
 
     async def edit(self, user_id: str, conv_id: str, msg_id: str, body: str) -> dict[str, Any]:
         async with self.store.transaction() as conn:
@@ -283,6 +310,8 @@ class Messages:
                 conn, msg_id, seal_message(key, conv_id, msg_id, body.encode())
             )
             files = await self.attachments.of_messages(conn, key, conv_id, [msg_id])
+            if self.index is not None:
+                await self.index.replace(conn, conv_id, row["seq"], body.encode())
         message = wire(key, conv_id, row, files.get(msg_id))
         await self.extras.add(conv_id, key, [message])
         await self.fanout.emit(MESSAGE_UPDATED, message, namespace=NS, room=room(conv_id))
@@ -297,6 +326,8 @@ class Messages:
             row = await self.store.tombstone(conn, msg_id)
             await self.extras.forget(conn, msg_id)
             await self.attachments.remove_of_message(conn, msg_id)
+            if self.index is not None:
+                await self.index.drop(conn, conv_id, row["seq"])
         info = {"conversation_id": conv_id, "id": msg_id, "seq": row["seq"]}
         await self.fanout.emit(MESSAGE_DELETED, info, namespace=NS, room=room(conv_id))
         return info

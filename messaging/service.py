@@ -10,6 +10,7 @@ from messaging.messages import Messages
 from messaging.notes import Notes
 from messaging.reactions import Reactions
 from messaging.receipts import Receipts
+from messaging.search import Search
 from messaging.seen import Seen
 from messaging.tips import Tips
 
@@ -24,3 +25,4 @@ class Messaging:
     reactions: Reactions
     seen: Seen
     attachments: Attachments
+    search: Search

@@ -8,12 +8,15 @@ from ledger.service import Ledger
 from ledger.sockets import LedgerHandlers
 from messaging.attachment_sockets import AttachmentHandlers
 from messaging.expression_sockets import ExpressionHandlers
+from messaging.search_sockets import SearchHandlers
 from messaging.service import Messaging
 from messaging.sockets import MessageHandlers
 from server.node import Node
 
 
-class MessagesNamespace(MessageHandlers, LedgerHandlers, ExpressionHandlers, AttachmentHandlers):
+class MessagesNamespace(
+    MessageHandlers, SearchHandlers, LedgerHandlers, ExpressionHandlers, AttachmentHandlers
+):
     def __init__(self, node: Node, messaging: Messaging, ledger: Ledger) -> None:
         super().__init__("/messages", node)
         self.messaging = messaging
