@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from messaging.blocks import Blocks
 from messaging.conversations import Conversations
 from messaging.messages import Messages
+from messaging.mutes import Mutes
 from messaging.notes import Notes
 from messaging.receipts import Receipts
 from messaging.tips import Tips
@@ -18,3 +20,5 @@ class Messaging:
     receipts: Receipts
     tips: Tips
     notes: Notes
+    blocks: Blocks
+    mutes: Mutes

@@ -149,6 +149,20 @@ class MessageSent(Payload):
     sender_id: Id
     seq: Annotated[int, Field(ge=1, strict=True)] | None = None
     recipients: Annotated[list[Id], Field(max_length=150)] = []
+    muted: Annotated[list[Id], Field(max_length=150)] = Field(
+        [], description="recipients who muted the conversation: told in-app only"
+    )
+    mentioned: Annotated[list[Id], Field(max_length=150)] = Field(
+        [], description="recipients the message mentions (pushed by `message.mentioned`)"
+    )
+
+
+class MessageMentioned(Payload):
+    conversation_id: Id
+    message_id: Id
+    sender_id: Id
+    seq: Annotated[int, Field(ge=1, strict=True)] | None = None
+    mentioned: Annotated[list[Id], Field(min_length=1, max_length=150)]
 
 
 class MessageRead(Payload):
@@ -201,6 +215,7 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     "live.ended": LiveEnded,
     "live.viewer_joined": LiveViewerJoined,
     "message.sent": MessageSent,
+    "message.mentioned": MessageMentioned,
     "message.read": MessageRead,
     "storefront.purchased": StorefrontPurchased,
     "storefront.membership_new": StorefrontMembershipNew,
@@ -255,6 +270,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "message.sent": {
         "subjects": ["user:u_7"],
         "payload": {"conversation_id": "k_1", "message_id": "m_1", "sender_id": "u_2"},
+    },
+    "message.mentioned": {
+        "payload": {
+            "conversation_id": "k_1",
+            "message_id": "m_1",
+            "sender_id": "u_2",
+            "mentioned": ["u_7"],
+        },
     },
     "message.read": {
         "subjects": ["user:u_2"],
