@@ -177,8 +177,8 @@ async def test_block_hides_typing_and_presence_both_ways(server: ServerHandle) -
     }
     fresh = await ok(p_ana, "presence:subscribe", {"user_ids": ["ben"]})  # while blocked
     assert status(fresh) == {"ben": ("offline", None)}
-    seen_by_cy = status(await ok(p_cy, "presence:query", {"user_ids": ["ana", "ben"]}))
-    assert {s for s, _ in seen_by_cy.values()} == {"online"}
+    cy_sees = status(await ok(p_cy, "presence:query", {"user_ids": ["ana", "ben"]}))
+    assert {s for s, _ in cy_sees.values()} == {"online"}
     # changes are not told across the block: ana and ben go invisible, then cy (the sentinel)
     await ok(p_ana, "presence:set", {"invisible": True})
     await ok(p_ben, "presence:set", {"invisible": True})
