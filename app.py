@@ -6,7 +6,8 @@ or Redis) chosen here too — and, on a serving node, the five namespaces with t
 call. Feature-to-feature needs go through small interfaces declared by the feature that needs
 them (`routing.channels.telegram.TelegramOutbox`, `activity.service.Notifications`,
 `bots.reports.Ledger`, `messaging.tips.TipLedger`, `messaging.attachments.AttachmentMedia`,
-`media.attachment_media.AttachmentStates`); no feature imports another.
+`media.attachment_media.AttachmentStates`, `presence.service.Visibility`,
+`messaging.blocks.BlockFollower`); no feature imports another.
 
 `create_app` wraps a composed node in the aiohttp application; `main` is the `ours` command.
 """
@@ -122,12 +123,15 @@ def compose(settings: Settings, *, with_sockets: bool = True) -> App:
             return RedisReactions(redis, prefix, flush)
         return MemoryReactions(flush)
 
-    presence = PresenceFeature(node, presence_store)
     watching = Watching(node, counts)
     media = MediaFeature(node)
     ledger = LedgerFeature(node)
     messaging = MessagingFeature(node, ledger=ledger.service, media=media.attachments)
     media.route_attachment_webhooks(messaging.service.attachments)
+    # blocks hide two users from each other on /presence too: presence asks messaging's blocks
+    # (`presence.service.Visibility`) and follows them (`messaging.blocks.BlockFollower`)
+    presence = PresenceFeature(node, presence_store, visibility=messaging.blocks)
+    messaging.blocks.follow(presence.service)
     livechat = LiveChatFeature(node, gate, reactions)
     bot = BotFeature(node, ledger=ledger.service.balance, limiter=_send_limiter(s, redis))
     router = RouterFeature(node, telegram=bot)

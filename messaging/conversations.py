@@ -10,7 +10,9 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import Field
 
+from messaging.blocks import Blocks
 from messaging.keys import ConversationKeys, open_message
+from messaging.mutes import Mutes
 from messaging.store import Conn, MessagingStore
 from server.contract import Outgoing
 from server.errors import ApiError, Code
@@ -51,6 +53,7 @@ class ListedConversation(Conversation):
     last_message: LastMessage | None = Field(description="null when there is none yet")
     unread: int = Field(description="messages of others after `read_seq`, not deleted")
     read_seq: int = Field(description="the seq up to which the user has read")
+    muted: bool = Field(description="you muted it: no push/email/SMS/Telegram for its messages")
 
 
 class ConversationMembers(Outgoing):
@@ -132,10 +135,19 @@ def _summary(row: Any, members: list[str]) -> dict[str, Any]:
 
 
 class Conversations:
-    def __init__(self, store: MessagingStore, keys: ConversationKeys, fanout: Fanout) -> None:
+    def __init__(
+        self,
+        store: MessagingStore,
+        keys: ConversationKeys,
+        fanout: Fanout,
+        blocks: Blocks,
+        mutes: Mutes,
+    ) -> None:
         self.store = store
         self.keys = keys
         self.fanout = fanout
+        self.blocks = blocks
+        self.mutes = mutes
 
     async def rooms_for(self, user_id: str) -> list[str]:
         return [room(c) for c in await self.store.conversation_ids_of(user_id)]
@@ -143,6 +155,7 @@ class Conversations:
     async def open_direct(self, user_id: str, other_id: str) -> dict[str, Any]:
         if other_id == user_id:
             raise ApiError(Code.BAD_REQUEST, "a conversation needs another user")
+        await self.blocks.refuse_between(user_id, other_id)
         pair = "|".join(sorted((user_id, other_id)))
         row = await self.store.direct_by_pair(self.store.db, pair)
         if row is None:
@@ -223,6 +236,7 @@ class Conversations:
         """The user's conversations, latest activity first, each with its last message (the
         user can read), unread count and read cursor."""
         out = []
+        muted = await self.mutes.of_user(user_id)
         for r in await self.store.list_for_user(user_id, limit):
             conv_id = str(r["id"])
             last = None
@@ -249,6 +263,7 @@ class Conversations:
                     "last_message": last,
                     "unread": int(r["unread"]),
                     "read_seq": r["read_seq"],
+                    "muted": conv_id in muted,
                 }
             )
         return out

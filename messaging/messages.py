@@ -2,8 +2,11 @@
 lock), a body sealed with the conversation's key (messaging/keys.py), and is posted once per
 sender and `client_msg_id`: a retry answers with the first message (`duplicate: true`) and posts
 nothing. History is visible to a member from when they joined. Tips (messaging/tips.py) and
-scheduled notes (messaging/notes.py) are messages too, posted and announced the same way. Posts,
-edits and deletes keep the search index (`MessageIndex`, messaging/search.py) in step, in their
+scheduled notes (messaging/notes.py) are messages too, posted and announced the same way.
+A direct conversation with a block between its two (messaging/blocks.py) takes no posts or
+edits; `message.sent` names who muted the conversation (messaging/mutes.py) and who the
+message mentions (messaging/mentions.py, also published as `message.mentioned`). Posts, edits
+and deletes keep the search index (`MessageIndex`, messaging/search.py) in step, in their
 transaction."""
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import asyncpg
 from pydantic import Field
 
 from messaging.attachments import Attachments, MessageAttachment
+from messaging.blocks import Blocks
 from messaging.conversations import MAX_MEMBERS, NS, MessageKind, require_member, room
 from messaging.extras import MessageExtras, QuotedMessage
 from messaging.keys import ConversationKeys, open_message, seal_message
+from messaging.mentions import Mentions
+from messaging.mutes import Mutes
 from messaging.store import MessagingStore
 from server.bus import Bus
 from server.contract import Outgoing
@@ -184,6 +190,9 @@ class Messages:
     bus: Bus
     extras: MessageExtras
     attachments: Attachments
+    blocks: Blocks
+    mutes: Mutes
+    mentions: Mentions
     index: MessageIndex | None = None
 
     async def send(
@@ -203,6 +212,7 @@ class Messages:
             existing = await self.store.message_by_client_id(conn, conv_id, user_id, client_msg_id)
             if existing is not None:
                 return posted(existing, duplicate=True)
+            await self.blocks.refuse_direct(conn, conv_id, user_id)
             if reply_to is not None and await self.store.message(conn, conv_id, reply_to) is None:
                 raise ApiError(Code.NOT_FOUND, "reply_to is not a message of this conversation")
             key = await self.keys.key(conv_id, conn)
@@ -259,22 +269,36 @@ class Messages:
         await self.fanout.emit(
             MESSAGE_NEW, message, namespace=NS, room=room(conv_id), skip_sid=skip_sid
         )
-        recipients = [m for m in members if m != message["sender_id"]]
+        sender = message["sender_id"]
+        recipients = [m for m in members if m != sender][:MAX_MEMBERS]
+        muted = set(await self.mutes.muted_in(conv_id))
+        mentioned = []
+        if message["kind"] != "tip":
+            mentioned = await self.mentions.of(conv_id, sender, message["body"], recipients)
+        about = {
+            "conversation_id": conv_id,
+            "message_id": message["id"],
+            "sender_id": sender,
+            "seq": message["seq"],
+        }
+        sent: dict[str, Any] = {**about, "recipients": recipients}
+        if muted:
+            sent["muted"] = [m for m in recipients if m in muted]
+        if mentioned:
+            sent["mentioned"] = mentioned
         await self.bus.publish(
-            build_event(
-                {
-                    "type": "message.sent",
-                    "actor": message["sender_id"],
-                    "payload": {
-                        "conversation_id": conv_id,
-                        "message_id": message["id"],
-                        "sender_id": message["sender_id"],
-                        "seq": message["seq"],
-                        "recipients": recipients[:MAX_MEMBERS],
-                    },
-                }
-            )
+            build_event({"type": "message.sent", "actor": sender, "payload": sent})
         )
+        if mentioned:
+            await self.bus.publish(
+                build_event(
+                    {
+                        "type": "message.mentioned",
+                        "actor": sender,
+                        "payload": {**about, "mentioned": mentioned},
+                    }
+                )
+            )
 
     async def history(
         self, user_id: str, conv_id: str, before_seq: int | None, limit: int
@@ -303,6 +327,7 @@ class Messages:
         async with self.store.transaction() as conn:
             await require_member(self.store, conn, conv_id, user_id)
             row = await self._own_message(conn, conv_id, msg_id, user_id)
+            await self.blocks.refuse_direct(conn, conv_id, user_id)
             if row["kind"] != "text":
                 raise ApiError(Code.BAD_REQUEST, "only text messages can be edited")
             key = await self.keys.key(conv_id, conn)

@@ -1,7 +1,8 @@
 """Scheduled notes: a body sealed now and posted into its conversation at `deliver_at` by the
 durable `message.scheduled` job (server/scheduler.py), once, even across restarts (the note's
 state row guards against a repeat); if the sender is no longer a member by then, the note is
-cancelled. The sender follows each recipient's state: sent, delivered, read."""
+cancelled, and so is a note into a direct conversation with a block between its two
+(messaging/blocks.py). The sender follows each recipient's state: sent, delivered, read."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ class Notes:
         note_id = str(uuid.uuid4())
         async with self.store.transaction() as conn:
             await require_member(self.store, conn, conv_id, user_id)
+            await self.messages.blocks.refuse_direct(conn, conv_id, user_id)
             key = await self.keys.key(conv_id, conn)
             sealed = seal(key, body.encode(), note_aad(conv_id, note_id))
             row = await self.notes.insert(conn, note_id, conv_id, user_id, sealed, deliver_at)
@@ -89,7 +91,10 @@ class Notes:
             if note is None or note["state"] != "scheduled":
                 return
             conv_id = str(note["conversation_id"])
-            if await self.store.member(conn, conv_id, note["sender_id"]) is None:
+            sender = note["sender_id"]
+            if await self.store.member(conn, conv_id, sender) is None or (
+                await self.messages.blocks.in_direct(conn, conv_id, sender)
+            ):  # gone, or a block came between the two of a direct conversation
                 await self.notes.set_state(conn, note_id, "cancelled")
                 return
             key = await self.keys.key(conv_id, conn)

@@ -2,7 +2,10 @@
 delivered); each move is told to the conversation (`message:delivered`, `message:read`), a read
 also to the reader's other devices (`conversation:unread`) and to the bus (`message.read`).
 Typing is volatile: broadcast at most once per `TYPING_INTERVAL`, and a start that is not
-renewed stops by itself after `TYPING_EXPIRY`."""
+renewed stops by itself after `TYPING_EXPIRY`. Where there is a block (messaging/blocks.py)
+between the typist and a member, that member is not told (the others are, through their user
+rooms); in a direct conversation with a block, cursor moves are told to the reader's devices
+only."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
+from messaging.blocks import Blocks
 from messaging.conversations import NS, require_member, room
 from messaging.store import MessagingStore, Receipt
 from server.bus import Bus
@@ -91,10 +95,11 @@ TYPING = server_event(
 
 
 class Receipts:
-    def __init__(self, store: MessagingStore, fanout: Fanout, bus: Bus) -> None:
+    def __init__(self, store: MessagingStore, fanout: Fanout, bus: Bus, blocks: Blocks) -> None:
         self.store = store
         self.fanout = fanout
         self.bus = bus
+        self.blocks = blocks
         self._typing_sent: dict[tuple[str, str], float] = {}
         self._typing_expiry: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
@@ -109,7 +114,13 @@ class Receipts:
         if cursors is None:
             raise ApiError(Code.FORBIDDEN, "you are not a member of this conversation")
         told = {"conversation_id": conv_id, "user_id": user_id, "seq": cursors[receipt]}
-        await self.fanout.emit(RECEIPT_EVENT[receipt], told, namespace=NS, room=room(conv_id))
+        to = room(conv_id)
+        blocked = conv["kind"] == "direct" and await self.blocks.in_direct(
+            self.store.db, conv_id, user_id
+        )
+        if blocked:
+            to = f"user:{user_id}"  # nothing reaches the other side of a block
+        await self.fanout.emit(RECEIPT_EVENT[receipt], told, namespace=NS, room=to)
         unread = await self.store.unread(conv_id, user_id)
         if receipt == "read":  # every device of the reader shows the same count
             await self.fanout.emit(
@@ -161,11 +172,16 @@ class Receipts:
     async def _emit_typing(
         self, conv_id: str, user_id: str, active: bool, skip_sid: str | None
     ) -> None:
+        to: str | list[str] = room(conv_id)
+        hidden = await self.blocks.hidden_in(conv_id, user_id)
+        if hidden:  # to each member's devices but theirs (the typist's other devices too)
+            members = await self.store.member_ids(self.store.db, conv_id)
+            to = [f"user:{m}" for m in members if m not in hidden]
         await self.fanout.emit(
             TYPING,
             {"conversation_id": conv_id, "user_id": user_id, "active": active},
             namespace=NS,
-            room=room(conv_id),
+            room=to,
             skip_sid=skip_sid,
             volatile=True,
         )

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from messaging.attachments import Attachments
+from messaging.blocks import Blocks
 from messaging.conversations import Conversations
 from messaging.messages import Messages
+from messaging.mutes import Mutes
 from messaging.notes import Notes
 from messaging.reactions import Reactions
 from messaging.receipts import Receipts
@@ -26,3 +28,5 @@ class Messaging:
     seen: Seen
     attachments: Attachments
     search: Search
+    blocks: Blocks
+    mutes: Mutes

@@ -155,7 +155,13 @@ class MessageHandlers(Namespace):
             return room in await self.messaging.conversations.rooms_for(principal.user_id)
         return room == f"user:{principal.user_id}"
 
-    @handles("conversation:open", OpenReq, ack=Conversation, example={"user_id": "u_bob"})
+    @handles(
+        "conversation:open",
+        OpenReq,
+        ack=Conversation,
+        errors=(Code.FORBIDDEN,),
+        example={"user_id": "u_bob"},
+    )
     async def open(self, sid: str, p: Principal, req: OpenReq) -> Any:
         """Open the direct conversation with another user (created on first use)."""
         return await self.messaging.conversations.open_direct(p.user_id, req.user_id)

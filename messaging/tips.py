@@ -87,6 +87,7 @@ class Tips:
                 to_user = others[0]
             if to_user not in others:
                 raise ApiError(Code.BAD_REQUEST, "to_user must be another member")
+            await self.messages.blocks.refuse_between(user_id, to_user, conn)
             done = await self.ledger.tipped(conn, idem)
             if done is not None:
                 first = await self.store.message(conn, conv_id, done)

@@ -1,12 +1,13 @@
 """Wires presence into the node: the service (its backend, in-process or Redis, is chosen by
-the composition root) and its periodic refresh and expiry on serving nodes."""
+the composition root; who is hidden from whom is `visibility`, messaging's blocks) and its
+periodic refresh and expiry on serving nodes."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from presence.backend import PresenceStore
-from presence.service import Presence
+from presence.service import Presence, Visibility
 from server.feature import Feature
 from server.node import Node
 from server.personal_data import Erasure
@@ -15,9 +16,11 @@ from server.personal_data import Erasure
 class PresenceFeature(Feature):
     name = "presence"
 
-    def __init__(self, node: Node, store: PresenceStore) -> None:
+    def __init__(
+        self, node: Node, store: PresenceStore, visibility: Visibility | None = None
+    ) -> None:
         super().__init__(node)
-        self.service = Presence(node, store)
+        self.service = Presence(node, store, visibility)
 
     async def start(self) -> None:
         if self.node.with_sockets:

@@ -1,12 +1,17 @@
 """The presence service: turns /presence connections, heartbeats and expiries into `presence:update`
-for whoever watches (room `presence:{user}` on /presence)."""
+for whoever watches (room `presence:{user}` on /presence).
+
+Two users with a block between them (messaging's, asked through `Visibility`, handed in by
+app.py) see each other offline: a watch of a hidden user waits in `presence-hidden:{user}`,
+which nothing is sent to, and `hide` / `show` move a pair's watching sockets between the two
+rooms (every node) when a block begins or the last one ends."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from presence.backend import PresenceStatus, PresenceStore, Status
 from server.server_events import server_event
@@ -28,9 +33,36 @@ PRESENCE_UPDATE = server_event(
 )
 
 
+class Visibility(Protocol):
+    """Who may not see whom (messaging's blocks)."""
+
+    async def hidden(self, viewer: str, user_ids: list[str]) -> set[str]:
+        """Which of `user_ids` `viewer` is not to see (a block between them, either way)."""
+        ...
+
+
+class EveryoneVisible:
+    """`Visibility` where nothing hides anyone."""
+
+    async def hidden(self, viewer: str, user_ids: list[str]) -> set[str]:
+        return set()
+
+
+def watch_room(user_id: str) -> str:
+    return f"presence:{user_id}"
+
+
+def hidden_room(user_id: str) -> str:
+    """Where a watch of `user_id` by someone they are hidden from waits (never sent to)."""
+    return f"presence-hidden:{user_id}"
+
+
 class Presence:
-    def __init__(self, node: Node, store: PresenceStore) -> None:
+    def __init__(
+        self, node: Node, store: PresenceStore, visibility: Visibility | None = None
+    ) -> None:
         self.node = node
+        self.visibility: Visibility = visibility or EveryoneVisible()
         s = node.settings
         self.ttl, self.refresh, self.grace = (
             s.presence_ttl_s,
@@ -57,7 +89,7 @@ class Presence:
             PRESENCE_UPDATE,
             status.wire(),
             namespace=NS,
-            room=f"presence:{status.user_id}",
+            room=watch_room(status.user_id),
             volatile=True,
         )
 
@@ -84,8 +116,30 @@ class Presence:
         if await self.store.settle(user_id):
             await self._announce_if_visible(user_id)
 
-    async def statuses(self, user_ids: list[str]) -> list[dict[str, Any]]:
-        return [s.wire() for s in await self.store.statuses(user_ids)]
+    async def statuses(
+        self, user_ids: list[str], viewer: str | None = None
+    ) -> list[dict[str, Any]]:
+        """As `viewer` may see them: a user hidden from them is offline, never seen."""
+        hidden = await self.hidden(viewer, user_ids) if viewer else set()
+        return [
+            (Status(s.user_id, False, None) if s.user_id in hidden else s).wire()
+            for s in await self.store.statuses(user_ids)
+        ]
+
+    async def hidden(self, viewer: str, user_ids: list[str]) -> set[str]:
+        return await self.visibility.hidden(viewer, user_ids)
+
+    async def hide(self, a: str, b: str) -> None:
+        """A block between `a` and `b`: their watches of each other wait, hidden."""
+        fanout = self.node.fanout
+        await fanout.move_user(NS, a, watch_room(b), hidden_room(b))
+        await fanout.move_user(NS, b, watch_room(a), hidden_room(a))
+
+    async def show(self, a: str, b: str) -> None:
+        """No block left between `a` and `b`: their waiting watches of each other resume."""
+        fanout = self.node.fanout
+        await fanout.move_user(NS, a, hidden_room(b), watch_room(b))
+        await fanout.move_user(NS, b, hidden_room(a), watch_room(a))
 
     async def set_invisible(self, user_id: str, invisible: bool) -> None:
         (before,) = await self.store.statuses([user_id])

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from presence.backend import PresenceStatus
-from presence.service import MAX_WATCH, Presence
+from presence.service import MAX_WATCH, Presence, hidden_room, watch_room
 from server.auth import Principal
 from server.contract import Outgoing
 from server.errors import ApiError, Code
@@ -72,13 +72,15 @@ class PresenceHandlers(Namespace):
     )
     async def subscribe(self, sid: str, p: Principal, req: UsersReq) -> Any:
         """Watch users: their current status now, then `presence:update` on every change."""
-        watched = [r for r in self.rooms_of(sid) if r.startswith("presence:")]
-        new = [u for u in dict.fromkeys(req.user_ids) if f"presence:{u}" not in watched]
+        rooms = self.rooms_of(sid)
+        watched = {r.partition(":")[2] for r in rooms if r.startswith(("presence:", "presence-"))}
+        new = [u for u in dict.fromkeys(req.user_ids) if u not in watched]
         if len(watched) + len(new) > MAX_WATCH:
             raise_too_many()
-        for u in new:
-            await self.enter_room(sid, f"presence:{u}")
-        return {"users": await self.svc.statuses(list(dict.fromkeys(req.user_ids)))}
+        hidden = await self.svc.hidden(p.user_id, new) if new else set()
+        for u in new:  # a watch of a user hidden from you waits until no block is between you
+            await self.enter_room(sid, hidden_room(u) if u in hidden else watch_room(u))
+        return {"users": await self.svc.statuses(list(dict.fromkeys(req.user_ids)), p.user_id)}
 
     @handles(
         "presence:unsubscribe",
@@ -89,7 +91,8 @@ class PresenceHandlers(Namespace):
     async def unsubscribe(self, sid: str, p: Principal, req: UsersReq) -> Any:
         """Stop watching users."""
         for u in req.user_ids:
-            await self.leave_room(sid, f"presence:{u}")
+            await self.leave_room(sid, watch_room(u))
+            await self.leave_room(sid, hidden_room(u))
         return {"user_ids": req.user_ids}
 
     @handles(
@@ -100,7 +103,7 @@ class PresenceHandlers(Namespace):
     )
     async def query(self, sid: str, p: Principal, req: UsersReq) -> Any:
         """The current status of users, once (without watching them)."""
-        return {"users": await self.svc.statuses(list(dict.fromkeys(req.user_ids)))}
+        return {"users": await self.svc.statuses(list(dict.fromkeys(req.user_ids)), p.user_id)}
 
     @handles("presence:set", InvisibleReq, ack=PresenceVisibility, example={"invisible": True})
     async def set(self, sid: str, p: Principal, req: InvisibleReq) -> Any:

@@ -172,6 +172,11 @@ class ExportLiveChat(Outgoing):
     restrictions: list[ExportRestriction] = Field(description="bans and timeouts on them")
 
 
+class ExportBlocks(Outgoing):
+    blocked: Rows = Field(description="users they block: `user_id`, `created_at`")
+    blocked_by: Rows = Field(description="users who block them: `user_id`, `created_at`")
+
+
 class Export(Outgoing):
     """Every feature adds its sections (a key is present when its feature runs on the
     server); secrets are left out (link-code hashes, stream keys, push-device tokens)."""
@@ -216,6 +221,10 @@ class Export(Outgoing):
     )
     attachments: Rows | None = Field(
         None, description="attachments they uploaded: kind, type, size, name, state (not files)"
+    )
+    blocks: ExportBlocks | None = Field(None, description="blocks, both directions")
+    mutes: Rows | None = Field(
+        None, description="conversations they muted: `conversation_id`, `until`, `created_at`"
     )
     # livechat
     live_chat: ExportLiveChat | None = None

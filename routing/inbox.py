@@ -59,6 +59,7 @@ class InboxRead(Outgoing):
 
 class InboxUnread(Outgoing):
     unread: int = Field(description="the user's unread notifications")
+    mentions: int = Field(description="of them, mentions (`mention`: @you in a circle)")
 
 
 class Deliveries(Outgoing):
@@ -114,6 +115,13 @@ class Inbox:
 
     async def unread(self, user_id: str) -> int:
         return (await self.store.inbox.unread_counts([user_id]))[user_id]
+
+    async def badges(self, user_id: str) -> dict[str, int]:
+        """The unread count, and the unread mentions among them (their own badge)."""
+        return {
+            "unread": await self.unread(user_id),
+            "mentions": await self.store.inbox.unread_of_kind(user_id, "mention"),
+        }
 
     async def deliveries(self, principal: Principal, notification_id: int) -> dict[str, Any]:
         owner = await self.store.inbox.owner_of(notification_id)

@@ -78,6 +78,16 @@ class EventRule:
     recipients: tuple[str, ...] = ()  # payload fields naming who is told (plus user:* subjects)
     actor: str | None = None  # payload field naming who acted (never told of their own act)
     group: str | None = None  # payload field that scopes aggregation (e.g. the content)
+    #: payload fields naming recipients told in-app only, each with the reason and its words
+    in_app_only: tuple[tuple[str, str, str], ...] = ()
+
+
+#: `message.sent`: who muted the conversation, and who the message mentions (their mention
+#: notification, `message.mentioned`, is the one that pushes), stay in-app
+MESSAGE_IN_APP_ONLY = (
+    ("muted", "muted", "the recipient muted this conversation"),
+    ("mentioned", "mentioned", "the mention notification of this message goes out instead"),
+)
 
 
 # fmt: off
@@ -92,7 +102,8 @@ EVENTS: dict[str, EventRule] = {
     "content.liked":           EventRule("like",       ("creator_id",),  "user_id",   "content_id"),
     "content.commented":       EventRule("comment",    ("creator_id",),  "user_id",   "content_id"),
     "content.created":         EventRule("post",       (),               "creator_id"),
-    "message.sent":            EventRule("message",    ("recipients",),  "sender_id", "conversation_id"),  # noqa: E501
+    "message.sent":            EventRule("message",    ("recipients",),  "sender_id", "conversation_id", MESSAGE_IN_APP_ONLY),  # noqa: E501
+    "message.mentioned":       EventRule("mention",    ("mentioned",),   "sender_id"),
     "content.shared":          EventRule("share",      ("creator_id",),  "user_id",   "content_id"),
     "content.saved":           EventRule("save",       ("creator_id",),  "user_id",   "content_id"),
     "live.viewer_joined":      EventRule("view",       (),               "user_id",   "live_id"),
@@ -112,6 +123,18 @@ def actor_of(rule: EventRule, payload: dict[str, Any], envelope_actor: str | Non
     if rule.actor and isinstance(payload.get(rule.actor), str):
         return str(payload[rule.actor])
     return envelope_actor
+
+
+def in_app_only_of(rule: EventRule, payload: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Recipient -> (reason, detail) for those the rule keeps in-app only (first field wins)."""
+    out: dict[str, tuple[str, str]] = {}
+    for field, reason, detail in rule.in_app_only:
+        value = payload.get(field)
+        if isinstance(value, list):
+            for v in value:
+                if isinstance(v, str):
+                    out.setdefault(v, (reason, detail))
+    return out
 
 
 def recipients_of(

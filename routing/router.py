@@ -35,6 +35,7 @@ from routing.priorities import (
     Channel,
     Priority,
     actor_of,
+    in_app_only_of,
     recipients_of,
 )
 from routing.quiet_hours import next_digest_at, quiet_until
@@ -82,7 +83,11 @@ class Router:
         if not users:
             return
         group = event.payload.get(rule.group) if rule.group else None
-        await self.route(event.id, rule.kind, users, actor, event.payload, group)
+        quiet = in_app_only_of(rule, event.payload)
+        # who is kept in-app (who muted, say) is not for the other recipients' inboxes
+        hidden = {f for f, _, _ in rule.in_app_only}
+        payload = {k: v for k, v in event.payload.items() if k not in hidden}
+        await self.route(event.id, rule.kind, users, actor, payload, group, quiet)
 
     async def notify(
         self,
@@ -116,7 +121,9 @@ class Router:
         actor: str | None,
         payload: dict[str, Any],
         group: Any,
+        in_app_only: dict[str, tuple[str, str]] | None = None,
     ) -> None:
+        """`in_app_only`: recipients told in-app only, with the reason (e.g. muted)."""
         for start in range(0, len(users), CHUNK):
             chunk = users[start : start + CHUNK]
             now = self.now()
@@ -124,7 +131,9 @@ class Router:
                 new = await self.store.inbox.claim_event(conn, event_id, chunk, kind_name, now)
                 if new:
                     prefs = await self.store.prefs.load(new, conn)
-                    await self._add(conn, event_id, kind_name, new, prefs, actor, payload, group)
+                    await self._add(
+                        conn, event_id, kind_name, new, prefs, actor, payload, group, in_app_only
+                    )
             await self._tell_sockets(event_id, chunk)
         self.dispatcher.wake()
 
@@ -138,6 +147,7 @@ class Router:
         actor: str | None,
         payload: dict[str, Any],
         group: Any,
+        in_app_only: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         kind = KINDS[kind_name]
         now = self.now()
@@ -181,7 +191,9 @@ class Router:
             event_id,
             [(u, notification_of[u], counted and u not in filtered) for u in users],
         )
-        rows = await self._plan(conn, users, notification_of, filtered, kind_name, prefs, now)
+        rows = await self._plan(
+            conn, users, notification_of, filtered, kind_name, prefs, now, in_app_only or {}
+        )
         await self.store.outbox.insert(conn, event_id, rows, now)
         await self.store.digests.ensure_jobs(conn, self._digest_jobs(users, filtered, prefs, now))
         for user in users:
@@ -243,6 +255,7 @@ class Router:
         kind_name: str,
         prefs: dict[str, Preferences],
         now: datetime,
+        in_app_only: dict[str, tuple[str, str]],
     ) -> list[DeliveryRow]:
         priority = KINDS[kind_name].priority
         rows: list[DeliveryRow] = []
@@ -258,7 +271,7 @@ class Router:
             quiet = quiet_until(p, now)
             for ch in EXTERNAL:
                 planned = partial(DeliveryRow, user, ch, nid, priority)
-                skip = self._skip(ch, p, kind_name, priority)
+                skip = in_app_only.get(user) or self._skip(ch, p, kind_name, priority)
                 if skip is not None:
                     rows.append(planned("skipped", *skip))
                 elif ch is Channel.EMAIL:

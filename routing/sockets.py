@@ -94,8 +94,8 @@ class NotificationHandlers(Namespace):
 
     @handles("notification:unread", ack=InboxUnread)
     async def notification_unread(self, sid: str, p: Principal, _: Any) -> dict[str, Any]:
-        """The user's unread count (the badge)."""
-        return {"unread": await self.inbox.unread(p.user_id)}
+        """The user's unread count (the badge), and how many of them are mentions."""
+        return await self.inbox.badges(p.user_id)
 
     @handles("preferences:get", ack=Preferences)
     async def preferences_get(self, sid: str, p: Principal, _: Any) -> dict[str, Any]:

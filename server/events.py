@@ -31,6 +31,17 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A
 Text = Annotated[str, StringConstraints(max_length=500)]
 
 
+def _json_integer(v: Any) -> Any:
+    """JSON Schema's integer: 7 and 7.0, not "7" or true (the strict fields refuse the rest)."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+#: a message's seq: an integer as JSON Schema counts them (7.0 too), at least 1
+Seq = Annotated[int, Field(ge=1, strict=True), BeforeValidator(_json_integer)]
+
+
 _HOURS_TEXT = r"^(?!0+(\.0+)?$)\d{1,9}(\.\d{1,2})?$"
 _HOURS_TEXT_RE = re.compile(_HOURS_TEXT)
 
@@ -147,14 +158,28 @@ class MessageSent(Payload):
     conversation_id: Id
     message_id: Id
     sender_id: Id
-    seq: Annotated[int, Field(ge=1, strict=True)] | None = None
+    seq: Seq | None = None
     recipients: Annotated[list[Id], Field(max_length=150)] = []
+    muted: Annotated[list[Id], Field(max_length=150)] = Field(
+        [], description="recipients who muted the conversation: told in-app only"
+    )
+    mentioned: Annotated[list[Id], Field(max_length=150)] = Field(
+        [], description="recipients the message mentions (pushed by `message.mentioned`)"
+    )
+
+
+class MessageMentioned(Payload):
+    conversation_id: Id
+    message_id: Id
+    sender_id: Id
+    seq: Seq | None = None
+    mentioned: Annotated[list[Id], Field(min_length=1, max_length=150)]
 
 
 class MessageRead(Payload):
     conversation_id: Id
     reader_id: Id
-    seq: Annotated[int, Field(ge=1, strict=True)]
+    seq: Seq
 
 
 class StorefrontPurchased(Payload):
@@ -201,6 +226,7 @@ EVENT_TYPES: dict[str, type[Payload]] = {
     "live.ended": LiveEnded,
     "live.viewer_joined": LiveViewerJoined,
     "message.sent": MessageSent,
+    "message.mentioned": MessageMentioned,
     "message.read": MessageRead,
     "storefront.purchased": StorefrontPurchased,
     "storefront.membership_new": StorefrontMembershipNew,
@@ -255,6 +281,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "message.sent": {
         "subjects": ["user:u_7"],
         "payload": {"conversation_id": "k_1", "message_id": "m_1", "sender_id": "u_2"},
+    },
+    "message.mentioned": {
+        "payload": {
+            "conversation_id": "k_1",
+            "message_id": "m_1",
+            "sender_id": "u_2",
+            "mentioned": ["u_7"],
+        },
     },
     "message.read": {
         "subjects": ["user:u_2"],

@@ -100,6 +100,10 @@ class Fanout:
     async def leave_user(self, namespace: str, user_id: str, room: str) -> None:
         await self._control(namespace, {"op": "leave", "user": user_id, "room": room})
 
+    async def move_user(self, namespace: str, user_id: str, room: str, to: str) -> None:
+        """Move the sockets of `user_id` on `namespace` (any node) that are in `room` to `to`."""
+        await self._control(namespace, {"op": "move", "user": user_id, "room": room, "to": to})
+
     async def disconnect_user(self, namespace: str, user_id: str, code: str, reason: str) -> None:
         """Disconnect every socket of `user_id` on `namespace`, telling it why first."""
         await self._control(

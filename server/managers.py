@@ -8,7 +8,8 @@ Both managers share `Delivery`:
   the coalescing fast path (server/transport.py), others the engineio queue;
 - a socket that is recovering a room gets live events buffered until its replay is sent, so it
   sees every event once and in order;
-- user control: put every socket of a user (any node) into a room, take them out, disconnect.
+- user control: put every socket of a user (any node) into a room, take them out, move those
+  in one room to another, disconnect.
 
 `LocalManager` (here) is the embedded default (in-process room log). `RedisManager`
 (managers_redis.py) appends to the Redis room log and publishes in one Lua call; every node,
@@ -279,6 +280,10 @@ async def apply_control(manager: Any, namespace: str, op: dict[str, Any]) -> Non
             await manager.enter_room(sid, namespace, op["room"])
         elif op["op"] == "leave":
             await manager.leave_room(sid, namespace, op["room"])
+        elif op["op"] == "move":  # only the user's sockets in the room, into `to`
+            if op["room"] in manager.get_rooms(sid, namespace):
+                await manager.leave_room(sid, namespace, op["room"])
+                await manager.enter_room(sid, namespace, op["to"])
         elif op["op"] == "disconnect":
             await server.emit(
                 SERVER_DISCONNECT,

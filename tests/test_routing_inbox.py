@@ -93,7 +93,7 @@ async def test_inbox_list_paging_unread_and_read_all(env: Env) -> None:
     assert page["unread"] == 5 and page["next"] == page["items"][-1]["id"]
     rest = (await sock.call("notification:list", {"before": page["next"], "limit": 10}))["data"]
     assert len(rest["items"]) == 3 and rest["next"] is None
-    assert (await sock.call("notification:unread"))["data"] == {"unread": 5}
+    assert (await sock.call("notification:unread"))["data"] == {"unread": 5, "mentions": 0}
 
     ack = await sock.call("notification:read", {"ids": [page["items"][0]["id"]]})
     assert ack["data"]["unread"] == 4

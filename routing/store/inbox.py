@@ -220,6 +220,17 @@ class InboxStore(Store):
         counts = {r["user_id"]: int(r["n"]) for r in rows}
         return {u: counts.get(u, 0) for u in user_ids}
 
+    async def unread_of_kind(self, user_id: str, kind: str) -> int:
+        """The user's unread notifications of one kind (mentions have their own badge)."""
+        return int(
+            await self.storage.db.fetchval(
+                "SELECT count(*) FROM notifications WHERE user_id = $1 AND kind = $2"
+                " AND read_at IS NULL AND NOT hidden",
+                user_id,
+                kind,
+            )
+        )
+
     async def page(
         self, user_id: str, before_id: int | None, limit: int, unread_only: bool
     ) -> list[dict[str, Any]]:
