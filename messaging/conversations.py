@@ -44,6 +44,10 @@ class LastMessage(Outgoing):
     kind: MessageKind
     body: str | None = Field(description="null once deleted")
     ts: str = Field(description="when it was sent (ISO 8601)")
+    amount: float | None = Field(None, description="a tip's HOURS (only on tips)")
+    attachments: list[Literal["image", "voice", "video"]] | None = Field(
+        None, description="the kinds of its attachments, in order (only when it has some)"
+    )
 
 
 class ListedConversation(Conversation):
@@ -253,6 +257,10 @@ class Conversations:
                     "body": body,
                     "ts": r["last_at"].isoformat(),
                 }
+                if r["last_tip"] is not None:
+                    last["amount"] = float(r["last_tip"])
+                if r["last_attachments"] and r["last_deleted"] is None:
+                    last["attachments"] = list(r["last_attachments"])
             out.append(
                 {
                     "id": conv_id,

@@ -318,6 +318,8 @@ async def test_50_concurrent_tips_against_a_balance_of_10(server: ServerHandle) 
     )
     assert (await ok(tipper, "hours:balance"))["balance"] == 0
     assert (await ok(creator, "hours:balance"))["balance"] == 10
+    (listed,) = (await ok(creator, "conversation:list"))["conversations"]
+    assert listed["last_message"]["kind"] == "tip" and listed["last_message"]["amount"] == 1
     await creator.wait_for("message:new", 10)
     assert all(m["kind"] == "tip" and m["amount"] == 1 for m in creator.received["message:new"])
     # each tip published hours.tipped for the router

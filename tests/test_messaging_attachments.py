@@ -165,6 +165,10 @@ async def test_image_round_trip_members_get_a_signed_url(
         }
     ]
 
+    (listed,) = (await ok(bob, "conversation:list"))["conversations"]
+    last = listed["last_message"]
+    assert last["id"] == posted["id"] and last["body"] == "" and last["attachments"] == ["image"]
+
     got = await ok(bob, "attachment:url", {"attachment_id": att, "ttl": 600})
     assert got["state"] == "ready" and got["kind"] == "image"
     for c in (alice, bob):  # found ready: the conversation is told
