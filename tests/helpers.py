@@ -199,6 +199,20 @@ class Client:
         await self.sio.disconnect()
 
 
+async def ok(c: Client, event: str, data: Any = None) -> Any:
+    """Send `event` and return its ack's data; the ack must say ok."""
+    ack = await c.call(event, data)
+    assert ack["ok"], ack
+    return ack["data"]
+
+
+async def err(c: Client, event: str, data: Any = None) -> str:
+    """Send `event` and return its error ack's code; the ack must be an error."""
+    ack = await c.call(event, data)
+    assert ack["ok"] is False, ack
+    return str(ack["error"]["code"])
+
+
 async def connect(
     url: str, namespace: str, token: str | None, *, auth: dict[str, Any] | None = None
 ) -> Client:

@@ -16,21 +16,9 @@ from config import Settings
 from server.crypto import DecryptError, unseal
 from tests import jsclient
 from tests.conftest import PgCluster, free_port, make_settings
-from tests.helpers import Client, ServerHandle, connect, start_server
+from tests.helpers import Client, ServerHandle, connect, err, ok, start_server
 
 NS = "/messages"
-
-
-async def ok(c: Client, event: str, data: Any = None) -> Any:
-    ack = await c.call(event, data)
-    assert ack["ok"], ack
-    return ack["data"]
-
-
-async def err(c: Client, event: str, data: Any = None) -> str:
-    ack = await c.call(event, data)
-    assert ack["ok"] is False, ack
-    return str(ack["error"]["code"])
 
 
 async def test_direct_conversation_end_to_end(server: ServerHandle) -> None:

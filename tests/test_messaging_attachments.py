@@ -21,7 +21,7 @@ from server import jsonutil
 from tests import jsclient
 from tests.conftest import free_port
 from tests.fakes.cloudflare import FakeCloudflare
-from tests.helpers import Client, ServerHandle, connect
+from tests.helpers import Client, ServerHandle, connect, ok
 
 NS = "/messages"
 IMAGES_KEY = "images-url-signing-key-0123456789"
@@ -51,12 +51,6 @@ async def settings(settings: Settings, cf: FakeCloudflare) -> Settings:
     settings.cloudflare_images_account_hash = IMAGES_HASH
     settings.cloudflare_images_signing_key = IMAGES_KEY
     return settings
-
-
-async def ok(c: Client, event: str, data: Any = None) -> Any:
-    ack = await c.call(event, data)
-    assert ack["ok"], ack
-    return ack["data"]
 
 
 async def err(c: Client, event: str, data: Any) -> tuple[str, str]:

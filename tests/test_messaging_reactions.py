@@ -14,21 +14,9 @@ import pytest
 from messaging.extras import EXCERPT
 from messaging.reactions import MAX_DISTINCT, is_emoji
 from tests import jsclient
-from tests.helpers import Client, ServerHandle, connect
+from tests.helpers import Client, ServerHandle, connect, err, ok
 
 NS = "/messages"
-
-
-async def ok(c: Client, event: str, data: Any = None) -> Any:
-    ack = await c.call(event, data)
-    assert ack["ok"], ack
-    return ack["data"]
-
-
-async def err(c: Client, event: str, data: Any = None) -> str:
-    ack = await c.call(event, data)
-    assert ack["ok"] is False, ack
-    return str(ack["error"]["code"])
 
 
 async def send(c: Client, cid: str, cmid: str, body: str, reply_to: str | None = None) -> Any:

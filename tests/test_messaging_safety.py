@@ -14,24 +14,12 @@ import pytest
 
 from messaging.mentions import tokens
 from tests import jsclient
-from tests.helpers import Client, ServerHandle, connect
+from tests.helpers import Client, ServerHandle, connect, err, ok
 from tests.test_privacy import http, rows_naming
 from tests.test_routing_env import *  # noqa: F403 (the env fixtures)
 from tests.test_routing_env import Env, wait_until
 
 NS = "/messages"
-
-
-async def ok(c: Client, event: str, data: Any = None) -> Any:
-    ack = await c.call(event, data)
-    assert ack["ok"], ack
-    return ack["data"]
-
-
-async def err(c: Client, event: str, data: Any = None) -> str:
-    ack = await c.call(event, data)
-    assert ack["ok"] is False, ack
-    return str(ack["error"]["code"])
 
 
 def send(cid: str, n: str, body: str) -> dict[str, str]:

@@ -19,21 +19,9 @@ import pytest
 from messaging.search import PREFIX, WHOLE, Query, hashes, search_aad, term_hash, words
 from tests import jsclient
 from tests.conftest import PgCluster, free_port, make_settings
-from tests.helpers import ROOT, Client, ServerHandle, connect, settings_env, start_server
+from tests.helpers import ROOT, Client, ServerHandle, connect, err, ok, settings_env, start_server
 
 NS = "/messages"
-
-
-async def ok(c: Client, event: str, data: Any = None) -> Any:
-    ack = await c.call(event, data)
-    assert ack["ok"], ack
-    return ack["data"]
-
-
-async def err(c: Client, event: str, data: Any = None) -> str:
-    ack = await c.call(event, data)
-    assert ack["ok"] is False, ack
-    return str(ack["error"]["code"])
 
 
 async def send(c: Client, cid: str, mid: str, body: str) -> dict[str, Any]:
