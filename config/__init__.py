@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     router_max_attempts: int = Field(5, ge=1, le=50)  # provider attempts before a dead letter
     router_retry_base_s: float = Field(2.0, gt=0)  # first retry delay (doubles, jittered)
     router_max_devices: int = Field(20, ge=1, le=100)  # push tokens kept per user
+    # outward channels' pace (routing/channels/): FCM requests in flight at once per process,
+    # Resend and Twilio requests started per second (their documented default limits)
+    push_concurrency: int = Field(128, ge=1, le=4096)
+    resend_rate: float = Field(2.0, gt=0, le=1000)
+    twilio_rate: float = Field(1.0, gt=0, le=1000)
 
     scheduler_poll_interval: float = Field(0.5, gt=0, le=60)
     shutdown_timeout: float = Field(10.0, gt=0, le=120)

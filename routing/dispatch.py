@@ -147,8 +147,11 @@ class Dispatcher:
         return how many messages were started."""
         channel = self.channels[ch]
         inflight = self._inflight[ch]
-        # a few sends queue per worker thread, so each pass leases a useful batch
+        # a few sends queue per send slot, so each pass leases a useful batch; a paced channel
+        # leases no more than it sends in half a lease, so no lease runs out in its queue
         room = channel.concurrency * QUEUED_PER_SLOT
+        if channel.rate is not None:
+            room = max(1, min(room, int(channel.rate * self.lease_s / 2)))
         while len(inflight) >= room:
             await asyncio.wait(set(inflight), return_when=asyncio.FIRST_COMPLETED)
         self._claiming += 1

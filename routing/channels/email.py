@@ -1,7 +1,10 @@
 """Email through Resend (the `resend` SDK): HTML and text parts, an idempotency key per send.
 
 Seam: the SDK's module settings `resend.api_key` and `resend.api_url` (its supported override,
-also read from RESEND_API_URL). Its sync client (requests) runs in worker threads.
+also read from RESEND_API_URL). Its sync client (requests) runs in the channel's 8 worker
+threads, off the event loop, and requests start at most `resend_rate` per second (default 2:
+Resend's documented default limit of 2 requests per second per team), evenly spaced. The pace
+is per process: with several processes on one Resend team, divide it among them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from routing import render
 from routing.channels.base import (
     Message,
     OutboundChannel,
+    Pacer,
     PermanentError,
     Sent,
     Skip,
@@ -33,6 +37,8 @@ class EmailChannel(OutboundChannel):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
+        self.rate = settings.resend_rate
+        self.pace = Pacer(settings.resend_rate)
 
     def unavailable(self) -> str | None:
         return None if self.settings.resend_api_key else "email not configured"
@@ -56,6 +62,7 @@ class EmailChannel(OutboundChannel):
             "text": parts["text"],
             "tags": [{"name": "kind", "value": msg.data.get("kind", "notification")}],
         }
+        await self.pace.wait()
         try:
             resp = await self.in_thread(
                 resend.Emails.send,

@@ -3,7 +3,12 @@
 Seam: the Api domain's `base_url` (`client.api.base_url`, a public attribute of the SDK's
 Domain) is set to `twilio_base_url`. The SDK's exceptions do not carry response headers, so a
 thin `TwilioHttpClient` subclass turns a 429 into `TwilioRetryAfter` with the Retry-After value.
-The sync client runs in worker threads.
+The sync client runs in the channel's 4 worker threads, off the event loop, and requests
+start at most `twilio_rate` per second (default 1: a long-code number's throughput of one
+message segment per second). Twilio's API would take more and hold them in the account's queue
+(up to 4 hours), but a message waiting there can no longer be cancelled when the notification is
+read in-app, nor retried by us; so we keep the wait in our outbox. Raise it for a short code,
+a toll-free number or a Messaging Service with several senders. The pace is per process.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from config import Settings
 from routing.channels.base import (
     Message,
     OutboundChannel,
+    Pacer,
     PermanentError,
     Sent,
     Skip,
@@ -54,6 +60,8 @@ class SmsChannel(OutboundChannel):
         super().__init__()
         self.settings = settings
         self.client: Client | None = None
+        self.rate = settings.twilio_rate
+        self.pace = Pacer(settings.twilio_rate)
 
     def unavailable(self) -> str | None:
         return None if self.client is not None else "sms not configured"
@@ -75,6 +83,7 @@ class SmsChannel(OutboundChannel):
             raise Skip("unverified_number", "the phone number is not verified")
         assert self.client is not None
         text = f"{msg.title}: {msg.body}"[:320]
+        await self.pace.wait()
         try:
             created = await self.in_thread(
                 self.client.messages.create,

@@ -1,6 +1,11 @@
 """Telegram through the bot's shared, rate-limited sender: the channel is handed an outbox
 (the bot feature, as a `TelegramOutbox`) that finds the chat linked to a user and sends.
 
+The pace is the sender's (bots/sender.py with its `SendLimiter`, shared by every process on
+Redis): 30 messages per second per bot token overall and one per second per chat, Telegram's
+documented limits; its aiogram client is async, so nothing here runs in a thread. The channel
+keeps at most 30 sends in its queue at once (a second's worth).
+
 Skipped ("not_configured", "telegram not configured") when the bot has no token; skipped
 ("not_linked") when the user has not linked a chat (or the chat blocked the bot).
 """
@@ -48,7 +53,7 @@ class TelegramOutbox(Protocol):
 
 class TelegramChannel(OutboundChannel):
     name = Channel.TELEGRAM
-    concurrency = 16
+    concurrency = 30
 
     def __init__(self, outbox: TelegramOutbox) -> None:
         super().__init__()

@@ -3,20 +3,28 @@ assertion verified against the service account's public key) and FCM HTTP v1
 `POST /v1/projects/{project}/messages:send`, with its error answers:
 
   401 UNAUTHENTICATED      unknown or expired access token (the SDK refreshes and retries)
-  404 UNREGISTERED         a token in `unregistered` (the app was uninstalled)
+  404 UNREGISTERED         a token in `unregistered`, or one starting with `gone-` (the app
+                           was uninstalled)
   400 INVALID_ARGUMENT     a token in `invalid` ("not a valid FCM registration token")
-  429 QUOTA_EXCEEDED       scripted with `fail_next(429, retry_after=...)`, with Retry-After
+  429 QUOTA_EXCEEDED       scripted with `fail_next(429, retry_after=...)`, with Retry-After;
+                           and every `throttle_every`-th send (when set) with Retry-After: 1
   500 INTERNAL             scripted with `fail_next(500)`
 
+`latency` (seconds) delays every send's answer, as the real service's round trip does, so
+concurrent senders overlap here; `max_in_flight` is the most sends seen at once.
 `service_account(path)` writes a service-account JSON whose token_uri is this fake.
+It speaks HTTP/1.1 on plain http:// (aiohttp), as the push channel does with an http:// base
+URL. GET /_stats: the totals, per-status counts and per-token accepted counts (benchmarks).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import secrets
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +68,13 @@ class FakeFCM:
         self.unregistered: set[str] = set()
         self.invalid: set[str] = set()
         self._script: list[tuple[int, float | None]] = []
+        self.throttle_every = 0  # every K-th send answers 429 with Retry-After: 1 (0: none)
+        self.latency = 0.0  # seconds before each send is answered
+        self.statuses: Counter[int] = Counter()  # sends answered, per HTTP status
+        self.accepted_per_token: Counter[str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._sends = 0
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -130,6 +145,9 @@ class FakeFCM:
                 "first": min(self.arrivals, default=None),
                 "last": max(self.arrivals, default=None),
                 "token_requests": self.token_requests,
+                "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+                "per_token": dict(self.accepted_per_token),
+                "max_in_flight": self.max_in_flight,
             }
         )
 
@@ -158,8 +176,21 @@ class FakeFCM:
         )
 
     async def _send(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            resp = await self._answer(request)
+        finally:
+            self.in_flight -= 1
+        self.statuses[resp.status] += 1
+        return resp
+
+    async def _answer(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append(body)
+        self._sends += 1
         if request.match_info["project"] != self.project_id:
             return _error(404, "Requested entity was not found.")
         auth = request.headers.get("Authorization", "")
@@ -175,9 +206,11 @@ class FakeFCM:
                 self.access_tokens.pop(bearer, None)
                 return _error(401, "Request had invalid authentication credentials.")
             return _error(status, "Internal error encountered.", "INTERNAL")
+        if self.throttle_every and self._sends % self.throttle_every == 0:
+            return _error(429, "Quota exceeded.", "QUOTA_EXCEEDED", {"Retry-After": "1"})
         message = body.get("message") or {}
         token = message.get("token", "")
-        if token in self.unregistered:
+        if token in self.unregistered or token.startswith("gone-"):
             return _error(404, "Requested entity was not found.", "UNREGISTERED")
         if token in self.invalid or not token:
             return _error(
@@ -187,4 +220,5 @@ class FakeFCM:
             )
         self.messages.append(message)
         self.arrivals.append(time.time())
+        self.accepted_per_token[token] += 1
         return web.json_response({"name": f"projects/{self.project_id}/messages/{next(self._ids)}"})
