@@ -13,7 +13,7 @@ which Google's front end accepts; the fakes speak plain http:// and HTTP/1.1.
 The token: the service-account JSON goes through firebase-admin's `credentials.Certificate`
 (its FCM scopes), whose google-auth credentials refresh the token at `fcm_token_url` (set as
 the JSON's `token_uri`). The refresh is a blocking call, so it runs in a thread, once for all
-waiting sends, and a few minutes before the token expires (the old token keeps sending
+waiting sends, and ten minutes before the token expires (the old token keeps sending
 meanwhile). A 401 refreshes it and tries once more.
 
 Per request, as firebase-admin's HTTP client did: 500/503 are retried inside the attempt
@@ -56,9 +56,9 @@ log = logging.getLogger("ours.router.push")
 #: 500/503 retries inside one attempt, and the wait before each (firebase-admin's
 #: DEFAULT_RETRY_CONFIG: 4 times, backoff factor 0.5 s, the first retry at once)
 SERVER_RETRY_WAITS = (0.0, 1.0, 2.0, 4.0)
-#: refresh the access token this long before it expires (google-auth itself only refreshes
-#: when less than ~4 minutes are left)
-REFRESH_AHEAD = timedelta(minutes=5)
+#: refresh the access token behind the sends this long before it expires (google-auth calls it
+#: invalid, and we wait for a new one, when less than 3 min 45 s are left)
+REFRESH_AHEAD = timedelta(minutes=10)
 TIMEOUT_S = 10.0
 
 
