@@ -6,8 +6,11 @@ time per send (the CPU is what competes with the event loop for the GIL).
 
 Ways: `threads` (today: firebase-admin's sync `messaging.send` in 16 worker threads),
 `sdk_async` (firebase-admin's `send_each_async`, 500 per call), `httpx_h1` (httpx.AsyncClient,
-HTTP/1.1 keep-alive pool), `aiohttp` (aiohttp.ClientSession, HTTP/1.1). The fake speaks
-HTTP/1.1 (plain http://), as the test fakes do, so HTTP/2 multiplexing is not measured here.
+HTTP/1.1 keep-alive pool), `aiohttp` (aiohttp.ClientSession, HTTP/1.1) against the fake FCM
+(HTTP/1.1, plain http://); and `httpx_h2` (httpx.AsyncClient over one multiplexed HTTP/2
+connection, h2c prior knowledge) against a minimal HTTP/2 answerer in its own process (the h2
+library; it answers 200 to every request without checking it, so the fake's own cost is
+lower there than the fake FCM's: the client's CPU per send is the figure to compare).
 """
 
 from __future__ import annotations
@@ -41,6 +44,40 @@ PROJECT = "ours-bench"
 FAKE = [sys.executable, "-m", "bench.notify.fake_fcm"]
 HTTP2 = False
 SCOPES = ["https://www.googleapis.com/auth/firebase.messaging"]
+
+
+class H2Answerer(asyncio.Protocol):
+    """h2c (prior knowledge): every request gets 200 and an FCM-like `{"name": ...}`."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        import h2.config
+        import h2.connection
+
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        self.conn.initiate_connection()
+        transport.write(self.conn.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        import h2.events
+
+        for event in self.conn.receive_data(data):
+            if isinstance(event, h2.events.DataReceived):
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                answer = json.dumps({"name": f"projects/{PROJECT}/messages/{event.stream_id}"})
+                headers = [(":status", "200"), ("content-type", "application/json")]
+                self.conn.send_headers(event.stream_id, headers)
+                self.conn.send_data(event.stream_id, answer.encode(), end_stream=True)
+        self.transport.write(self.conn.data_to_send())
+
+
+async def serve_h2(port: int) -> None:
+    server = await asyncio.get_running_loop().create_server(H2Answerer, "127.0.0.1", port)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
 
 
 def body(i: int) -> dict[str, Any]:
@@ -142,11 +179,40 @@ async def way_aiohttp(n: int, sa: Path, base: str, conc: int) -> int:
     return sum(1 for s in res if s == 200)
 
 
+async def way_httpx_h2(n: int, sa: Path, base: str, conc: int) -> int:
+    port = free_port()
+    answerer = subprocess.Popen(
+        [sys.executable, "-m", "bench.notify.push_clients", "--serve-h2", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert answerer.stdout is not None
+        answerer.stdout.readline()
+        token = await asyncio.to_thread(access_token, sa)
+        sem = asyncio.Semaphore(conc)
+        url = f"http://127.0.0.1:{port}/v1/projects/{PROJECT}/messages:send"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(http1=False, http2=True) as client:
+
+            async def one(i: int) -> int:
+                async with sem:
+                    r = await client.post(url, json=body(i), headers=headers)
+                    return r.status_code
+
+            res = await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        answerer.terminate()
+        answerer.wait()
+    return sum(1 for s in res if s == 200)
+
+
 WAYS = {
     "threads": way_threads,
     "sdk_async": way_sdk_async,
     "httpx_h1": way_httpx_h1,
     "aiohttp": way_aiohttp,
+    "httpx_h2": way_httpx_h2,
 }
 
 
@@ -155,7 +221,11 @@ async def main() -> None:
     p.add_argument("-n", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--ways", default=",".join(WAYS))
+    p.add_argument("--serve-h2", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.serve_h2:
+        await serve_h2(args.serve_h2)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="ours-push-clients-"))
     sa, port = tmp / "sa.json", free_port()
     fake = subprocess.Popen(

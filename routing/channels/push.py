@@ -3,12 +3,14 @@
 FCM v1 takes one request per device: `POST {fcm_base_url}/v1/projects/{project}/messages:send`
 with an OAuth2 access token. We post those from the event loop over one aiohttp session (an
 HTTP/1.1 keep-alive pool of at most `push_concurrency` connections), with at most that many
-requests in flight per process; nothing waits in a thread. Measured against the fake FCM
-(bench/notify/push_clients.py, shared machine, indicative): ~290 us of this process's CPU per
-send, where firebase-admin's sync `messaging.send` in 16 threads took ~1,400 us, httpx
-(HTTP/1.1; its pool also serves HTTP/2) ~3,500 us, and firebase-admin's `send_each_async`
-~11,000 us. HTTP/1.1 means one TLS connection per request in flight to fcm.googleapis.com,
-which Google's front end accepts; the fakes speak plain http:// and HTTP/1.1.
+requests in flight per process; nothing waits in a thread. Measured with
+bench/notify/push_clients.py (1,000 sends, 64 in flight; shared 2-core machine, load ~2,
+indicative), CPU of the sending process per send: aiohttp (HTTP/1.1) ~270-350 us; firebase-admin's
+sync `messaging.send` in 16 threads ~1,400-1,700 us; httpx over one multiplexed HTTP/2
+connection ~2,000-2,300 us (against a bare h2 answerer); httpx HTTP/1.1 ~3,400-7,000 us;
+firebase-admin's `send_each_async` (httpx) ~11,000-13,000 us. So HTTP/1.1 it is: one TLS
+connection per request in flight to fcm.googleapis.com, kept alive, which Google's front end
+accepts. An http:// base URL (the fakes) is spoken to the same way.
 
 The token: the service-account JSON goes through firebase-admin's `credentials.Certificate`
 (its FCM scopes), whose google-auth credentials refresh the token at `fcm_token_url` (set as
