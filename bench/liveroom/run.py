@@ -105,11 +105,12 @@ def start_server(args, datadir: str, logfile: Path) -> tuple[subprocess.Popen, s
     )
     if args.redis:
         env.update(OURS_REDIS_URL=args.redis, OURS_REDIS_PREFIX=args.redis_prefix)
-    ours = str(REPO / ".venv" / "bin" / "ours")
-    cmd = [ours, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    # this tree's code (PYTHONPATH first), whichever checkout the venv's editable install names
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with open(logfile, "ab") as fh:
         p = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -141,7 +142,20 @@ def announce(url: str, args) -> None:
             raise RuntimeError(f"live.started answered {r.status}")
 
 
-def run_loadgen(url: str, args, sampler: Sampler) -> dict:
+def start_profiler(args, pid: int) -> subprocess.Popen | None:
+    """py-spy (next to this Python) on the server for the send window: a flame graph (.svg) or
+    collapsed stacks (any other suffix) at --profile."""
+    if not args.profile:
+        return None
+    spy = Path(sys.executable).parent / "py-spy"
+    fmt = "flamegraph" if args.profile.endswith(".svg") else "raw"
+    cmd = [str(spy if spy.exists() else "py-spy"), "record", "--pid", str(pid), "--rate", "100"]
+    cmd += ["--format", fmt, "-o", args.profile, "--duration", str(int(args.duration) + 2)]
+    log(f"profiling the server: {' '.join(cmd)}")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def run_loadgen(url: str, args, sampler: Sampler, server_pid: int) -> dict:
     cmd = [
         "node", str(HERE / "loadgen.js"), "--url", url, "--live", args.live,
         "--viewers", str(args.viewers), "--workers", str(args.workers),
@@ -157,6 +171,7 @@ def run_loadgen(url: str, args, sampler: Sampler) -> dict:
     killer = threading.Timer(hard, lambda: kill_group(p, 2))
     killer.start()
     result, error, marks = None, None, {}
+    profiler: subprocess.Popen | None = None
     try:
         assert p.stdout is not None
         for line in p.stdout:
@@ -169,6 +184,8 @@ def run_loadgen(url: str, args, sampler: Sampler) -> dict:
                 log(f"  {ev['msg']}")
             elif ev.get("event") == "phase":
                 marks[ev["phase"]] = (time.time(), sampler.sample(), machine_busy())
+                if ev["phase"] == "publish_start":
+                    profiler = start_profiler(args, server_pid)
             elif ev.get("event") == "result":
                 result = ev
             elif ev.get("event") == "error":
@@ -177,6 +194,11 @@ def run_loadgen(url: str, args, sampler: Sampler) -> dict:
     finally:
         killer.cancel()
         kill_group(p, 2)
+        if profiler is not None:
+            try:
+                profiler.wait(timeout=args.duration + 30)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
     if result is None:
         raise RuntimeError(f"loadgen failed: {error or 'no result'}")
     if "publish_start" in marks and "drain_end" in marks:
@@ -294,6 +316,12 @@ def main() -> int:
     ap.add_argument("--live", default="bench")
     ap.add_argument("--redis", default=None, help="Redis URL: run the server on Redis backends")
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument(
+        "--profile",
+        default=None,
+        help="write a py-spy profile of the server's send window here (.svg: flame graph; "
+        "otherwise collapsed stacks); py-spy perturbs the timings: not for measured runs",
+    )
     args = ap.parse_args()
     args.jwt_secret = secrets.token_hex(24)
     args.api_key = "bench_" + secrets.token_hex(12)
@@ -311,7 +339,7 @@ def main() -> int:
         announce(url, args)
         sampler = Sampler(server.pid, datadir)
         sampler.start()
-        result = run_loadgen(url, args, sampler)
+        result = run_loadgen(url, args, sampler, server.pid)
         sampler.halt.set()
     finally:
         if server is not None:
