@@ -236,6 +236,23 @@ def server_errors(logfile: Path) -> dict:
     return {"count": sum(counts.values()), "by_message": counts, "first": first}
 
 
+def checks(r: dict) -> dict[str, bool]:
+    """Nothing lost: every send accepted, every viewer got every accepted chat message once
+    and counted every accepted reaction, and none was disconnected."""
+    c, x = r["chat"], r["reactions"]
+    return {
+        "every chat:send accepted": c["accepted"] == c["sent"] > 0,
+        "every viewer got every accepted message": c["lost"] == 0
+        and c["received_per_viewer_min"] == c["accepted"],
+        "no message delivered twice": c["duplicates"] == 0 and c["bad_bodies"] == 0,
+        "every reaction:send accepted": x["accepted"] == x["sent"],
+        "every viewer counted every accepted reaction": x["counted_per_viewer_min"]
+        == x["accepted"],
+        "every viewer stayed connected": r["disconnects"] == 0
+        and r["viewers_joined_at_end"] == r["viewers_joined"] == r["viewers"],
+    }
+
+
 def render_md(report: dict) -> str:
     m, r, a = report["machine"], report["result"], report["args"]
     c, x = r["chat"], r["reactions"]
@@ -285,6 +302,10 @@ def render_md(report: dict) -> str:
             f"| reactions per frame | {x['reactions_per_frame']} |",
             f"| reactions counted per viewer, mean / min | {x['counted_per_viewer_mean']} / "
             f"{x['counted_per_viewer_min']} |",
+            "",
+            "| check (nothing lost) | |",
+            "| --- | --- |",
+            *(f"| {k} | {'pass' if ok else '**FAIL**'} |" for k, ok in report["checks"].items()),
             "",
             f"Server CPU {r.get('server_cpu_cores')} cores (machine busy "
             f"{r.get('machine_busy_cores')} cores, load generator included), peak RSS "
@@ -360,9 +381,16 @@ def main() -> int:
         },
         "result": result,
         "server_errors": errors,
+        "checks": checks(result),
     }
     common.write_reports(out, "liveroom", started, report, render_md)
-    return 0
+    failed = [name for name, ok in report["checks"].items() if not ok]
+    c = result["chat"]
+    log(
+        f"chat p99 {c['latency_ms']['p99']} ms, delivered {c['window_delivered_per_s']:,}/s "
+        f"(send window); checks: {'FAILED: ' + ', '.join(failed) if failed else 'all passed'}"
+    )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
