@@ -363,7 +363,7 @@ async def test_sends_that_arrive_together_go_out_as_one_run_in_order(
     sends = [(f"u{i % 5}", f"c-{i}", f"msg {i}") for i in range(30)]
     sends[12] = ("muted", "c-12", "let me talk")
     sends[20] = ("u1", "c-6", "msg 6")  # a retry of send 6 (u1, c-6) in the same run
-    outcomes = await asyncio.gather(
+    outcomes: list[Any] = await asyncio.gather(
         *(svc.send(u, "r1", c, b) for u, c, b in sends), return_exceptions=True
     )
     assert runs == [29]  # one run; the refused send never reached the INSERT
@@ -379,7 +379,7 @@ async def test_sends_that_arrive_together_go_out_as_one_run_in_order(
     for c in (host, watcher):
         got = await c.wait_for("chat:new", len(new))
         assert [m["body"] for m in got] == [sends[i][2] for i in new]
-        assert [m["id"] for m in got] == [outcomes[i]["id"] for i in new]  # type: ignore[index]
+        assert [m["id"] for m in got] == [outcomes[i]["id"] for i in new]
     await quiet(watcher, "chat:new", len(new))
     offsets = [m["offsets"]["live:r1"] for m in watcher.meta["chat:new"]]
     assert len(set(offsets)) == len(new)
@@ -407,12 +407,13 @@ async def test_slow_mode_inside_a_run_refuses_only_the_second_send(server: Serve
     assert (await host.call("chat:slowmode", {"live_id": "r2", "seconds": 60}))["ok"]
     svc = chat(server)
     runs = record_runs(svc)
-    first, second, other = await asyncio.gather(
+    outcomes: list[Any] = await asyncio.gather(
         svc.send("a", "r2", "a-1", "one"),
         svc.send("a", "r2", "a-2", "two"),
         svc.send("b", "r2", "b-1", "three"),
         return_exceptions=True,
     )
+    first, second, other = outcomes
     assert runs == [2]
     assert isinstance(second, ApiError) and second.code is Code.RATE_LIMITED
     assert second.details["reason"] == "slow_mode" and second.details["retry_after"] > 0
@@ -440,11 +441,11 @@ async def test_a_run_that_is_not_stored_fails_whole_and_gives_slow_mode_back(
         raise ConnectionError("database went away")
 
     svc.store.insert_messages = broken  # type: ignore[method-assign]
-    outcomes = await asyncio.gather(
+    failed: list[Any] = await asyncio.gather(
         svc.send("a", "r3", "a-1", "one"), svc.send("b", "r3", "b-1", "two"),
         return_exceptions=True,
     )  # fmt: skip
-    assert all(isinstance(o, ConnectionError) for o in outcomes), outcomes
+    assert all(isinstance(o, ConnectionError) for o in failed), failed
     svc.store.insert_messages = insert  # type: ignore[method-assign]
     # nothing went out, and the failed sends did not use up the slow-mode slot
     await quiet(watcher, "chat:new", 0)
