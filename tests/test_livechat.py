@@ -18,6 +18,8 @@ from livechat.feature import LiveChatFeature
 from livechat.service import LiveChat
 from server.errors import ApiError, Code
 from server.events import Event
+from server.managers_redis import RedisManager, _room_message
+from server.roomlog_redis import RedisRoomLog
 from tests import jsclient
 from tests.conftest import REDIS_URL, PgCluster, free_port, make_settings
 from tests.helpers import Client, ServerHandle, connect, spawn_server
@@ -456,6 +458,29 @@ async def test_a_run_that_is_not_stored_fails_whole_and_gives_slow_mode_back(
     assert [m["id"] for m in got] == [s["id"] for s in sent]
     for c in (host, watcher):
         await c.close()
+
+
+async def test_a_run_after_a_missed_entry_catches_up_first(server: ServerHandle) -> None:
+    """On Redis, a node that did not hear an entry of the room (its publish went by unheard)
+    reads it from the room log before delivering the run that follows it: in order, once."""
+    manager = server.node.fanout.manager
+    if not isinstance(manager, RedisManager):
+        pytest.skip("the channel and its gaps are Redis's")
+    await start_live(server, "r4", "host")
+    watcher = await viewer(server, "w", "r4")
+    svc = chat(server)
+    await svc.send("a", "r4", "a-0", "heard")
+    await watcher.wait_for("chat:new")
+    unheard = RedisRoomLog(manager.log_redis, manager.roomlog.prefix, "nobody-listens-here")
+    data = {**watcher.received["chat:new"][0], "id": str(uuid.uuid4()), "body": "unheard"}
+    await unheard.append_publish(["live:r4"], _room_message(NS, ["live:r4"], "chat:new", data, []))
+    await asyncio.gather(*(svc.send("b", "r4", f"b-{i}", f"run {i}") for i in range(5)))
+    got = await watcher.wait_for("chat:new", 7)
+    assert [m["body"] for m in got] == ["heard", "unheard", *(f"run {i}" for i in range(5))]
+    await quiet(watcher, "chat:new", 7)
+    offsets = [m["offsets"]["live:r4"] for m in watcher.meta["chat:new"]]
+    assert len(set(offsets)) == 7
+    await watcher.close()
 
 
 # -- reactions --------------------------------------------------------------------------------
