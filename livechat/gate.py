@@ -52,6 +52,12 @@ class Gate(Protocol):
     async def admit(self, live_id: str, user_id: str, *, take_slot: bool) -> Verdict | None:
         """Decide, and (take_slot) mark this send for slow mode; None: no copy, fill first."""
 
+    async def admit_many(
+        self, live_id: str, user_ids: list[str], *, take_slot: bool
+    ) -> list[Verdict] | None:
+        """`admit` for a run of sends in one live, decided in order (a user's second send of
+        the run sees the slow-mode mark of the first); None: no copy, fill first."""
+
     async def generation(self, live_id: str) -> int: ...
 
     async def fill(self, live_id: str, gen: int, snap: Snapshot) -> None:
@@ -105,6 +111,18 @@ class MemoryGate:
         self._last[key] = stamp
         self._sweep()
         return Verdict("ok", stamp=stamp)
+
+    async def admit_many(
+        self, live_id: str, user_ids: list[str], *, take_slot: bool
+    ) -> list[Verdict] | None:
+        if live_id not in self._copies:
+            return None
+        verdicts: list[Verdict] = []
+        for user_id in user_ids:
+            verdict = await self.admit(live_id, user_id, take_slot=take_slot)
+            assert verdict is not None  # no await between the check above and here
+            verdicts.append(verdict)
+        return verdicts
 
     async def generation(self, live_id: str) -> int:
         return self._gens.get(live_id, 0)

@@ -40,6 +40,42 @@ redis.call('SET', KEYS[2], stamp, 'PX', slow * 1000)
 return {'ok', '0', stamp}
 """
 
+# ADMIT_LUA for a run of sends in one live: KEYS = state, then each send's last-send key;
+# ARGV = take_slot, then (user, token) per send; one reply per send, decided in order
+ADMIT_MANY_LUA = """
+local st = redis.call('HMGET', KEYS[1], 'ld', 'state', 'slow')
+if not st[1] then return {'load'} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local slow = tonumber(st[3]) or 0
+local out = {}
+for i = 1, #KEYS - 1 do
+  local user = ARGV[2 * i]
+  local r = redis.call('HMGET', KEYS[1], 'b:' .. user, 't:' .. user)
+  local tu = tonumber(r[2])
+  if r[1] then
+    out[i] = {'banned'}
+  elseif st[2] ~= 'live' then
+    if st[2] == 'ended' then out[i] = {'ended'} else out[i] = {'none'} end
+  elseif tu and tu > now then
+    out[i] = {'timeout', string.format('%d', tu - now)}
+  elseif ARGV[1] ~= '1' or slow <= 0 then
+    out[i] = {'ok'}
+  else
+    local last = redis.call('GET', KEYS[i + 1])
+    local at = last and tonumber(string.match(last, '^(%d+)'))
+    if at and now - at < slow * 1000 then
+      out[i] = {'slow', string.format('%d', at + slow * 1000 - now)}
+    else
+      local stamp = string.format('%d', now) .. '-' .. ARGV[2 * i + 1]
+      redis.call('SET', KEYS[i + 1], stamp, 'PX', slow * 1000)
+      out[i] = {'ok', '0', stamp}
+    end
+  end
+end
+return out
+"""
+
 FILL_LUA = """
 if (tonumber(redis.call('GET', KEYS[2])) or 0) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[1])
@@ -61,6 +97,7 @@ class RedisGate:
         self.redis = redis
         self.prefix = prefix
         self._admit = redis.register_script(ADMIT_LUA)
+        self._admit_many = redis.register_script(ADMIT_MANY_LUA)
         self._fill = redis.register_script(FILL_LUA)
         self._give_back = redis.register_script(GIVE_BACK_LUA)
 
@@ -72,14 +109,22 @@ class RedisGate:
             keys=[self._key(live_id, "state"), self._key(live_id, f"last:{user_id}")],
             args=[user_id, "1" if take_slot else "0", secrets.token_hex(4)],
         )
-        outcome = res[0]
-        if outcome == "load":
+        return None if res[0] == "load" else _verdict(res)
+
+    async def admit_many(
+        self, live_id: str, user_ids: list[str], *, take_slot: bool
+    ) -> list[Verdict] | None:
+        args: list[str] = ["1" if take_slot else "0"]
+        for user_id in user_ids:
+            args += [user_id, secrets.token_hex(4)]
+        res = await self._admit_many(
+            keys=[self._key(live_id, "state")]
+            + [self._key(live_id, f"last:{u}") for u in user_ids],
+            args=args,
+        )
+        if res and res[0] == "load":
             return None
-        if outcome in ("slow", "timeout"):
-            return Verdict(outcome, int(res[1]) / 1000)
-        if outcome == "ok":
-            return Verdict("ok", stamp=res[2] if len(res) > 2 else None)
-        return Verdict(outcome)
+        return [_verdict(r) for r in res]
 
     async def generation(self, live_id: str) -> int:
         return int(await self.redis.get(self._key(live_id, "gen")) or 0)
@@ -112,3 +157,12 @@ class RedisGate:
 
     async def give_back(self, live_id: str, user_id: str, stamp: str) -> None:
         await self._give_back(keys=[self._key(live_id, f"last:{user_id}")], args=[stamp])
+
+
+def _verdict(res: list[Any]) -> Verdict:
+    outcome = res[0]
+    if outcome in ("slow", "timeout"):
+        return Verdict(outcome, int(res[1]) / 1000)
+    if outcome == "ok":
+        return Verdict("ok", stamp=res[2] if len(res) > 2 else None)
+    return Verdict(outcome)

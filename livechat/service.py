@@ -5,9 +5,10 @@ Handlers in livechat/sockets.py call this."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,6 +38,7 @@ KEEP_PER_LIVE = 1000  # messages kept per live by the trim job ...
 KEEP_SECONDS = 24 * 3600  # ... and for at most this long
 MAX_SLOW_MODE_S = 3600
 MAX_TIMEOUT_S = 7 * 24 * 3600
+MAX_RUN = 200  # chat:sends of one live handled together (one gate call, INSERT and emit)
 
 
 def live_room(live_id: str) -> str:
@@ -162,12 +164,37 @@ def _refusal(v: Verdict, live_id: str) -> ApiError:
     return ApiError(Code.NOT_FOUND, f"live {live_id} is not on (no live.started seen)")
 
 
+@dataclass(slots=True)
+class _Send:
+    """A `chat:send` waiting for its run: `done` gets the ack's data or the refusal."""
+
+    user_id: str
+    client_msg_id: str
+    body: str
+    done: asyncio.Future[dict[str, Any]]
+
+
+def _settle(pending: _Send, data: dict[str, Any]) -> None:
+    if not pending.done.done():  # the sender may have gone (its handler cancelled)
+        pending.done.set_result(data)
+
+
+def _fail(pending: _Send, exc: BaseException) -> None:
+    if not pending.done.done():
+        if isinstance(exc, asyncio.CancelledError):
+            pending.done.cancel()
+        else:
+            pending.done.set_exception(exc)
+
+
 @dataclass(eq=False)
 class LiveChat:
     node: Node
     store: LiveChatStore
     gate: Gate
     reactions: Reactions
+    _queued: dict[str, list[_Send]] = field(default_factory=dict, init=False)
+    _runners: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
 
     # -- the gate -------------------------------------------------------------------------
 
@@ -207,28 +234,100 @@ class LiveChat:
     async def send(
         self, user_id: str, live_id: str, client_msg_id: str, body: str
     ) -> dict[str, Any]:
-        verdict = await self._admit(live_id, user_id, take_slot=True)
-        if verdict.outcome == "slow":  # a retry of a message that went out is no new send
-            first = await self.store.message_by_client_id(live_id, user_id, client_msg_id)
-            if first is not None:
-                return self._duplicate(first)
-        if verdict.outcome != "ok":
-            raise _refusal(verdict, live_id)
+        """Queue the send on the live's run and wait for its outcome (the ack's data, or the
+        refusal raised): sends that arrive while a run is in flight go out together in the
+        next one (see `_run_sends`)."""
+        pending = _Send(user_id, client_msg_id, body, asyncio.get_running_loop().create_future())
+        self._queued.setdefault(live_id, []).append(pending)
+        if live_id not in self._runners:
+            self._runners[live_id] = asyncio.create_task(
+                self._run_sends(live_id), name=f"livechat-sends:{live_id}"
+            )
+        return await pending.done
+
+    async def _run_sends(self, live_id: str) -> None:
+        """One live's sends, a run at a time (at most MAX_RUN), in the order they came: each
+        run is one gate decision, one INSERT and one room emit, so the room's order is the
+        chat's `seq` order and a busy chat costs round trips per run, not per message."""
         try:
-            row = await self.store.insert_message(live_id, user_id, client_msg_id, body)
-        except BaseException:  # not stored: it does not count for slow mode either
-            if verdict.stamp is not None:
-                await self.gate.give_back(live_id, user_id, verdict.stamp)
+            while True:
+                queued = self._queued.get(live_id)
+                if not queued:
+                    break
+                run, self._queued[live_id] = queued[:MAX_RUN], queued[MAX_RUN:]
+                try:
+                    await self._send_run(live_id, run)
+                except BaseException as exc:
+                    for pending in run:
+                        _fail(pending, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+        finally:
+            self._runners.pop(live_id, None)
+            if not self._queued.get(live_id):
+                self._queued.pop(live_id, None)
+            else:  # cancelled with sends queued (shutdown): nothing will take them
+                for pending in self._queued.pop(live_id):
+                    _fail(pending, ApiError(Code.UNAVAILABLE, "live chat is stopping"))
+
+    async def _send_run(self, live_id: str, run: list[_Send]) -> None:
+        verdicts = await self._admit_many(live_id, [p.user_id for p in run])
+        admitted: list[tuple[_Send, Verdict]] = []
+        for pending, verdict in zip(run, verdicts, strict=True):
+            if verdict.outcome == "ok":
+                admitted.append((pending, verdict))
+                continue
+            if verdict.outcome == "slow":  # a retry of a message that went out is no new send
+                first = await self.store.message_by_client_id(
+                    live_id, pending.user_id, pending.client_msg_id
+                )
+                if first is not None:
+                    _settle(pending, self._duplicate(first))
+                    continue
+            _fail(pending, _refusal(verdict, live_id))  # refused alone: the run goes on
+        if not admitted:
+            return
+        try:
+            rows = await self.store.insert_messages(
+                live_id, [(p.user_id, p.client_msg_id, p.body) for p, _ in admitted]
+            )
+        except BaseException:  # not stored: they do not count for slow mode either
+            await self._give_back(live_id, admitted)
             raise
-        if row is None:  # a retry: nothing new goes out, and it does not count for slow mode
-            if verdict.stamp is not None:
-                await self.gate.give_back(live_id, user_id, verdict.stamp)
-            first = await self.store.message_by_client_id(live_id, user_id, client_msg_id)
+        fresh: list[tuple[_Send, Any]] = []
+        for (pending, verdict), row in zip(admitted, rows, strict=True):
+            if row is not None:
+                fresh.append((pending, row))
+                continue
+            # a retry: nothing new goes out, and it does not count for slow mode
+            await self._give_back(live_id, [(pending, verdict)])
+            first = await self.store.message_by_client_id(
+                live_id, pending.user_id, pending.client_msg_id
+            )
             assert first is not None
-            return self._duplicate(first)
-        wire = _wire(row)
-        await self.node.fanout.emit(CHAT_NEW, wire, namespace=NS, room=live_room(live_id))
-        return {"id": wire["id"], "ts": wire["ts"]}
+            _settle(pending, self._duplicate(first))
+        if not fresh:
+            return
+        fresh.sort(key=lambda f: f[1]["seq"])
+        wires = [_wire(row) for _, row in fresh]
+        await self.node.fanout.emit_run(CHAT_NEW, wires, namespace=NS, room=live_room(live_id))
+        for (pending, _), wire in zip(fresh, wires, strict=True):
+            _settle(pending, {"id": wire["id"], "ts": wire["ts"]})
+
+    async def _admit_many(self, live_id: str, user_ids: list[str]) -> list[Verdict]:
+        """`_admit` for a run, taking the slow-mode slot of each send."""
+        for _ in range(5):
+            verdicts = await self.gate.admit_many(live_id, user_ids, take_slot=True)
+            if verdicts is not None:
+                return verdicts
+            gen = await self.gate.generation(live_id)
+            await self.gate.fill(live_id, gen, await self.store.snapshot(live_id))
+        raise ApiError(Code.UNAVAILABLE, "chat settings are changing; try again")
+
+    async def _give_back(self, live_id: str, sends: list[tuple[_Send, Verdict]]) -> None:
+        for pending, verdict in sends:
+            if verdict.stamp is not None:
+                await self.gate.give_back(live_id, pending.user_id, verdict.stamp)
 
     @staticmethod
     def _duplicate(row: Any) -> dict[str, Any]:

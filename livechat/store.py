@@ -84,6 +84,28 @@ class LiveChatStore(Store):
             body,
         )
 
+    async def insert_messages(
+        self, live_id: str, sends: list[tuple[str, str, str]]
+    ) -> list[asyncpg.Record | None]:
+        """Insert a run of (user_id, client_msg_id, body) in one statement, in order (their
+        `seq` follows the run); each send's row, or None for a retry (of an earlier send, or
+        of one earlier in this run)."""
+        ids = [uuid.uuid4() for _ in sends]
+        rows = await self.storage.db.fetch(
+            "INSERT INTO live_chat_messages (id, live_id, user_id, client_msg_id, body)"
+            " SELECT s.id, $1, s.user_id, s.client_msg_id, s.body"
+            " FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY"
+            "  AS s(id, user_id, client_msg_id, body, n) ORDER BY s.n"
+            " ON CONFLICT (live_id, user_id, client_msg_id) DO NOTHING RETURNING *",
+            live_id,
+            ids,
+            [u for u, _, _ in sends],
+            [c for _, c, _ in sends],
+            [b for _, _, b in sends],
+        )
+        by_id = {r["id"]: r for r in rows}
+        return [by_id.get(i) for i in ids]
+
     async def message_by_client_id(
         self, live_id: str, user_id: str, client_msg_id: str
     ) -> asyncpg.Record | None:

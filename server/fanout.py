@@ -74,6 +74,15 @@ class Fanout:
             event, data, namespace=namespace, room=room, skip_sid=skip_sid, volatile=volatile
         )
 
+    async def emit_run(self, event: str, datas: list[Any], *, namespace: str, room: str) -> None:
+        """A run of room events (one event name) to one room, in order: kept for recovery
+        like `emit`'s, logged and published in one round trip, and written to each socket in
+        one go."""
+        for data in datas:
+            check_emitted(event, data)
+        if datas:
+            await self.manager.emit_run(namespace, room, event, datas)
+
     @property
     def roomlog(self) -> Any:
         return self.manager.roomlog

@@ -92,6 +92,11 @@ class Delivery:
         """Room events (event, data, namespace, rooms) in one round trip (where `batches`)."""
         raise NotImplementedError
 
+    async def emit_run(self, namespace: str, room: str, event: str, datas: list[Any]) -> None:
+        """Room events of one name to one room, in order, in one round trip; each socket gets
+        the run in one write (`deliver_local_run`)."""
+        raise NotImplementedError
+
     def _init_delivery(self) -> None:
         self.recovering: dict[tuple[str, str], _Recovering] = {}
         # the rooms of each socket: python-socketio finds them by scanning every room of the
@@ -189,6 +194,41 @@ class Delivery:
             if not await self._send_slow(eio_sid, eio_pkt):
                 slow.append(eio_sid)
             else:
+                sent += 1
+        for eio_sid in slow:
+            await self._drop_slow(eio_sid)
+        return sent
+
+    async def deliver_local_run(
+        self, ns: str, room: str, run: list[tuple[str, Any, str, str]]
+    ) -> int:
+        """Send a run of `room`'s events, (event, data, offset, eid) in order, to this node's
+        sockets in it: one pass over the room, each websocket getting the run's frames in one
+        write. Returns the deliveries (sockets x events)."""
+        if self.server is None or ns not in self.rooms or not run:
+            return 0
+        encoded = [
+            (eid, *self._encode(ns, event, [data, {"offsets": {room: offset}}]))
+            for event, data, offset, eid in run
+        ]
+        frames = b"".join(frame for _, frame, _ in encoded)
+        recovering = self.recovering
+        sent = 0
+        slow: list[str] = []
+        for sid, eio_sid in self.get_participants(ns, room):  # type: ignore[attr-defined]
+            if recovering:
+                state = recovering.get((ns, sid))
+                if state is not None:
+                    state.buffer.extend(encoded)
+                    continue
+            conn = CONNECTIONS.get(eio_sid)
+            if conn is not None and conn.fast() and conn.write(frames):
+                sent += len(encoded)
+                continue
+            for _, _, eio_pkt in encoded:
+                if not await self._send_slow(eio_sid, eio_pkt):
+                    slow.append(eio_sid)
+                    break
                 sent += 1
         for eio_sid in slow:
             await self._drop_slow(eio_sid)
@@ -328,6 +368,14 @@ class LocalManager(Delivery, socketio.AsyncManager):
             message = {"ns": namespace, "event": event, "data": data, "eid": eid}
             offsets = {r: self.roomlog.append(namespace, r, message) for r in rooms}
         await self.deliver_local(namespace, rooms, event, data, skip_set(skip_sid), offsets, eid)
+
+    async def emit_run(self, namespace: str, room: str, event: str, datas: list[Any]) -> None:
+        run: list[tuple[str, Any, str, str]] = []
+        for data in datas:
+            eid = uuid.uuid4().hex
+            message = {"ns": namespace, "event": event, "data": data, "eid": eid}
+            run.append((event, data, self.roomlog.append(namespace, room, message), eid))
+        await self.deliver_local_run(namespace, room, run)
 
     async def user_control(self, namespace: str, op: dict[str, Any]) -> None:
         await apply_control(self, namespace, op)

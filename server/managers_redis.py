@@ -110,7 +110,32 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
             [(rooms, _room_message(ns, rooms, event, data, [])) for event, data, ns, rooms in items]
         )
 
+    async def emit_run(self, namespace: str, room: str, event: str, datas: list[Any]) -> None:
+        """A run of events to one room: logged and published as one channel message."""
+        await self.roomlog.append_publish_run(
+            room, [_room_message(namespace, [room], event, data, []) for data in datas]
+        )
+
+    async def _handle_run(self, run: list[dict[str, Any]]) -> None:
+        """A run heard on the channel: each entry checked like a single emit (a gap before it
+        is caught up, one already delivered skipped), the fresh ones delivered together."""
+        m0 = run[0]["m"]
+        ns, room = m0["ns"], m0["rooms"][0]
+        fresh: list[tuple[str, Any, str, str]] = []
+        for item in run:
+            m, offset = item["m"], item["offsets"][room]
+            if self._missed(ns, room, offset, item["prevs"].get(room)):
+                await self.deliver_local_run(ns, room, fresh)  # in order: what came before
+                fresh = []
+                await self._catch_up_room(ns, room)
+            if self._fresh(ns, room, offset):
+                fresh.append((m["event"], m["data"], offset, m["eid"]))
+        await self.deliver_local_run(ns, room, fresh)
+
     async def _handle_emit(self, message: dict[str, Any]) -> None:
+        if "run" in message:
+            await self._handle_run(message["run"])
+            return
         if message.get("ours"):
             m = message["m"]
             if "attachments" in m:

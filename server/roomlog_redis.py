@@ -3,8 +3,9 @@
 One Lua call per room emit: for each target room XADD the message (with the previous entry's
 id) to `<prefix>:rl:<ns>:<room>` trimmed to the window (MINID), then PUBLISH the message with
 its offsets (and each room's previous entry id, so a node that missed one can tell) on the
-Socket.IO channel. Redis runs scripts one at a time, so every node receives
-a room's events in offset order. Volatile emits (typing, counts) publish without a log entry.
+Socket.IO channel. A run of emits to one room (a busy live chat) is one call and one PUBLISH.
+Redis runs scripts one at a time, so every node receives a room's events in offset order.
+Volatile emits (typing, counts) publish without a log entry.
 """
 
 from __future__ import annotations
@@ -42,6 +43,28 @@ redis.call('PUBLISH', KEYS[#KEYS], out)
 return out
 """
 
+# A run of emits to one room (APPEND_PUBLISH_LUA's work for each) under one PUBLISH: KEYS =
+# stream, epoch, channel; ARGV = minid, epoch candidate, ttl, room, then the messages.
+APPEND_PUBLISH_RUN_LUA = """
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+local epoch = redis.call('GET', KEYS[2])
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = '0-0'
+if last[1] then prev = last[1][1] end
+local items = {}
+for i = 5, #ARGV do
+  local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 'm', ARGV[i], 'p', prev)
+  items[#items + 1] = '{"offsets":{"' .. ARGV[4] .. '":"' .. epoch .. ':' .. id ..
+    '"},"prevs":{"' .. ARGV[4] .. '":"' .. prev .. '"},"m":' .. ARGV[i] .. '}'
+  prev = id
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', KEYS[3], '{"method":"emit","host_id":null,"ours":1,"run":[' ..
+  table.concat(items, ',') .. ']}')
+return #items
+"""
+
 
 class RedisRoomLog:
     def __init__(self, redis: Any, prefix: str, channel: str, window_s: float = 120.0) -> None:
@@ -50,6 +73,7 @@ class RedisRoomLog:
         self.channel = channel
         self.window_ms = int(window_s * 1000)
         self._script = redis.register_script(APPEND_PUBLISH_LUA)
+        self._run_script = redis.register_script(APPEND_PUBLISH_RUN_LUA)
 
     def _keys(self, ns: str, room: str) -> tuple[str, str]:
         base = f"{self.prefix}:rl:{ns}:{room}"
@@ -74,6 +98,15 @@ class RedisRoomLog:
             for rooms, message in items:
                 await self._script(**self._call(rooms, message), client=pipe)
             await pipe.execute()
+
+    async def append_publish_run(self, room: str, messages: list[dict[str, Any]]) -> None:
+        """Several emits to one room (one namespace) logged in order and published as one
+        channel message (`{"run": [{offsets, prevs, m}, ...]}`), in one round trip."""
+        skey, ekey = self._keys(messages[0]["ns"], room)
+        minid = int(time.time() * 1000) - self.window_ms
+        ttl = max(60, self.window_ms // 1000 * 4)
+        args = [minid, uuid.uuid4().hex[:12], ttl, room, *(jsonutil.dumps(m) for m in messages)]
+        await self._run_script(keys=[skey, ekey, self.channel], args=args)
 
     async def publish_volatile(self, message: dict[str, Any]) -> None:
         body = {"method": "emit", "host_id": None, "ours": 1, "offsets": {}, "m": message}

@@ -16,7 +16,10 @@ import pytest
 
 from livechat.feature import LiveChatFeature
 from livechat.service import LiveChat
+from server.errors import ApiError, Code
 from server.events import Event
+from server.managers_redis import RedisManager, _room_message
+from server.roomlog_redis import RedisRoomLog
 from tests import jsclient
 from tests.conftest import REDIS_URL, PgCluster, free_port, make_settings
 from tests.helpers import Client, ServerHandle, connect, spawn_server
@@ -323,6 +326,161 @@ async def test_ban_takes_the_user_out_and_keeps_them_out(server: ServerHandle) -
     ]
     for c in (u, u2, w, mod, back):
         await c.close()
+
+
+# -- sends in runs ----------------------------------------------------------------------------
+
+
+def record_runs(svc: LiveChat) -> list[int]:
+    """The size of every INSERT the service makes (one per run of sends)."""
+    sizes: list[int] = []
+    insert = svc.store.insert_messages
+
+    async def spy(live_id: str, sends: list[tuple[str, str, str]]) -> list[Any]:
+        sizes.append(len(sends))
+        return await insert(live_id, sends)
+
+    svc.store.insert_messages = spy  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_sends_that_arrive_together_go_out_as_one_run_in_order(
+    server: ServerHandle,
+) -> None:
+    """30 sends queued in one tick share one run: the refused one (a timed-out user) is refused
+    alone, a retry inside the run is a duplicate, the rest reach every viewer once, in the
+    order they were sent (which is the chat's seq order), each with its own offset that a
+    replay can resume from."""
+    await start_live(server, "r1", "host")
+    host = await viewer(server, "host", "r1")
+    watcher = await viewer(server, "w", "r1")
+    late = await viewer(server, "late", "r1")
+    start = (await late.call("room:join", {"room": "live:r1"}))["data"]["offset"]
+    await late.call("room:leave", {"room": "live:r1"})
+    ack = await host.call("chat:timeout", {"live_id": "r1", "user_id": "muted", "seconds": 600})
+    assert ack["ok"], ack
+    svc = chat(server)
+    runs = record_runs(svc)
+
+    sends = [(f"u{i % 5}", f"c-{i}", f"msg {i}") for i in range(30)]
+    sends[12] = ("muted", "c-12", "let me talk")
+    sends[20] = ("u1", "c-6", "msg 6")  # a retry of send 6 (u1, c-6) in the same run
+    outcomes: list[Any] = await asyncio.gather(
+        *(svc.send(u, "r1", c, b) for u, c, b in sends), return_exceptions=True
+    )
+    assert runs == [29]  # one run; the refused send never reached the INSERT
+    refused = outcomes[12]
+    assert isinstance(refused, ApiError) and refused.code is Code.FORBIDDEN
+    assert refused.details["reason"] == "timeout"
+    assert isinstance(outcomes[20], dict) and outcomes[20]["duplicate"] is True
+    assert isinstance(outcomes[6], dict) and outcomes[20]["id"] == outcomes[6]["id"]
+    new = [i for i in range(30) if i not in (12, 20)]
+    for i in new:
+        assert isinstance(outcomes[i], dict) and "duplicate" not in outcomes[i], outcomes[i]
+
+    for c in (host, watcher):
+        got = await c.wait_for("chat:new", len(new))
+        assert [m["body"] for m in got] == [sends[i][2] for i in new]
+        assert [m["id"] for m in got] == [outcomes[i]["id"] for i in new]
+    await quiet(watcher, "chat:new", len(new))
+    offsets = [m["offsets"]["live:r1"] for m in watcher.meta["chat:new"]]
+    assert len(set(offsets)) == len(new)
+    history = (await watcher.call("chat:history", {"live_id": "r1"}))["data"]["messages"]
+    assert [m["body"] for m in history] == [sends[i][2] for i in new]  # seq order = room order
+
+    # replay from before the run and from the middle of it
+    ack = await late.call("room:join", {"room": "live:r1", "since": start})
+    assert ack["data"]["recovered"] is True and ack["data"]["replayed"] == len(new)
+    ids = [m["id"] for m in watcher.received["chat:new"]]
+    assert [m["id"] for m in await late.wait_for("chat:new", len(new))] == ids
+    await late.call("room:leave", {"room": "live:r1"})
+    ack = await late.call("room:join", {"room": "live:r1", "since": offsets[9]})
+    assert ack["data"]["recovered"] is True and ack["data"]["replayed"] == len(new) - 10
+    again = await late.wait_for("chat:new", 2 * len(new) - 10)
+    assert [m["id"] for m in again[len(new) :]] == ids[10:]
+    for c in (host, watcher, late):
+        await c.close()
+
+
+async def test_slow_mode_inside_a_run_refuses_only_the_second_send(server: ServerHandle) -> None:
+    await start_live(server, "r2", "host")
+    host = await viewer(server, "host", "r2")
+    watcher = await viewer(server, "w", "r2")
+    assert (await host.call("chat:slowmode", {"live_id": "r2", "seconds": 60}))["ok"]
+    svc = chat(server)
+    runs = record_runs(svc)
+    outcomes: list[Any] = await asyncio.gather(
+        svc.send("a", "r2", "a-1", "one"),
+        svc.send("a", "r2", "a-2", "two"),
+        svc.send("b", "r2", "b-1", "three"),
+        return_exceptions=True,
+    )
+    first, second, other = outcomes
+    assert runs == [2]
+    assert isinstance(second, ApiError) and second.code is Code.RATE_LIMITED
+    assert second.details["reason"] == "slow_mode" and second.details["retry_after"] > 0
+    assert isinstance(first, dict) and isinstance(other, dict)
+    got = await watcher.wait_for("chat:new", 2)
+    assert [m["body"] for m in got] == ["one", "three"]
+    await quiet(watcher, "chat:new", 2)
+    # the retry of a send that went out is still its duplicate, not a slow-mode refusal
+    assert (await svc.send("a", "r2", "a-1", "one"))["id"] == first["id"]
+    for c in (host, watcher):
+        await c.close()
+
+
+async def test_a_run_that_is_not_stored_fails_whole_and_gives_slow_mode_back(
+    server: ServerHandle,
+) -> None:
+    await start_live(server, "r3", "host")
+    host = await viewer(server, "host", "r3")
+    watcher = await viewer(server, "w", "r3")
+    assert (await host.call("chat:slowmode", {"live_id": "r3", "seconds": 60}))["ok"]
+    svc = chat(server)
+    insert = svc.store.insert_messages
+
+    async def broken(live_id: str, sends: list[tuple[str, str, str]]) -> list[Any]:
+        raise ConnectionError("database went away")
+
+    svc.store.insert_messages = broken  # type: ignore[method-assign]
+    failed: list[Any] = await asyncio.gather(
+        svc.send("a", "r3", "a-1", "one"), svc.send("b", "r3", "b-1", "two"),
+        return_exceptions=True,
+    )  # fmt: skip
+    assert all(isinstance(o, ConnectionError) for o in failed), failed
+    svc.store.insert_messages = insert  # type: ignore[method-assign]
+    # nothing went out, and the failed sends did not use up the slow-mode slot
+    await quiet(watcher, "chat:new", 0)
+    sent = await asyncio.gather(
+        svc.send("a", "r3", "a-1", "one"), svc.send("b", "r3", "b-1", "two")
+    )
+    got = await watcher.wait_for("chat:new", 2)
+    assert [m["id"] for m in got] == [s["id"] for s in sent]
+    for c in (host, watcher):
+        await c.close()
+
+
+async def test_a_run_after_a_missed_entry_catches_up_first(server: ServerHandle) -> None:
+    """On Redis, a node that did not hear an entry of the room (its publish went by unheard)
+    reads it from the room log before delivering the run that follows it: in order, once."""
+    manager = server.node.fanout.manager
+    if not isinstance(manager, RedisManager):
+        pytest.skip("the channel and its gaps are Redis's")
+    await start_live(server, "r4", "host")
+    watcher = await viewer(server, "w", "r4")
+    svc = chat(server)
+    await svc.send("a", "r4", "a-0", "heard")
+    await watcher.wait_for("chat:new")
+    unheard = RedisRoomLog(manager.log_redis, manager.roomlog.prefix, "nobody-listens-here")
+    data = {**watcher.received["chat:new"][0], "id": str(uuid.uuid4()), "body": "unheard"}
+    await unheard.append_publish(["live:r4"], _room_message(NS, ["live:r4"], "chat:new", data, []))
+    await asyncio.gather(*(svc.send("b", "r4", f"b-{i}", f"run {i}") for i in range(5)))
+    got = await watcher.wait_for("chat:new", 7)
+    assert [m["body"] for m in got] == ["heard", "unheard", *(f"run {i}" for i in range(5))]
+    await quiet(watcher, "chat:new", 7)
+    offsets = [m["offsets"]["live:r4"] for m in watcher.meta["chat:new"]]
+    assert len(set(offsets)) == 7
+    await watcher.close()
 
 
 # -- reactions --------------------------------------------------------------------------------

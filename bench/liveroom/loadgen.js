@@ -214,12 +214,14 @@ function runWorker() {
       if (!(complete || idle || now - started > cfg.drainMax * 1000)) return;
       clearInterval(tick);
       measuring = false;
-      let joinedViewers = 0, delivered = 0, extra = 0, reactedTotal = 0, reactedMin = Infinity;
+      let joinedViewers = 0, delivered = 0, extra = 0, reactedTotal = 0, reactedMin = Infinity, gotMin = Infinity;
       for (const v of viewers) {
         if (!v.joined) continue;
         joinedViewers++;
         delivered += v.got;
-        msg.failed.forEach((seqs, w) => { for (const q of seqs) if (v.seen[w][q]) extra++; });
+        let mine = 0;
+        msg.failed.forEach((seqs, w) => { for (const q of seqs) if (v.seen[w][q]) { extra++; mine++; } });
+        if (v.got - mine < gotMin) gotMin = v.got - mine;
         reactedTotal += v.reacted;
         if (v.reacted < reactedMin) reactedMin = v.reacted;
       }
@@ -227,6 +229,7 @@ function runWorker() {
         type: 'result', joinedViewers, delivered: delivered - extra, extra, dups, inWindow, lastRecv, badBody, disconnects,
         disconnectReasons, timeline, hist: hToJSON(hist), ackHist: hToJSON(chat.ackHist),
         burstFrames: burstFramesMeasured, burstSum, reactedTotal, reactedMin: reactedMin === Infinity ? 0 : reactedMin,
+        gotMin: gotMin === Infinity ? 0 : gotMin,
         maxBurstsPerViewerSec, drainEnd: complete ? 'complete' : idle ? 'idle' : 'timeout',
       });
     };
@@ -302,7 +305,7 @@ async function coordinator(o) {
 
   const hist = hNew(), ackHist = hNew();
   let delivered = 0, extra = 0, inWindow = 0, dups = 0, lastRecv = 0, disconnects = 0, badBody = 0, joinedEnd = 0;
-  let burstFrames = 0, burstSum = 0, reactedMin = Infinity, maxBurstsPerViewerSec = 0;
+  let burstFrames = 0, burstSum = 0, reactedMin = Infinity, maxBurstsPerViewerSec = 0, gotMin = Infinity;
   const drainEnds = {}, disconnectReasons = {};
   const results = workers.map((w) => w.result);
   for (const r of results) {
@@ -312,6 +315,7 @@ async function coordinator(o) {
     if (r.lastRecv > lastRecv) lastRecv = r.lastRecv;
     burstFrames += r.burstFrames; burstSum += r.burstSum;
     if (r.reactedMin < reactedMin) reactedMin = r.reactedMin;
+    if (r.gotMin < gotMin) gotMin = r.gotMin;
     if (r.maxBurstsPerViewerSec > maxBurstsPerViewerSec) maxBurstsPerViewerSec = r.maxBurstsPerViewerSec;
     addCount(drainEnds, r.drainEnd);
     mergeCounts(disconnectReasons, r.disconnectReasons);
@@ -328,7 +332,7 @@ async function coordinator(o) {
     chat: {
       rate_target: o.chatRate, senders: o.senders, body_bytes: o.bodyBytes, sent: chatSent, accepted: chatOk,
       errors: chatErrors, ack_ms: hSummary(ackHist), expected, delivered, lost,
-      delivered_of_unacked_sends: extra,
+      delivered_of_unacked_sends: extra, received_per_viewer_min: gotMin === Infinity ? 0 : gotMin,
       loss_pct: expected ? r1((lost / expected) * 100) : null, duplicates: dups, bad_bodies: badBody,
       delivered_per_s: spanS ? Math.round(delivered / spanS) : 0,
       window_delivered_per_s: Math.round(inWindow / o.duration),

@@ -105,11 +105,12 @@ def start_server(args, datadir: str, logfile: Path) -> tuple[subprocess.Popen, s
     )
     if args.redis:
         env.update(OURS_REDIS_URL=args.redis, OURS_REDIS_PREFIX=args.redis_prefix)
-    ours = str(REPO / ".venv" / "bin" / "ours")
-    cmd = [ours, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    # this tree's code (PYTHONPATH first), whichever checkout the venv's editable install names
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with open(logfile, "ab") as fh:
         p = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -141,7 +142,20 @@ def announce(url: str, args) -> None:
             raise RuntimeError(f"live.started answered {r.status}")
 
 
-def run_loadgen(url: str, args, sampler: Sampler) -> dict:
+def start_profiler(args, pid: int) -> subprocess.Popen | None:
+    """py-spy (next to this Python) on the server for the send window: a flame graph (.svg) or
+    collapsed stacks (any other suffix) at --profile."""
+    if not args.profile:
+        return None
+    spy = Path(sys.executable).parent / "py-spy"
+    fmt = "flamegraph" if args.profile.endswith(".svg") else "raw"
+    cmd = [str(spy if spy.exists() else "py-spy"), "record", "--pid", str(pid), "--rate", "100"]
+    cmd += ["--format", fmt, "-o", args.profile, "--duration", str(int(args.duration) + 2)]
+    log(f"profiling the server: {' '.join(cmd)}")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def run_loadgen(url: str, args, sampler: Sampler, server_pid: int) -> dict:
     cmd = [
         "node", str(HERE / "loadgen.js"), "--url", url, "--live", args.live,
         "--viewers", str(args.viewers), "--workers", str(args.workers),
@@ -157,6 +171,7 @@ def run_loadgen(url: str, args, sampler: Sampler) -> dict:
     killer = threading.Timer(hard, lambda: kill_group(p, 2))
     killer.start()
     result, error, marks = None, None, {}
+    profiler: subprocess.Popen | None = None
     try:
         assert p.stdout is not None
         for line in p.stdout:
@@ -169,6 +184,8 @@ def run_loadgen(url: str, args, sampler: Sampler) -> dict:
                 log(f"  {ev['msg']}")
             elif ev.get("event") == "phase":
                 marks[ev["phase"]] = (time.time(), sampler.sample(), machine_busy())
+                if ev["phase"] == "publish_start":
+                    profiler = start_profiler(args, server_pid)
             elif ev.get("event") == "result":
                 result = ev
             elif ev.get("event") == "error":
@@ -177,6 +194,11 @@ def run_loadgen(url: str, args, sampler: Sampler) -> dict:
     finally:
         killer.cancel()
         kill_group(p, 2)
+        if profiler is not None:
+            try:
+                profiler.wait(timeout=args.duration + 30)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
     if result is None:
         raise RuntimeError(f"loadgen failed: {error or 'no result'}")
     if "publish_start" in marks and "drain_end" in marks:
@@ -212,6 +234,23 @@ def server_errors(logfile: Path) -> dict:
                 ]
                 first = {"msg": rec.get("msg"), "where": ours[-3:], "exc_tail": exc[-600:]}
     return {"count": sum(counts.values()), "by_message": counts, "first": first}
+
+
+def checks(r: dict) -> dict[str, bool]:
+    """Nothing lost: every send accepted, every viewer got every accepted chat message once
+    and counted every accepted reaction, and none was disconnected."""
+    c, x = r["chat"], r["reactions"]
+    return {
+        "every chat:send accepted": c["accepted"] == c["sent"] > 0,
+        "every viewer got every accepted message": c["lost"] == 0
+        and c["received_per_viewer_min"] == c["accepted"],
+        "no message delivered twice": c["duplicates"] == 0 and c["bad_bodies"] == 0,
+        "every reaction:send accepted": x["accepted"] == x["sent"],
+        "every viewer counted every accepted reaction": x["counted_per_viewer_min"]
+        == x["accepted"],
+        "every viewer stayed connected": r["disconnects"] == 0
+        and r["viewers_joined_at_end"] == r["viewers_joined"] == r["viewers"],
+    }
 
 
 def render_md(report: dict) -> str:
@@ -264,6 +303,10 @@ def render_md(report: dict) -> str:
             f"| reactions counted per viewer, mean / min | {x['counted_per_viewer_mean']} / "
             f"{x['counted_per_viewer_min']} |",
             "",
+            "| check (nothing lost) | |",
+            "| --- | --- |",
+            *(f"| {k} | {'pass' if ok else '**FAIL**'} |" for k, ok in report["checks"].items()),
+            "",
             f"Server CPU {r.get('server_cpu_cores')} cores (machine busy "
             f"{r.get('machine_busy_cores')} cores, load generator included), peak RSS "
             f"{r.get('server_rss_mib_peak')} MiB; disconnects {r['disconnects']}; server log "
@@ -294,6 +337,12 @@ def main() -> int:
     ap.add_argument("--live", default="bench")
     ap.add_argument("--redis", default=None, help="Redis URL: run the server on Redis backends")
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument(
+        "--profile",
+        default=None,
+        help="write a py-spy profile of the server's send window here (.svg: flame graph; "
+        "otherwise collapsed stacks); py-spy perturbs the timings: not for measured runs",
+    )
     args = ap.parse_args()
     args.jwt_secret = secrets.token_hex(24)
     args.api_key = "bench_" + secrets.token_hex(12)
@@ -311,7 +360,7 @@ def main() -> int:
         announce(url, args)
         sampler = Sampler(server.pid, datadir)
         sampler.start()
-        result = run_loadgen(url, args, sampler)
+        result = run_loadgen(url, args, sampler, server.pid)
         sampler.halt.set()
     finally:
         if server is not None:
@@ -332,9 +381,16 @@ def main() -> int:
         },
         "result": result,
         "server_errors": errors,
+        "checks": checks(result),
     }
     common.write_reports(out, "liveroom", started, report, render_md)
-    return 0
+    failed = [name for name, ok in report["checks"].items() if not ok]
+    c = result["chat"]
+    log(
+        f"chat p99 {c['latency_ms']['p99']} ms, delivered {c['window_delivered_per_s']:,}/s "
+        f"(send window); checks: {'FAILED: ' + ', '.join(failed) if failed else 'all passed'}"
+    )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
