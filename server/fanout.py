@@ -37,8 +37,8 @@ NAMESPACE_OF: dict[str, str] = {
 
 
 CHUNK_BYTES = 64 * 1024  # payload bytes per batched emit
-#: a delay measured by the consumer counts for admission this long (s): an idle consumer
-#: measures nothing, so an old reading must not refuse publishes for ever
+#: the longest a late delivery refuses publishes (s): an idle consumer measures nothing, so
+#: an old reading must not refuse publishes for ever
 DELAY_FRESH_S = 1.0
 
 
@@ -57,18 +57,17 @@ class Fanout:
         self.manager = manager
         self.backpressure_wait_s = backpressure_wait_s
         self.max_delay_s = max_delay_s
-        # how long the last delivered events had waited since their publish, and when (wall
-        # clock, as the events' `ts`)
-        self._delay_s = 0.0
-        self._delay_at = 0.0
+        # after a late delivery (wall clock, as the events' `ts`): refuse until then, and why
+        self._late_until = 0.0
+        self._late_s = 0.0
 
     def refusal(self) -> str | None:
         """Why a publish should be refused now (fan-out is past its capacity), or None. Never
         waits."""
         if self.manager.backlogged():
             return "fan-out is held back by full socket buffers; retry shortly"
-        if self._delay_s > self.max_delay_s and time.time() - self._delay_at < DELAY_FRESH_S:
-            return f"fan-out is {self._delay_s:.1f}s behind the publishes; retry shortly"
+        if self._late_until and time.time() < self._late_until:
+            return f"fan-out is {self._late_s:.1f}s behind the publishes; retry shortly"
         return None
 
     async def emit(
@@ -166,12 +165,19 @@ class Fanout:
         self._observe([event])
 
     def _observe(self, events: list[Event]) -> None:
-        """Fan-out latency (metric) and, for admission, the longest wait among `events`."""
+        """Fan-out latency (metric) and, for admission, the longest wait among `events`: an
+        event that waited `w` > `max_delay_s` refuses publishes for `w - max_delay_s` (at most
+        DELAY_FRESH_S), the time it takes to work off the excess; one in time ends that."""
         now = time.time()
         longest = 0.0
         for event in events:
             waited = max(0.0, now - datetime.fromisoformat(event.ts).timestamp())
             metrics.FANOUT_LATENCY.observe(waited)
             longest = max(longest, waited)
-        if events:
-            self._delay_s, self._delay_at = longest, now
+        if not events:
+            return
+        excess = longest - self.max_delay_s
+        if excess > 0:
+            self._late_until, self._late_s = now + min(excess, DELAY_FRESH_S), longest
+        else:
+            self._late_until = 0.0
