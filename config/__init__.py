@@ -67,9 +67,12 @@ class Settings(BaseSettings):
     # wait for fan-out (sampled every second)
     max_backlog: int = Field(20_000, ge=100, le=10_000_000)
     # backpressure from the sockets: while many websocket connections have a backlog the
-    # kernel has not taken, fan-out holds (at most this long per event) and POST /v1/events
-    # waits (at most this long, then 503)
+    # kernel has not taken, fan-out holds (at most this long per event, then cuts off those
+    # still backed up) and POST /v1/events answers 503 + Retry-After at once
     backpressure_wait_s: float = Field(2.0, ge=0, le=60)
+    # admission control: POST /v1/events answers 503 + Retry-After while the events fan-out
+    # delivers had waited longer than this since their publish
+    fanout_max_delay_s: float = Field(0.25, gt=0, le=60)
     run_consumers: bool | None = None  # serve runs the bus consumers unless this is false
 
     master_key_previous: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -3,11 +3,18 @@ that turns events into room emits.
 
 Everything that sends to a room goes through `Fanout.emit`, so the delivery path (stock
 python-socketio manager today; Redis pub/sub between nodes) can change behind one interface.
+
+Admission control: past its capacity, fan-out keeps delivering at that capacity and the
+excess publishes are refused at once (`refusal`, answered 503 + Retry-After by `POST
+/v1/events`), instead of being taken and queued until every event is late. A publish is
+refused while this node's sockets hold a backlog above the bound (`Delivery.backlogged`) or
+while the events the consumer delivers waited longer than `max_delay_s` since they were
+published. Nothing waits on the publish path: a publisher that was made to wait held its
+connection, so the accepted rate fell to its connections ÷ the wait (the collapse of issue 21).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import datetime
 from typing import Any
@@ -30,6 +37,9 @@ NAMESPACE_OF: dict[str, str] = {
 
 
 CHUNK_BYTES = 64 * 1024  # payload bytes per batched emit
+#: the longest a late delivery refuses publishes (s): an idle consumer measures nothing, so
+#: an old reading must not refuse publishes for ever
+DELAY_FRESH_S = 1.0
 
 
 def namespace_for(event_type: str) -> str:
@@ -40,22 +50,25 @@ class Fanout:
     """Room delivery across nodes: an AsyncServer (whose client manager is Redis-backed when
     several nodes share Redis) or, in `ours worker`, a write-only Redis manager."""
 
-    def __init__(self, manager: Delivery, backpressure_wait_s: float = 2.0) -> None:
+    def __init__(
+        self, manager: Delivery, backpressure_wait_s: float = 2.0, max_delay_s: float = 0.25
+    ) -> None:
         # the AsyncServer's manager, or (ours worker) a write-only manager of its own
         self.manager = manager
         self.backpressure_wait_s = backpressure_wait_s
+        self.max_delay_s = max_delay_s
+        # after a late delivery (wall clock, as the events' `ts`): refuse until then, and why
+        self._late_until = 0.0
+        self._late_s = 0.0
 
-    async def flowing(self) -> bool:
-        """Wait while fan-out is held back by this node's socket buffers (a hold lasts at most
-        `backpressure_wait_s`); False if it still is after twice that."""
-        flowing = self.manager.flowing
-        if flowing.is_set():
-            return True
-        try:
-            await asyncio.wait_for(flowing.wait(), 2 * self.backpressure_wait_s)
-        except TimeoutError:
-            return False
-        return True
+    def refusal(self) -> str | None:
+        """Why a publish should be refused now (fan-out is past its capacity), or None. Never
+        waits."""
+        if self.manager.backlogged():
+            return "fan-out is held back by full socket buffers; retry shortly"
+        if self._late_until and time.time() < self._late_until:
+            return f"fan-out is {self._late_s:.1f}s behind the publishes; retry shortly"
+        return None
 
     async def emit(
         self,
@@ -145,7 +158,7 @@ class Fanout:
         if chunk:
             await self._hold()
             await self.manager.emit_many(chunk)
-        _observe_latency(events)
+        self._observe(events)
 
     async def deliver(self, event: Event) -> None:
         """Bus consumer: emit the envelope, named by its type, to the rooms in `subjects`."""
@@ -158,11 +171,22 @@ class Fanout:
             namespace=namespace_for(event.type),
             room=event.subjects if len(event.subjects) > 1 else event.subjects[0],
         )
-        _observe_latency([event])
+        self._observe([event])
 
-
-def _observe_latency(events: list[Event]) -> None:
-    now = time.time()
-    for event in events:
-        published = datetime.fromisoformat(event.ts).timestamp()
-        metrics.FANOUT_LATENCY.observe(max(0.0, now - published))
+    def _observe(self, events: list[Event]) -> None:
+        """Fan-out latency (metric) and, for admission, the longest wait among `events`: an
+        event that waited `w` > `max_delay_s` refuses publishes for `w - max_delay_s` (at most
+        DELAY_FRESH_S), the time it takes to work off the excess; one in time ends that."""
+        now = time.time()
+        longest = 0.0
+        for event in events:
+            waited = max(0.0, now - datetime.fromisoformat(event.ts).timestamp())
+            metrics.FANOUT_LATENCY.observe(waited)
+            longest = max(longest, waited)
+        if not events:
+            return
+        excess = longest - self.max_delay_s
+        if excess > 0:
+            self._late_until, self._late_s = now + min(excess, DELAY_FRESH_S), longest
+        else:
+            self._late_until = 0.0

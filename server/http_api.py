@@ -36,6 +36,9 @@ from server.node import Node
 from server.openapi import Header, openapi_document, operation, operation_of
 from server.ratelimit import Decision
 
+#: what a publish refused by admission control is told to wait (Retry-After, seconds)
+FANOUT_RETRY_AFTER_S = 1
+
 log = logging.getLogger("ours.http")
 
 NODE = web.AppKey("node", Node)
@@ -380,11 +383,25 @@ class ClusterStatus(BaseModel):
         ),
     ),
     errors=(Code.BAD_REQUEST, Code.UNAUTHORIZED),
+    error_headers=(
+        (
+            503,
+            Header(
+                "Retry-After",
+                "seconds to wait before publishing again: fan-out is past its capacity (its "
+                "sockets' buffers are full, or it delivers later than OURS_FANOUT_MAX_DELAY_S "
+                "after publish) or a dependency does not answer; nothing was published",
+                {"type": "integer", "minimum": 1},
+                required=True,
+            ),
+        ),
+    ),
     example={"id": "0193e1c2-7a4f-7c1e-9b1a-2f3d4e5f6a7b", "duplicate": False},
 )
 async def post_event(request: web.Request) -> web.Response:
     """Accepted means durable: the event is in the bus before the answer (202). 503 with
-    Retry-After when fan-out is too far behind."""
+    Retry-After, at once, while fan-out is past its capacity (admission control: what is
+    accepted is delivered in time, the excess is refused rather than queued)."""
     key_id = require_api_key(request)
     raw = await read_json(request)
     idem = request.headers.get("Idempotency-Key")
@@ -393,14 +410,13 @@ async def post_event(request: web.Request) -> web.Response:
     event = build_event(raw, idempotency_key=idem, scope=key_id)
     node = request.app[NODE]
     if node.backlog > node.settings.max_backlog:
-        reason = f"fan-out is {node.backlog} events behind; retry shortly"
-    elif not await node.fanout.flowing():
-        reason = "fan-out is held back by full socket buffers; retry shortly"
+        reason: str | None = f"fan-out is {node.backlog} events behind; retry shortly"
     else:
-        reason = ""
+        reason = node.fanout.refusal()
     if reason:
-        err = ApiError(Code.UNAVAILABLE, reason, {"retry_after": 1})
-        return error_response(request, err, {"Retry-After": "1"})
+        metrics.EVENTS_REFUSED.inc()
+        err = ApiError(Code.UNAVAILABLE, reason, {"retry_after": FANOUT_RETRY_AFTER_S})
+        return error_response(request, err, {"Retry-After": str(FANOUT_RETRY_AFTER_S)})
     new = await node.bus.publish(event)
     metrics.EVENTS_PUBLISHED.labels(event.type, "new" if new else "duplicate").inc()
     logs.event_id.set(event.id)

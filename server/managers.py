@@ -105,21 +105,40 @@ class Delivery:
         #: set while room events flow; cleared while the consumer waits for sockets to drain
         self.flowing = asyncio.Event()
         self.flowing.set()
+        self._backlog_checked = -1.0  # loop time of the last `backlogged` count
+        self._backlog_seen = False
+
+    def _over_mark(self) -> bool:
+        return congested() >= max(1, len(CONNECTIONS) // 20)
+
+    def backlogged(self) -> bool:
+        """True while the consumer holds, or while at least one in twenty of this node's
+        websocket connections (and at least one) holds more than the congestion mark unsent:
+        admission control refuses publishes then. Counted at most once per millisecond, so
+        a burst of publishes does not walk the congested connections each."""
+        if not self.flowing.is_set():
+            return True
+        now = asyncio.get_running_loop().time()
+        if now - self._backlog_checked >= 0.001:
+            self._backlog_checked = now
+            self._backlog_seen = self._over_mark()
+        return self._backlog_seen
 
     async def hold_while_congested(self, max_wait: float) -> None:
         """Backpressure: while at least one in twenty of this node's websocket connections
         (and at least one) has a backlog the kernel has not taken, wait for them to drain, at
-        most `max_wait` seconds; the publish path waits on `flowing` meanwhile. Connections
-        still backed up when the wait ends are cut off as slow consumers, so a socket that
-        cannot keep up delays the others once, by at most `max_wait`."""
-        if congested() < max(1, len(CONNECTIONS) // 20):
+        most `max_wait` seconds; publishes are refused meanwhile (`backlogged`, 503 +
+        Retry-After), so the events waiting here stay few. Connections still backed up when
+        the wait ends are cut off as slow consumers, so a socket that cannot keep up delays
+        the others once, by at most `max_wait`."""
+        if not self._over_mark():
             return
         metrics.FANOUT_HOLDS.inc()
         self.flowing.clear()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait
         try:
-            while congested() >= max(1, len(CONNECTIONS) // 20):
+            while self._over_mark():
                 if loop.time() >= deadline:
                     for conn in congested_connections():
                         conn.drop_slow()

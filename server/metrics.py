@@ -59,6 +59,14 @@ FANOUT_HOLDS = Counter(
     ),
     registry=REGISTRY,
 )
+EVENTS_REFUSED = Counter(
+    "ours_events_refused_total",
+    (
+        "Publishes (POST /v1/events) refused with 503 + Retry-After because fan-out was past "
+        "its capacity (admission control, docs/operations.md)"
+    ),
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "ours_consumer_lag",
     (

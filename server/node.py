@@ -87,9 +87,10 @@ class Node:
         self._last_sweep = 0.0
         if with_sockets:
             self.sio = self._make_sio(manager)
-            self.fanout = Fanout(manager, settings.backpressure_wait_s)
-        else:  # `ours worker`: emits reach the serving nodes through Redis
-            self.fanout = Fanout(manager, settings.backpressure_wait_s)
+        # `ours worker` has no sockets: its emits reach the serving nodes through Redis
+        self.fanout = Fanout(
+            manager, settings.backpressure_wait_s, max_delay_s=settings.fanout_max_delay_s
+        )
         self.bus.subscribe(
             "fanout",
             self.fanout.deliver,

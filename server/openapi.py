@@ -90,6 +90,8 @@ class Operation:
     body_media: tuple[str, ...] = ("application/json",)  # the media types the body comes as
     headers: tuple[Header, ...] = ()
     errors: tuple[Code, ...] = ()
+    #: headers an error answer carries, by status (e.g. Retry-After on a 503)
+    error_headers: tuple[tuple[int, Header], ...] = ()
     description: str | None = None
     tags: tuple[str, ...] = ()
     #: a response that is not the JSON envelope: (media type, schema), e.g. the metrics text
@@ -210,12 +212,19 @@ def _error_responses(op: Operation) -> dict[str, Any]:
         for name in ("unauthorized", "token_expired"):
             if name not in by_status[401]:
                 by_status[401].append(name)
-    out = {}
+    out: dict[str, Any] = {}
     for status, codes in sorted(by_status.items()):
         out[str(status)] = {
             "description": "error: " + ", ".join(f"`{c}`" for c in codes),
             "content": {"application/json": {"schema": _envelope({}, success=False)}},
         }
+        headers = {
+            h.name: {"description": h.description, "required": h.required, "schema": h.schema}
+            for at, h in op.error_headers
+            if at == status
+        }
+        if headers:
+            out[str(status)]["headers"] = headers
     return out
 
 

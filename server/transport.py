@@ -6,7 +6,10 @@ everything a socket is sent within one loop tick coalesced into one write.
 connection's transport; permessage-deflate is off (as in Node's socket.io default), which is
 what makes the shared frame possible. Sockets on long-polling, or not yet upgraded, take the
 ordinary engineio queue. A socket whose unsent bytes exceed the bound is disconnected as a slow
-consumer instead of growing memory or delaying the others. `congested()` counts the sockets
+consumer instead of growing memory or delaying the others. The kernel's send buffer of each
+websocket is capped (`SEND_BUFFER_BYTES`) so that a backlog shows up here, where it is
+measured and bounded, instead of hiding in megabytes of autotuned kernel buffer (seconds of
+delay that admission control could not see). `congested()` counts the sockets
 with a backlog the kernel has not taken yet; the fan-out consumer holds back while many are
 (see `Delivery.hold_while_congested`), which in turn holds back the publish path.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 from aiohttp import WSCloseCode
@@ -33,6 +37,9 @@ _DIRTY: list[FastWebSocket] = []
 #: CONGESTED_BYTES; pruned by `congested()` as they drain
 _CONGESTED: set[FastWebSocket] = set()
 CONGESTED_BYTES = 128 * 1024
+#: SO_SNDBUF of every websocket (the kernel doubles it): ~0.25 MiB queued in the kernel per
+#: socket at most, plenty for a room stream (at 100 ms RTT still ~2.5 MiB/s per socket)
+SEND_BUFFER_BYTES = 128 * 1024
 
 
 def congested() -> int:
@@ -104,6 +111,12 @@ class FastWebSocket(WebSocket):
         self._loop = asyncio.get_running_loop()
         self.environ = environ
         if self.transport is not None:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+                except OSError:  # not a TCP socket (tests' pipes): nothing to cap
+                    pass
             CONNECTIONS[self.eio_sid] = self
         try:
             await self.handler(self)

@@ -1,6 +1,8 @@
-"""Slow consumers and backpressure on the fan-out fast path: a client that stops reading is
-cut off with a reason (close code 1013) while the others in its room get every event in order,
-and the publish path waits, then answers 503, while fan-out is held back."""
+"""Slow consumers, backpressure and admission control on the fan-out fast path: a client that
+stops reading is cut off with a reason (close code 1013) while the others in its room get
+every event in order; while the sockets' backlog is above its bound, or fan-out delivers later
+than its bound, a publish is refused at once with 503 + Retry-After, and once the backlog is
+gone publishing and every connection work again."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import os
 import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -17,6 +20,9 @@ import pytest
 
 from config import Settings
 from server import metrics
+from server.events import Event, build_event
+from server.fanout import Fanout
+from server.managers import LocalManager
 from tests.conftest import free_port
 from tests.helpers import ServerHandle, connect, start_server
 
@@ -120,23 +126,32 @@ async def test_a_client_that_stops_reading_is_cut_off_and_the_others_get_everyth
     slow_before = counter(metrics.SLOW_CONSUMERS, "websocket")
     holds_before = counter(metrics.FANOUT_HOLDS)
 
-    sent = 0
+    sent = refused = 0
     async with aiohttp.ClientSession() as http:
         headers = {"Authorization": f"Bearer {server.settings.api_keys[0]}"}
+
+        async def publish_next() -> None:
+            """Publish event `sent`, again after its Retry-After while it is refused."""
+            nonlocal sent, refused
+            while True:
+                async with http.post(
+                    server.url + "/v1/events", json=content(sent), headers=headers
+                ) as r:
+                    if r.status == 202:
+                        sent += 1
+                        return
+                    assert r.status == 503, await r.text()
+                    assert r.headers["Retry-After"] == "1"
+                    refused += 1
+                    assert refused < 10_000, "publishes stayed refused"
+                await asyncio.sleep(0.01)  # a real publisher waits Retry-After; sooner here
+
         # publish until the stalled socket has been cut off (a few MiB at most), then a bit more
         while counter(metrics.SLOW_CONSUMERS, "websocket") == slow_before:
             assert sent < 5000, "the stalled client was never cut off"
-            async with http.post(
-                server.url + "/v1/events", json=content(sent), headers=headers
-            ) as r:
-                assert r.status == 202, await r.text()
-            sent += 1
+            await publish_next()
         for _ in range(20):
-            async with http.post(
-                server.url + "/v1/events", json=content(sent), headers=headers
-            ) as r:
-                assert r.status == 202, await r.text()
-            sent += 1
+            await publish_next()
 
     # the reader got every event, in order, and its connection still works
     got = await reader.wait_for("content.created", sent, timeout=60)
@@ -161,22 +176,136 @@ async def test_a_client_that_stops_reading_is_cut_off_and_the_others_get_everyth
     await reader.close()
 
 
-async def test_publish_waits_while_fanout_is_held_then_answers_503(server: ServerHandle) -> None:
-    """The publish side of the hold: `flowing` is what the fan-out consumer clears while it
-    waits for the sockets (see the test above for the whole path)."""
-    flowing = server.node.fanout.manager.flowing  # held for up to 2 x 2 s here
+@pytest.fixture
+async def patient_server(settings: Settings) -> AsyncIterator[ServerHandle]:
+    """A server whose fan-out holds for a stalled socket far longer than any test runs, so a
+    backlog stays until the test ends it."""
+    handle = await start_server(
+        settings.model_copy(update={"backpressure_wait_s": 60}), free_port()
+    )
+    yield handle
+    await handle.stop()
+
+
+async def test_publish_is_refused_at_once_while_the_sockets_are_backed_up(
+    patient_server: ServerHandle,
+) -> None:
+    server = patient_server
+    reader = await connect(server.url, "/feed", server.token("reader"))
+    assert (await reader.call("room:join", {"room": ROOM}))["ok"]
+    stalled = await StalledClient.join(server.port, "/feed", server.token("stalled"), ROOM)
+    refused_before = counter(metrics.EVENTS_REFUSED)
+    slow_before = counter(metrics.SLOW_CONSUMERS, "websocket")
+    headers = {"Authorization": f"Bearer {server.settings.api_keys[0]}"}
+    accepted: list[str] = []
+    async with aiohttp.ClientSession() as http:
+        # induce the backlog: publish until the stalled socket's unsent bytes pass the bound
+        # (its kernel buffers fill first: a few MiB), and the next publish is refused
+        while True:
+            assert len(accepted) < 5000, "never refused"
+            async with http.post(
+                server.url + "/v1/events", json=content(len(accepted)), headers=headers
+            ) as r:
+                body = await r.json()
+                if r.status == 503:
+                    assert r.headers["Retry-After"] == "1"
+                    assert body["success"] is False
+                    assert body["errors"][0]["code"] == "unavailable"
+                    assert "socket buffers" in body["errors"][0]["message"]
+                    assert body["errors"][0]["retry_after"] == 1
+                    break
+                assert r.status == 202, body
+                accepted.append(f"c{len(accepted)}")
+        assert counter(metrics.EVENTS_REFUSED) == refused_before + 1
+        # nothing of the refused event was published: the consumer still holds for the stalled
+        # socket (60 s here), and publishes stay refused while it does
+        async with http.post(
+            server.url + "/v1/events", json=content(len(accepted)), headers=headers
+        ) as r:
+            assert r.status == 503 and r.headers["Retry-After"] == "1"
+
+        # the stalled client reads again: its backlog drains, the hold ends, publishing works
+        got: list[str] = []
+
+        async def read_stalled() -> None:
+            while True:
+                _, data = await stalled.frame()
+                if data == b"2":  # engine.io ping
+                    stalled.send("3")
+                elif data.startswith(b'42/feed,["content.created"'):
+                    got.append(json.loads(data[len(b"42/feed,") :])[1]["payload"]["content_id"])
+
+        draining = asyncio.create_task(read_stalled())
+        try:
+            for _ in range(2000):  # until the drained backlog lets a publish in
+                async with http.post(
+                    server.url + "/v1/events", json=content(len(accepted)), headers=headers
+                ) as r:
+                    if r.status == 202:
+                        accepted.append(f"c{len(accepted)}")
+                        break
+                    assert r.status == 503 and r.headers["Retry-After"] == "1"
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("publishes stayed refused after the backlog drained")
+            # every accepted event reached both clients, once and in order
+            events = await reader.wait_for("content.created", len(accepted), timeout=60)
+            assert [e["payload"]["content_id"] for e in events] == accepted
+            for _ in range(1200):
+                if len(got) >= len(accepted):
+                    break
+                await asyncio.sleep(0.05)
+            assert got == accepted
+        finally:
+            draining.cancel()
+    # both connections still work
+    assert (await reader.call("room:join", {"room": "zone:after"}))["ok"]
+    stalled.send('42/feed,2["room:join",{"room":"zone:after"}]')
+    while True:
+        _, data = await stalled.frame()
+        if data.startswith(b"43/feed,2"):
+            assert json.loads(data[len(b"43/feed,2") :])[0]["ok"] is True
+            break
+    assert counter(metrics.SLOW_CONSUMERS, "websocket") == slow_before  # nobody was cut off
+    stalled.close()
+    await reader.close()
+
+
+async def test_publish_is_refused_while_fanout_is_held(server: ServerHandle) -> None:
+    """The publish side of the hold: while the fan-out consumer holds (`flowing` cleared), a
+    publish is answered 503 at once, without waiting for the hold to end."""
+    flowing = server.node.fanout.manager.flowing
     flowing.clear()
     try:
         status, body = await server.publish(content(0))
         assert status == 503
         assert body["errors"][0]["code"] == "unavailable"
         assert "held back" in body["errors"][0]["message"]
-        # released while a publish waits: it goes through
-        pending = asyncio.create_task(server.publish(content(1)))
-        await asyncio.sleep(0.2)
-        assert not pending.done()
-        flowing.set()
-        status, _ = await pending
-        assert status == 202
     finally:
         flowing.set()
+    status, _ = await server.publish(content(1))
+    assert status == 202
+
+
+def _event(ts: datetime) -> Event:
+    event = build_event(
+        {
+            "type": "content.created",
+            "subjects": [ROOM],
+            "payload": {"content_id": "c1", "kind": "post", "title": "t"},
+        }
+    )
+    return event.model_copy(update={"ts": ts.isoformat()})
+
+
+async def test_publishes_are_refused_while_fanout_delivers_late() -> None:
+    """Admission by delay: after fan-out delivered events that had waited longer than its
+    bound since their publish, publishes are refused; once it delivers in time, accepted."""
+    fanout = Fanout(LocalManager(), max_delay_s=0.25)
+    now = datetime.now(UTC)
+    assert fanout.refusal() is None
+    await fanout.deliver(_event(now - timedelta(seconds=5)))
+    reason = fanout.refusal()
+    assert reason is not None and "behind the publishes" in reason
+    await fanout.deliver(_event(datetime.now(UTC)))
+    assert fanout.refusal() is None

@@ -54,10 +54,12 @@ function parseArgs(argv) {
     label: '',
     eventType: 'content.created',
     clientDeflate: 'on', // on: offer permessage-deflate like browsers and socket.io-client do
+    client: 'io', // io: socket.io-client; raw: `ws` sockets speaking Engine.IO 4 / Socket.IO 5 by hand
   };
   const o = common.parseArgs(argv, defaults);
   common.checkClientDeflate(o);
   if (!['rate', 'saturate'].includes(o.mode)) throw new Error('--mode must be rate or saturate');
+  if (!['io', 'raw'].includes(o.client)) throw new Error('--client must be io or raw');
   if (o.mode === 'rate' && !(o.rate > 0)) throw new Error('--rate must be > 0 in rate mode');
   return o;
 }
@@ -117,7 +119,117 @@ function runWorker() {
     if (sec >= 0) countAt(timeline, sec);
   }
 
+  // The light client (--client raw): one `ws` socket that speaks the wire format by hand, so the
+  // generator costs little per message. Engine.IO 4 open "0{...}" -> Socket.IO 5 connect
+  // "40/ns,{auth}" -> "40/ns,{sid}" -> "42/ns,1[room:join]" -> ack "43/ns,1[{ok...}]"; every
+  // Engine.IO ping "2" gets its pong "3". A room event "42/ns,[type,{...title:"t=<ms>;s=<seq>;..."}...]"
+  // is only counted: the publish time and seq are read from the bytes, nothing is JSON-parsed.
+  const TITLE = Buffer.from('"title":"');
+  function numberAt(buf, i) { // [value, index after it] of the decimal number at buf[i]
+    let v = 0;
+    let frac = 0;
+    let scale = 1;
+    for (; i < buf.length; i++) {
+      const ch = buf[i];
+      if (ch >= 48 && ch <= 57) {
+        if (frac) { scale /= 10; v += (ch - 48) * scale; } else v = v * 10 + (ch - 48);
+      } else if (ch === 46 && !frac) frac = 1;
+      else break;
+    }
+    return [v, i];
+  }
+  function onRawEvent(c, buf) {
+    const at = buf.indexOf(TITLE, 8);
+    if (at < 0) { badEnvelope++; return; }
+    const p = at + TITLE.length;
+    if (buf[p] !== 116 /* t */) { warmupRecv++; return; }
+    if (!measuring) { warmupRecv++; return; }
+    const now = nowMs();
+    const [sent, i1] = numberAt(buf, p + 2);
+    const [seq] = numberAt(buf, i1 + 3); // ";s="
+    if (envelopeBytes === null) envelopeBytes = buf.length;
+    received++;
+    if (seq >= c.seen.length) {
+      const n = new Uint8Array(Math.max(seq + 1, c.seen.length * 2));
+      n.set(c.seen);
+      c.seen = n;
+    }
+    if (c.seen[seq]) { dups++; return; }
+    c.seen[seq] = 1;
+    c.got++;
+    unique++;
+    hAdd(hist, now - sent);
+    if (now <= tEnd) inWindow++;
+    if (!firstRecv) firstRecv = now;
+    lastRecv = now;
+    const sec = Math.floor((now - t0) / 1000);
+    if (sec >= 0) countAt(timeline, sec);
+  }
+
+  function connectOneRaw(idx) {
+    const WebSocket = require('ws');
+    return new Promise((resolve) => {
+      const c = { socket: null, seen: new Uint8Array(cfg.seqCapacity), got: 0, joined: false, idx };
+      const token = mintJwt(cfg.jwtSecret, 100000 + idx);
+      const ns = cfg.namespace;
+      const prefix = ns === '/' ? '' : ns + ',';
+      const eventHead = Buffer.from('42' + prefix); // "42/feed," then "[" (no ack id)
+      const ackHead = '43' + prefix + '1';
+      let done = false;
+      const finish = (ok, err) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve({ c, ok, err });
+      };
+      const u = new URL(cfg.url);
+      const url = `ws://${u.host}/socket.io/?EIO=4&transport=websocket&token=${encodeURIComponent(token)}`;
+      const ws = new WebSocket(url, { perMessageDeflate: cfg.clientDeflate === 'on', skipUTF8Validation: true });
+      c.socket = ws;
+      const timer = setTimeout(() => { finish(false, 'connect/join timeout'); ws.terminate(); }, 20000);
+      ws.on('message', (buf) => {
+        const b0 = buf[0];
+        if (b0 === 52 /* 4: message */) {
+          const b1 = buf[1];
+          if (b1 === 50 /* 2: event */ && buf.compare(eventHead, 0, eventHead.length, 0, eventHead.length) === 0) {
+            onRawEvent(c, buf);
+          } else if (b1 === 48 /* 0: connect */) {
+            if (wsExtensions === null) wsExtensions = ws.extensions || '';
+            ws.send(`42${prefix}1${JSON.stringify(['room:join', { room: cfg.room }])}`);
+          } else if (b1 === 51 /* 3: ack */) {
+            const text = buf.toString('utf8');
+            if (!text.startsWith(ackHead)) return;
+            let ack = null;
+            try { ack = JSON.parse(text.slice(ackHead.length))[0]; } catch (_) { /* below */ }
+            if (ack && ack.ok === true && ack.data && ack.data.room === cfg.room) {
+              c.joined = true;
+              finish(true);
+            } else finish(false, 'join rejected: ' + text.slice(0, 200));
+          } else if (b1 === 52 /* 4: connect_error */) {
+            finish(false, 'connect_error: ' + buf.toString('utf8').slice(0, 200));
+          } else if (b1 === 49 /* 1: disconnect */) {
+            if (c.joined) { disconnects++; addCount(disconnectReasons, 'server namespace disconnect'); }
+            c.joined = false;
+          }
+        } else if (b0 === 50 /* 2: ping */) {
+          ws.send('3');
+        } else if (b0 === 48 /* 0: open */) {
+          ws.send(`40${prefix}${JSON.stringify({ token })}`);
+        }
+      });
+      ws.on('error', (e) => finish(false, 'ws error: ' + (e && e.message)));
+      ws.on('close', (code, reason) => {
+        if (c.joined) {
+          disconnects++;
+          addCount(disconnectReasons, `close ${code} ${String(reason || '')}`.trim());
+        }
+        finish(false, 'closed: ' + code);
+      });
+    });
+  }
+
   function connectOne(idx) {
+    if (cfg.client === 'raw') return connectOneRaw(idx);
     return new Promise((resolve) => {
       const c = { socket: null, seen: new Uint8Array(cfg.seqCapacity), got: 0, joined: false, idx };
       const token = mintJwt(cfg.jwtSecret, 100000 + idx);
@@ -236,7 +348,7 @@ function runWorker() {
     },
     pubend: drain,
     close() {
-      for (const c of clients) c.socket.close();
+      for (const c of clients) if (c.socket) c.socket.close();
       setTimeout(() => process.exit(0), 200);
     },
   });
@@ -294,7 +406,7 @@ async function coordinator(o) {
   const pool = forkWorkers(__filename, nWorkers, (w) => ({
     url: o.url, namespace: o.namespace, room: o.room, eventType: o.eventType, jwtSecret: o.jwtSecret,
     first: parts[w].first, count: parts[w].count, seqCapacity, connectConcurrency: o.connectConcurrency,
-    clientDeflate: o.clientDeflate, drainIdle: o.drainIdle, drainMax: o.drainMax,
+    clientDeflate: o.clientDeflate, drainIdle: o.drainIdle, drainMax: o.drainMax, client: o.client,
   }), { tick: { unique: 0 } });
   const { workers } = pool;
   const deliveredSoFar = () => pool.total((w) => w.tick.unique);
@@ -462,6 +574,7 @@ async function coordinator(o) {
     payload_bytes: pub.payloadBytes,
     envelope_bytes: envelopeBytes,
     client_deflate: o.clientDeflate,
+    client: o.client,
     ws_extensions: wsExtensions,
     sent,
     accepted,

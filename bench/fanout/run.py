@@ -26,7 +26,24 @@ from common import OURS_KINDS, Sampler, Server, fmt, log, row  # noqa: E402
 
 common.set_log_name("fanout")
 
-KNOWN_SERVERS = ("ours", "ours-redis", "bare", "bare-nodeflate", "node")
+KNOWN_SERVERS = ("ours", "ours-redis", "bare", "bare-nodeflate", "node", "ws")
+
+
+class FanoutServer(Server):
+    """`Server`, plus "ws": the minimal raw-`ws` broadcast server (ws_server.js), the ceiling."""
+
+    def command(self) -> list[str]:
+        if self.kind == "ws":
+            return [
+                "node",
+                str(HERE / "ws_server.js"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ]
+        return super().command()
+
 
 OURS_BENCH_ENV = {
     "OURS_RATE_CONNECT_PER_MIN": "1000000",
@@ -106,6 +123,7 @@ def run_loadgen(server: Server, sc: dict, args, sampler: Sampler) -> dict:
         "--drain-max", str(args.drain_max),
         "--label", server.kind,
         "--client-deflate", args.client_deflate,
+        "--client", args.client,
     ]  # fmt: skip
     env = {"BENCH_API_KEY": args.api_key, "BENCH_JWT_SECRET": args.jwt_secret}
     # connect (<=60 s) + warmup + publish + unanswered POSTs (<= drain-max) + drain (<= drain-max)
@@ -188,6 +206,7 @@ MAIN_COLS = (
     "expected",
     "delivered",
     "lost",
+    "refused (503)",
     "msgs/s",
     "p50 ms",
     "p99 ms",
@@ -221,7 +240,13 @@ def render_md(report: dict) -> str:
         *common.md_head("#", "Fan-out benchmark", report),
         common.machine_md(m, common.packages_md(pkgs)),
         "",
-        f"Load: {a['clients']} socket.io-client connections (websocket only) in {a['workers']} "
+        f"Load: {a['clients']} "
+        + (
+            "light raw `ws` clients (Engine.IO/Socket.IO by hand)"
+            if a.get("client") == "raw"
+            else "socket.io-client connections"
+        )
+        + f" (websocket only) in {a['workers']} "
         f"worker processes, one room; clients offer permessage-deflate: {a['client_deflate']}; "
         f"payload {a['payload_bytes']} B; {a['duration']:g} s per scenario; latency = client "
         "receive time - publish time (same clock, carried in the title); lost = not received "
@@ -257,6 +282,7 @@ def render_md(report: dict) -> str:
                 fmt(r["expected"]),
                 fmt(r["delivered"]),
                 fmt(r["lost"]),
+                fmt(refused(r)),
                 fmt(msgs_per_s(r)) + spread(r, "msgs_per_s_all", 0),
                 fmt(lat["p50"]),
                 fmt(lat["p99"]) + spread(r, "p99_ms_all", 1),
@@ -294,6 +320,7 @@ def render_md(report: dict) -> str:
                     fmt(r.get("server_rss_mib_peak")),
                 )
             )
+    lines += ladder_md(report)
     ratios = report.get("ratios") or []
     if ratios:
         lines += [
@@ -314,6 +341,64 @@ def render_md(report: dict) -> str:
             )
     lines += common.notes_md(report.get("notes") or [])
     return "\n".join(lines) + "\n"
+
+
+def refused(r: dict) -> int:
+    """Publishes the server refused with 503 (admission control: fan-out past capacity)."""
+    return int((r.get("post_status") or {}).get("503", 0))
+
+
+def ladder_md(report: dict) -> list[str]:
+    """The rate ladder: per rung and server delivered msgs/s, p50 / p99 and refused publishes;
+    ours against the ceiling ("ws") and against its own peak rung."""
+    rungs = [r for r in report["summary"] if "error" not in r and r["mode"] == "rate"]
+    rates = sorted({r["rate_target"] for r in rungs})
+    servers = [
+        s for s in report["args"]["servers"].split(",") if any(r["server"] == s for r in rungs)
+    ]
+    if len(rates) < 2 or not servers:
+        return []
+    by = {(r["server"], r["rate_target"]): r for r in rungs}
+    ours = [s for s in servers if s in OURS_KINDS]
+    cols = ["events/s"]
+    for s in servers:
+        cols += [f"{s} msgs/s", f"{s} p50 / p99 ms", f"{s} refused"]
+    for s in ours:
+        if "ws" in servers:
+            cols.append(f"{s} ÷ ws")
+        cols.append(f"{s} ÷ its best so far")
+    lines = [
+        "",
+        "Rate ladder (1 run per rung unless --repeat): delivered msgs/s, latency of the "
+        "delivered messages, publishes refused with 503; ours against the minimal server "
+        "(ws), and against its best rung up to this one (below 1 past saturation: it lost "
+        "capacity instead of holding it).",
+        "",
+        *common.table_head(tuple(cols), left=1),
+    ]
+    for rate in rates:
+        cells = [fmt(int(rate))]
+        for s in servers:
+            r = by.get((s, rate))
+            if r is None:
+                cells += ["—", "—", "—"]
+                continue
+            lat = r["latency_ms"]
+            cells += [fmt(msgs_per_s(r)), f"{fmt(lat['p50'])} / {fmt(lat['p99'])}", fmt(refused(r))]
+        for s in ours:
+            r = by.get((s, rate))
+            w = by.get(("ws", rate))
+            if "ws" in servers:
+                cells.append(
+                    fmt(msgs_per_s(r) / msgs_per_s(w), 2) if r and w and msgs_per_s(w) else "—"
+                )
+            best = max(
+                (msgs_per_s(x) for x in rungs if x["server"] == s and x["rate_target"] <= rate),
+                default=0,
+            )
+            cells.append(fmt(msgs_per_s(r) / best, 2) if r and best else "—")
+        lines.append(row(*cells))
+    return lines
 
 
 def summarize(results: list[dict], servers: list[str], scs: list[dict]) -> list[dict]:
@@ -343,7 +428,7 @@ def compute_ratios(results: list[dict]) -> list[dict]:
     for (srv, scen), r in by.items():
         if srv not in OURS_KINDS:
             continue
-        for base in ("bare", "node", "bare-nodeflate"):
+        for base in ("ws", "bare", "node", "bare-nodeflate"):
             b = by.get((base, scen))
             if not b:
                 continue
@@ -396,6 +481,20 @@ def main() -> int:
         help="on: clients offer permessage-deflate, as browsers and socket.io-client do "
         "(servers that accept it compress every frame per client); off: they do not",
     )
+    ap.add_argument(
+        "--client",
+        choices=("io", "raw"),
+        default="io",
+        help="io: official socket.io-client connections; raw: light `ws` clients that speak the "
+        "Engine.IO/Socket.IO wire format by hand and only count frames (the generator is not "
+        "the limit: use it for the rate ladder)",
+    )
+    ap.add_argument(
+        "--ladder",
+        action="store_true",
+        help="the rate ladder: --rates 100,200,...,1000 with --client raw and --client-deflate "
+        "off unless given",
+    )
     ap.add_argument("--workers", type=int, default=2, help="load generator client processes")
     ap.add_argument("--payload-bytes", type=int, default=200)
     ap.add_argument(
@@ -419,12 +518,20 @@ def main() -> int:
         "--out", default=str(HERE / "results"), help="directory for the JSON + markdown"
     )
     args = ap.parse_args()
+    if args.ladder:
+        given = set(sys.argv[1:])
+        if "--rates" not in given:
+            args.rates = ",".join(str(r) for r in range(100, 1001, 100))
+        if "--client" not in given:
+            args.client = "raw"
+        if "--client-deflate" not in given:
+            args.client_deflate = "off"
     args.rates = [float(x) for x in common.comma_list(args.rates)]
     common.new_credentials(args)
     servers = common.parse_servers(ap, args.servers, KNOWN_SERVERS)
 
     common.install_cleanup()
-    common.ensure_npm(HERE, ("socket.io-client", "socket.io"))
+    common.ensure_npm(HERE, ("socket.io-client", "socket.io", "ws"))
     started, outdir, logdir = common.begin_run("fanout", args.out)
     ours_bin = args.ours_bin if os.access(args.ours_bin, os.X_OK) else None
     machine = machine_info(args.python, ours_bin)
@@ -466,7 +573,7 @@ def main() -> int:
 
         results.append(
             common.measure_server(
-                partial(Server, kind, args, logdir, "fanout", OURS_BENCH_ENV),
+                partial(FanoutServer, kind, args, logdir, "fanout", OURS_BENCH_ENV),
                 tag,
                 partial(run_scenario, args=args, sc=sc, rep=rep, tag=tag),
                 {"server": kind, "scenario": sc["name"], "repeat": rep + 1},
