@@ -7,7 +7,16 @@ A direct conversation with a block between its two (messaging/blocks.py) takes n
 edits; `message.sent` names who muted the conversation (messaging/mutes.py) and who the
 message mentions (messaging/mentions.py, also published as `message.mentioned`). Posts, edits
 and deletes keep the search index (`MessageIndex`, messaging/search.py) in step, in their
-transaction."""
+transaction.
+
+`message:send` is written in micro-batches (group commit, messaging/group_commit.py): the
+sends that arrive while the previous batch is being written share one transaction, with one
+multi-row statement each for the rows, the index, the new `last_seq`s and (after the commit)
+the `message.sent` events. Inside a batch every send keeps what a lone send has: its checks and
+its own error, its seq in arrival order, its idempotency (a retry in the same batch answers the
+first), and `message:new` to the others before its ack. Where the time went before (py-spy at
+300 msg/s): about ten round trips and two commits per message (its transaction, then its
+`message.sent` in the event log), the search index a tenth of the process on its own."""
 
 from __future__ import annotations
 

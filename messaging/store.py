@@ -229,6 +229,13 @@ class MessagingStore(Store):
 
     # -- batched sends (messaging/messages.py `Messages._send_batch`) --------------------------
 
+    async def conversations(self, conn: Conn, conv_ids: list[str]) -> dict[str, asyncpg.Record]:
+        """id -> (kind, last_seq) of those of `conv_ids` that exist."""
+        rows = await conn.fetch(
+            "SELECT id, kind, last_seq FROM conversations WHERE id = ANY($1::uuid[])", conv_ids
+        )
+        return {str(r["id"]): r for r in rows}
+
     async def lock_conversations(
         self, conn: asyncpg.Connection, conv_ids: list[str]
     ) -> dict[str, asyncpg.Record]:
@@ -370,6 +377,48 @@ class MessagingStore(Store):
         if row is None:
             return None
         return {"delivered": row["delivered_seq"], "read": row["read_seq"]}
+
+    async def advance_cursors(
+        self, conn: asyncpg.Connection, moves: dict[tuple[str, str], tuple[int, int]]
+    ) -> dict[tuple[str, str], dict[Receipt, int]]:
+        """`advance_cursor` for many members at once: (conversation, user) -> (delivered, read)
+        to move to (0: not moved); the cursors after, for those who are members."""
+        if not moves:
+            return {}
+        rows = await conn.fetch(
+            "UPDATE conversation_members m SET delivered_seq = GREATEST(m.delivered_seq, x.d),"
+            " read_seq = GREATEST(m.read_seq, x.r)"
+            " FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[]) AS x(c, u, d, r)"
+            " WHERE m.conversation_id = x.c AND m.user_id = x.u"
+            " RETURNING m.conversation_id, m.user_id, m.delivered_seq, m.read_seq",
+            [c for c, _ in moves],
+            [u for _, u in moves],
+            [d for d, _ in moves.values()],
+            [r for _, r in moves.values()],
+        )
+        return {
+            (str(r["conversation_id"]), r["user_id"]): {
+                "delivered": r["delivered_seq"],
+                "read": r["read_seq"],
+            }
+            for r in rows
+        }
+
+    async def unread_many(
+        self, conn: Conn, members: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """`unread` for many (conversation, user) at once."""
+        if not members:
+            return {}
+        rows = await conn.fetch(
+            "SELECT x.c, x.u, (SELECT count(*) FROM messages g WHERE g.conversation_id = x.c"
+            "  AND g.seq > m.read_seq AND g.sender_id <> x.u AND g.deleted_at IS NULL) AS n"
+            " FROM unnest($1::uuid[], $2::text[]) AS x(c, u)"
+            " JOIN conversation_members m ON m.conversation_id = x.c AND m.user_id = x.u",
+            [c for c, _ in members],
+            [u for _, u in members],
+        )
+        return {(str(r["c"]), r["u"]): int(r["n"]) for r in rows}
 
     async def unread(self, conv_id: str, user_id: str) -> int:
         return int(

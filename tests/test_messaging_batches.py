@@ -206,3 +206,48 @@ async def test_delivered_to_the_other_member_before_the_ack(server: ServerHandle
     await b.wait_for("message:new", count=n)
     await a.close()
     await b.close()
+
+
+async def test_receipts_that_arrive_together_are_written_together(server: ServerHandle) -> None:
+    a = await connect(server.url, NS, server.token("ra"))
+    b = await connect(server.url, NS, server.token("rb"))
+    cid = (await ok(a, "conversation:open", {"user_id": "rb"}))["id"]
+    for i in range(3):
+        await ok(a, "message:send", {"conversation_id": cid, "client_msg_id": f"r{i}", "body": "x"})
+    receipts = server.features.messaging.service.receipts
+    sizes: list[int] = []
+    write = receipts._marks.write
+
+    async def recording(items: list[Any]) -> Any:
+        sizes.append(len(items))
+        return await write(items)
+
+    receipts._marks.write = recording
+    got = await asyncio.gather(
+        receipts.mark("rb", cid, 2, "delivered"),
+        receipts.mark("rb", cid, 1, "read"),
+        receipts.mark("rx", cid, 3, "read"),  # not a member
+        receipts.mark("rb", str(uuid.uuid4()), 1, "read"),  # no such conversation
+        receipts.mark("rb", cid, 99, "delivered"),  # at most the last message
+        return_exceptions=True,
+    )
+    assert sizes == [5]
+    delivered, read, stranger, nowhere, last = got
+    assert isinstance(stranger, ApiError) and stranger.code == "forbidden"
+    assert isinstance(nowhere, ApiError) and nowhere.code == "not_found"
+    # one batch: each answer is the cursor after the batch
+    assert delivered == {"conversation_id": cid, "user_id": "rb", "seq": 3, "unread": 2}
+    assert read == {"conversation_id": cid, "user_id": "rb", "seq": 1, "unread": 2}
+    assert last == {"conversation_id": cid, "user_id": "rb", "seq": 3, "unread": 2}
+    told = await a.wait_for("message:delivered", count=2)
+    assert {t["seq"] for t in told} == {3}
+    (unread,) = await b.wait_for("conversation:unread")
+    assert unread == {"conversation_id": cid, "unread": 2, "read_seq": 1}
+    row = await server.node.storage.db.fetchrow(
+        "SELECT delivered_seq, read_seq FROM conversation_members"
+        " WHERE conversation_id = $1 AND user_id = 'rb'",
+        cid,
+    )
+    assert (row["delivered_seq"], row["read_seq"]) == (3, 1)
+    await a.close()
+    await b.close()
