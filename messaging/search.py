@@ -214,9 +214,13 @@ class SearchIndex:
         convs: list[str] = []
         terms: list[int] = []
         seqs: list[int] = []
+        keys: dict[str, bytes] = {}  # once per conversation: a key made here is not cached
         for conv_id, seq, body in items:
-            key = await self.keys.key(conn, conv_id, create=True)
-            assert key is not None
+            key = keys.get(conv_id)
+            if key is None:
+                key = await self.keys.key(conn, conv_id, create=True)
+                assert key is not None
+                keys[conv_id] = key
             found = hashes(key, body.decode())
             convs += [conv_id] * len(found)
             terms += found
