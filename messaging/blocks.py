@@ -103,6 +103,10 @@ class Blocks:
         if await self.store.in_direct(conn, conv_id, user_id):
             raise ApiError(Code.FORBIDDEN, BLOCKED)
 
+    async def blocked_pairs(self, conn: Conn, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (user, other) pairs have a block between them (a batch's sends)."""
+        return await self.store.blocked_pairs(conn, pairs)
+
     async def in_direct(self, conn: Conn, conv_id: str, user_id: str) -> bool:
         return await self.store.in_direct(conn, conv_id, user_id)
 

@@ -74,6 +74,19 @@ class BlocksStore(Store):
         )
         return {r["other"] for r in rows}
 
+    async def blocked_pairs(self, conn: Conn, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (user, other) pairs have a block between them, either direction."""
+        if not pairs:
+            return set()
+        rows = await conn.fetch(
+            "SELECT DISTINCT p.a, p.b FROM unnest($1::text[], $2::text[]) AS p(a, b)"
+            " JOIN user_blocks b ON (b.blocker_id = p.a AND b.blocked_id = p.b)"
+            " OR (b.blocker_id = p.b AND b.blocked_id = p.a)",
+            [a for a, _ in pairs],
+            [b for _, b in pairs],
+        )
+        return {(r["a"], r["b"]) for r in rows}
+
     async def in_direct(self, conn: Conn, conv_id: str, user_id: str) -> bool:
         """`conv_id` is a direct conversation and there is a block between its two members."""
         return bool(
@@ -129,6 +142,20 @@ class BlocksStore(Store):
             now,
         )
         return [r["user_id"] for r in rows]
+
+    async def muted_in_many(self, conv_ids: list[str], now: datetime) -> dict[str, list[str]]:
+        """conversation id -> the members who have it muted at `now` (only those with any)."""
+        rows = await self.db.fetch(
+            "SELECT conversation_id, user_id FROM conversation_mutes"
+            " WHERE conversation_id = ANY($1::uuid[]) AND (until IS NULL OR until > $2)"
+            " ORDER BY user_id",
+            conv_ids,
+            now,
+        )
+        out: dict[str, list[str]] = {}
+        for r in rows:
+            out.setdefault(str(r["conversation_id"]), []).append(r["user_id"])
+        return out
 
     async def mutes_of(self, user_id: str, now: datetime) -> dict[str, datetime | None]:
         """The user's mutes in force at `now`: conversation -> until (None: until unmuted)."""

@@ -7,7 +7,16 @@ A direct conversation with a block between its two (messaging/blocks.py) takes n
 edits; `message.sent` names who muted the conversation (messaging/mutes.py) and who the
 message mentions (messaging/mentions.py, also published as `message.mentioned`). Posts, edits
 and deletes keep the search index (`MessageIndex`, messaging/search.py) in step, in their
-transaction."""
+transaction.
+
+`message:send` is written in micro-batches (group commit, messaging/group_commit.py): the
+sends that arrive while the previous batch is being written share one transaction, with one
+multi-row statement each for the rows, the index, the new `last_seq`s and (after the commit)
+the `message.sent` events. Inside a batch every send keeps what a lone send has: its checks and
+its own error, its seq in arrival order, its idempotency (a retry in the same batch answers the
+first), and `message:new` to the others before its ack. Where the time went before (py-spy at
+300 msg/s): about ten round trips and two commits per message (its transaction, then its
+`message.sent` in the event log), the search index a tenth of the process on its own."""
 
 from __future__ import annotations
 
@@ -20,13 +29,14 @@ import asyncpg
 from pydantic import Field
 
 from messaging.attachments import Attachments, MessageAttachment
-from messaging.blocks import Blocks
+from messaging.blocks import BLOCKED, Blocks
 from messaging.conversations import MAX_MEMBERS, NS, MessageKind, require_member, room
 from messaging.extras import MessageExtras, QuotedMessage
+from messaging.group_commit import GroupCommit
 from messaging.keys import ConversationKeys, open_message, seal_message
 from messaging.mentions import Mentions
 from messaging.mutes import Mutes
-from messaging.store import MessagingStore
+from messaging.store import MessagingStore, NewMessage
 from server.bus import Bus
 from server.contract import Outgoing
 from server.errors import ApiError, Code
@@ -179,7 +189,28 @@ class MessageIndex(Protocol):
         self, conn: asyncpg.Connection, conv_id: str, seq: int, body: bytes
     ) -> None: ...
 
+    async def add_many(
+        self, conn: asyncpg.Connection, items: list[tuple[str, int, bytes]]
+    ) -> None: ...
+
     async def drop(self, conn: asyncpg.Connection, conv_id: str, seq: int) -> None: ...
+
+
+#: sends written in one transaction at most (the rest wait for the next batch)
+MAX_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One `message:send`, as the batch writer takes it."""
+
+    user_id: str
+    conv_id: str
+    client_msg_id: str
+    body: str
+    reply_to: str | None
+    skip_sid: str | None
+    attachment_ids: list[str]
 
 
 @dataclass(eq=False)
@@ -195,6 +226,9 @@ class Messages:
     mentions: Mentions
     index: MessageIndex | None = None
 
+    def __post_init__(self) -> None:
+        self._sends: GroupCommit[Send, Posted] = GroupCommit(self._send_batch, MAX_BATCH)
+
     async def send(
         self,
         user_id: str,
@@ -206,28 +240,152 @@ class Messages:
         attachment_ids: list[str] | None = None,
     ) -> Posted:
         """Post a text message (with the sender's attachments), or answer with the one this
-        `client_msg_id` already posted."""
+        `client_msg_id` already posted. Sends that arrive together are written together
+        (`_send_batch`)."""
+        return await self._sends.submit(
+            Send(user_id, conv_id, client_msg_id, body, reply_to, skip_sid, attachment_ids or [])
+        )
+
+    async def _send_batch(self, sends: list[Send]) -> list[Posted | ApiError]:
+        """Post a batch of sends in one transaction: the conversations locked (in id order),
+        then per send, in arrival order, the checks a lone send makes (a member; an earlier
+        post of its `client_msg_id`; no block in a direct conversation; `reply_to` in the
+        conversation; its attachments), each failing that send alone; seqs taken in arrival
+        order, gap-free (a send whose attachments are refused takes none); the rows, the
+        search index and the new `last_seq`s written with one statement each. After the
+        commit, each message is announced in order, and only then answered."""
+        answers: list[Posted | ApiError | None] = [None] * len(sends)
+        first: dict[tuple[str, str, str], int] = {}
+        again: dict[int, int] = {}  # a retry inside the batch -> the send it repeats
+        for i, s in enumerate(sends):
+            k = (s.conv_id, s.user_id, s.client_msg_id)
+            if k in first:
+                again[i] = first[k]
+            else:
+                first[k] = i
+        leads = list(first.values())
+        conv_ids = sorted({s.conv_id for s in sends})
+        posts: list[tuple[int, asyncpg.Record, bytes, list[dict[str, Any]] | None]] = []
         async with self.store.transaction() as conn:
-            await require_member(self.store, conn, conv_id, user_id, lock_conversation=True)
-            existing = await self.store.message_by_client_id(conn, conv_id, user_id, client_msg_id)
-            if existing is not None:
-                return posted(existing, duplicate=True)
-            await self.blocks.refuse_direct(conn, conv_id, user_id)
-            if reply_to is not None and await self.store.message(conn, conv_id, reply_to) is None:
-                raise ApiError(Code.NOT_FOUND, "reply_to is not a message of this conversation")
-            key = await self.keys.key(conv_id, conn)
-            msg_id = str(uuid.uuid4())
-            row = await self.post(
-                conn, key, conv_id, msg_id, user_id, client_msg_id, "text", body.encode(), reply_to
+            convs = await self.store.lock_conversations(conn, conv_ids)
+            members = await self.store.members_of(conn, list(convs))
+            earlier = await self.store.messages_by_client_ids(
+                conn, [k for k, i in first.items() if sends[i].user_id in members.get(k[0], ())]
             )
-            attached = await self.attachments.attach(
-                conn, key, user_id, conv_id, msg_id, attachment_ids or []
+            pairs = {
+                (s.user_id, m)
+                for i in leads
+                if (s := sends[i]).conv_id in convs
+                and convs[s.conv_id]["kind"] == "direct"
+                and s.user_id in members.get(s.conv_id, ())
+                for m in members[s.conv_id]
+                if m != s.user_id
+            }
+            blocked = await self.blocks.blocked_pairs(conn, sorted(pairs))
+            replied = await self.store.conversations_of_messages(
+                conn, sorted({s.reply_to for i in leads if (s := sends[i]).reply_to})
             )
-            members = await self.store.member_ids(conn, conv_id)
-        message = wire(key, conv_id, row, attached)
-        await self.extras.add(conv_id, key, [message], reactions=False)
-        await self.announce(message, members, skip_sid)
-        return posted(row)
+            last = {c: int(r["last_seq"]) for c, r in convs.items()}
+            plain: list[tuple[int, NewMessage, bytes, bytes]] = []
+            for i in leads:
+                s = sends[i]
+                try:
+                    if s.user_id not in members.get(s.conv_id, ()):
+                        raise ApiError(Code.FORBIDDEN, "you are not a member of this conversation")
+                    done = earlier.get((s.conv_id, s.user_id, s.client_msg_id))
+                    if done is not None:
+                        answers[i] = posted(done, duplicate=True)
+                        continue
+                    conv = convs[s.conv_id]
+                    others = [m for m in members[s.conv_id] if m != s.user_id]
+                    if conv["kind"] == "direct" and any((s.user_id, m) in blocked for m in others):
+                        raise ApiError(Code.FORBIDDEN, BLOCKED)
+                    if s.reply_to is not None and replied.get(s.reply_to) != s.conv_id:
+                        raise ApiError(
+                            Code.NOT_FOUND, "reply_to is not a message of this conversation"
+                        )
+                except ApiError as e:
+                    answers[i] = e
+                    continue
+                key = self.keys.unwrap(s.conv_id, conv["wrapped_key"])
+                msg_id = str(uuid.uuid4())
+                if not s.attachment_ids:
+                    last[s.conv_id] += 1
+                    row = NewMessage(
+                        msg_id,
+                        s.conv_id,
+                        last[s.conv_id],
+                        s.user_id,
+                        s.client_msg_id,
+                        "text",
+                        seal_message(key, s.conv_id, msg_id, s.body.encode()),
+                        s.reply_to,
+                    )
+                    plain.append((i, row, key, s.body.encode()))
+                    continue
+                # attachments are checked where they are bound: after the row, in a savepoint
+                # that takes the row (and its seq) back with a refusal. What came before it in
+                # the batch is written first, so seqs follow arrival order.
+                posts += await self._insert_plain(conn, plain)
+                plain = []
+                try:
+                    async with conn.transaction():
+                        row = await self.post(
+                            conn,
+                            key,
+                            s.conv_id,
+                            msg_id,
+                            s.user_id,
+                            s.client_msg_id,
+                            "text",
+                            s.body.encode(),
+                            s.reply_to,
+                            seq=last[s.conv_id] + 1,
+                        )
+                        files = await self.attachments.attach(
+                            conn, key, s.user_id, s.conv_id, msg_id, s.attachment_ids
+                        )
+                except ApiError as e:
+                    answers[i] = e
+                    continue
+                last[s.conv_id] += 1
+                posts.append((i, row, key, files))
+            posts += await self._insert_plain(conn, plain)
+            await self.store.set_last_seqs(
+                conn, {c: n for c, n in last.items() if n != convs[c]["last_seq"]}
+            )
+        messages = []
+        for i, row, key, attached in posts:
+            s = sends[i]
+            message = wire(key, s.conv_id, row, attached)
+            if s.reply_to is not None:
+                await self.extras.add(s.conv_id, key, [message], reactions=False)
+            messages.append((message, members[s.conv_id], s.skip_sid))
+            answers[i] = posted(row)
+        await self.announce_many(messages)
+        for i, j in again.items():
+            answer = answers[j]
+            if isinstance(answer, dict):
+                answer = Posted(id=answer["id"], seq=answer["seq"], ts=answer["ts"], duplicate=True)
+            answers[i] = answer
+        out = []
+        for answer in answers:
+            assert answer is not None
+            out.append(answer)
+        return out
+
+    async def _insert_plain(
+        self, conn: asyncpg.Connection, plain: list[tuple[int, NewMessage, bytes, bytes]]
+    ) -> list[tuple[int, asyncpg.Record, bytes, list[dict[str, Any]] | None]]:
+        """Write text messages without attachments (and their search index) at once."""
+        if not plain:
+            return []
+        rows = await self.store.insert_messages(conn, [m for _, m, _, _ in plain])
+        if self.index is not None:
+            await self.index.add_many(
+                conn, [(m.conversation_id, m.seq, body) for _, m, _, body in plain]
+            )
+        return [(i, row, key, None) for (i, _, key, _), row in zip(plain, rows, strict=True)]
 
     async def post(
         self,
@@ -241,9 +399,13 @@ class Messages:
         body: bytes,
         reply_to: str | None = None,
         tip_amount: Decimal | None = None,
+        *,
+        seq: int | None = None,
     ) -> asyncpg.Record:
-        """In the caller's transaction: take the next seq, seal the body, insert the row."""
-        seq = await self.store.next_seq(conn, conv_id)
+        """In the caller's transaction: take the next seq (unless a batch took it: `seq`,
+        its `last_seq` written by the batch), seal the body, insert the row."""
+        if seq is None:
+            seq = await self.store.next_seq(conn, conv_id)
         row = await self.store.insert_message(
             conn,
             msg_id,
@@ -265,40 +427,55 @@ class Messages:
     ) -> None:
         """After the commit: `message:new` to the conversation's room (but the sending socket),
         and `message.sent` on the bus for the notification router."""
-        conv_id = message["conversation_id"]
-        await self.fanout.emit(
-            MESSAGE_NEW, message, namespace=NS, room=room(conv_id), skip_sid=skip_sid
-        )
-        sender = message["sender_id"]
-        recipients = [m for m in members if m != sender][:MAX_MEMBERS]
-        muted = set(await self.mutes.muted_in(conv_id))
-        mentioned = []
-        if message["kind"] != "tip":
-            mentioned = await self.mentions.of(conv_id, sender, message["body"], recipients)
-        about = {
-            "conversation_id": conv_id,
-            "message_id": message["id"],
-            "sender_id": sender,
-            "seq": message["seq"],
-        }
-        sent: dict[str, Any] = {**about, "recipients": recipients}
-        if muted:
-            sent["muted"] = [m for m in recipients if m in muted]
-        if mentioned:
-            sent["mentioned"] = mentioned
-        await self.bus.publish(
-            build_event({"type": "message.sent", "actor": sender, "payload": sent})
-        )
-        if mentioned:
-            await self.bus.publish(
-                build_event(
-                    {
-                        "type": "message.mentioned",
-                        "actor": sender,
-                        "payload": {**about, "mentioned": mentioned},
-                    }
-                )
+        await self.announce_many([(message, members, skip_sid)])
+
+    async def announce_many(
+        self, posts: list[tuple[dict[str, Any], list[str], str | None]]
+    ) -> None:
+        """`announce` for a batch, in order: every `message:new` first, then the batch's
+        `message.sent` (and `message.mentioned`) events in one publish."""
+        if not posts:
+            return
+        for message, _, skip_sid in posts:
+            conv_id = message["conversation_id"]
+            await self.fanout.emit(
+                MESSAGE_NEW, message, namespace=NS, room=room(conv_id), skip_sid=skip_sid
             )
+        muted_in = await self.mutes.muted_in_many(
+            sorted({m["conversation_id"] for m, _, _ in posts})
+        )
+        events = []
+        for message, members, _ in posts:
+            conv_id = message["conversation_id"]
+            sender = message["sender_id"]
+            recipients = [m for m in members if m != sender][:MAX_MEMBERS]
+            muted = set(muted_in.get(conv_id, ()))
+            mentioned = []
+            if message["kind"] != "tip":
+                mentioned = await self.mentions.of(conv_id, sender, message["body"], recipients)
+            about = {
+                "conversation_id": conv_id,
+                "message_id": message["id"],
+                "sender_id": sender,
+                "seq": message["seq"],
+            }
+            sent: dict[str, Any] = {**about, "recipients": recipients}
+            if muted:
+                sent["muted"] = [m for m in recipients if m in muted]
+            if mentioned:
+                sent["mentioned"] = mentioned
+            events.append(build_event({"type": "message.sent", "actor": sender, "payload": sent}))
+            if mentioned:
+                events.append(
+                    build_event(
+                        {
+                            "type": "message.mentioned",
+                            "actor": sender,
+                            "payload": {**about, "mentioned": mentioned},
+                        }
+                    )
+                )
+        await self.bus.publish_many(events)
 
     async def history(
         self, user_id: str, conv_id: str, before_seq: int | None, limit: int

@@ -58,6 +58,12 @@ class Mutes:
         """Who has the conversation muted now (or at `now`)."""
         return await self.blocks.muted_in(conv_id, now or utcnow())
 
+    async def muted_in_many(self, conv_ids: list[str]) -> dict[str, list[str]]:
+        """`muted_in` for many conversations at once (a batch's sends): only those with any."""
+        if not conv_ids:
+            return {}
+        return await self.blocks.muted_in_many(conv_ids, utcnow())
+
     async def of_user(self, user_id: str) -> dict[str, datetime | None]:
         """The user's mutes in force: conversation id -> until (None: until unmuted)."""
         return await self.blocks.mutes_of(user_id, utcnow())

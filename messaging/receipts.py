@@ -5,18 +5,22 @@ Typing is volatile: broadcast at most once per `TYPING_INTERVAL`, and a start th
 renewed stops by itself after `TYPING_EXPIRY`. Where there is a block (messaging/blocks.py)
 between the typist and a member, that member is not told (the others are, through their user
 rooms); in a direct conversation with a block, cursor moves are told to the reader's devices
-only."""
+only. Receipts are written in batches, as sends are (messaging/group_commit.py): several of one
+member in one batch are merged, the furthest cursor wins, and each is answered with the cursor
+after the batch."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
 
 from messaging.blocks import Blocks
 from messaging.conversations import NS, require_member, room
+from messaging.group_commit import GroupCommit
 from messaging.store import MessagingStore, Receipt
 from server.bus import Bus
 from server.contract import Outgoing
@@ -94,56 +98,101 @@ TYPING = server_event(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """One `message:read` / `message:delivered`, as the batch writer takes it."""
+
+    user_id: str
+    conv_id: str
+    seq: int
+    receipt: Receipt
+
+
 class Receipts:
     def __init__(self, store: MessagingStore, fanout: Fanout, bus: Bus, blocks: Blocks) -> None:
         self.store = store
         self.fanout = fanout
         self.bus = bus
         self.blocks = blocks
+        self._marks: GroupCommit[Mark, dict[str, Any]] = GroupCommit(self._mark_batch)
         self._typing_sent: dict[tuple[str, str], float] = {}
         self._typing_expiry: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     async def mark(self, user_id: str, conv_id: str, seq: int, receipt: Receipt) -> dict[str, Any]:
-        """Move the user's `receipt` cursor to `seq` (at most the last message)."""
-        conv = await self.store.conversation(self.store.db, conv_id)
-        if conv is None:
-            raise ApiError(Code.NOT_FOUND, "no such conversation")
-        cursors = await self.store.advance_cursor(
-            conv_id, user_id, receipt, min(seq, conv["last_seq"])
-        )
-        if cursors is None:
-            raise ApiError(Code.FORBIDDEN, "you are not a member of this conversation")
-        told = {"conversation_id": conv_id, "user_id": user_id, "seq": cursors[receipt]}
-        to = room(conv_id)
-        blocked = conv["kind"] == "direct" and await self.blocks.in_direct(
-            self.store.db, conv_id, user_id
-        )
-        if blocked:
-            to = f"user:{user_id}"  # nothing reaches the other side of a block
-        await self.fanout.emit(RECEIPT_EVENT[receipt], told, namespace=NS, room=to)
-        unread = await self.store.unread(conv_id, user_id)
-        if receipt == "read":  # every device of the reader shows the same count
-            await self.fanout.emit(
-                CONVERSATION_UNREAD,
-                {"conversation_id": conv_id, "unread": unread, "read_seq": cursors["read"]},
-                namespace=NS,
-                room=f"user:{user_id}",
-            )
-            if cursors["read"] > 0:
-                await self.bus.publish(
-                    build_event(
-                        {
-                            "type": "message.read",
-                            "actor": user_id,
-                            "payload": {
-                                "conversation_id": conv_id,
-                                "reader_id": user_id,
-                                "seq": cursors["read"],
-                            },
-                        }
-                    )
+        """Move the user's `receipt` cursor to `seq` (at most the last message). Receipts that
+        arrive together are written together (`_mark_batch`)."""
+        return await self._marks.submit(Mark(user_id, conv_id, seq, receipt))
+
+    async def _mark_batch(self, marks: list[Mark]) -> list[dict[str, Any] | ApiError]:
+        """A batch of receipts: one statement each for the conversations, the cursor moves
+        (several marks of one member merged: the furthest delivered and read), the blocks of
+        direct conversations and the unread counts; a mark for a conversation that does not
+        exist, or by a non-member, fails alone. Then each is told as a lone mark is, and the
+        batch's `message.read` events are published together."""
+        conv_ids = sorted({m.conv_id for m in marks})
+        answers: list[dict[str, Any] | ApiError] = []
+        async with self.store.transaction() as conn:
+            convs = await self.store.conversations(conn, conv_ids)
+            moves: dict[tuple[str, str], tuple[int, int]] = {}
+            for m in marks:
+                conv = convs.get(m.conv_id)
+                if conv is None:
+                    continue
+                seq = min(m.seq, conv["last_seq"])
+                d, r = moves.get((m.conv_id, m.user_id), (0, 0))
+                moves[(m.conv_id, m.user_id)] = (
+                    max(d, seq),
+                    max(r, seq) if m.receipt == "read" else r,
                 )
-        return {**told, "unread": unread}
+            cursors = await self.store.advance_cursors(conn, moves)
+            direct = [c for c in conv_ids if c in convs and convs[c]["kind"] == "direct"]
+            members = await self.store.members_of(conn, direct) if direct else {}
+            pairs = sorted(
+                {(u, o) for (c, u) in cursors if c in members for o in members[c] if o != u}
+            )
+            blocked = await self.blocks.blocked_pairs(conn, pairs)
+            unread = await self.store.unread_many(conn, list(cursors))
+        events = []
+        for m in marks:
+            k = (m.conv_id, m.user_id)
+            if m.conv_id not in convs:
+                answers.append(ApiError(Code.NOT_FOUND, "no such conversation"))
+                continue
+            if k not in cursors:
+                answers.append(
+                    ApiError(Code.FORBIDDEN, "you are not a member of this conversation")
+                )
+                continue
+            at = cursors[k]
+            told = {"conversation_id": m.conv_id, "user_id": m.user_id, "seq": at[m.receipt]}
+            to = room(m.conv_id)
+            if any((m.user_id, o) in blocked for o in members.get(m.conv_id, ())):
+                to = f"user:{m.user_id}"  # nothing reaches the other side of a block
+            await self.fanout.emit(RECEIPT_EVENT[m.receipt], told, namespace=NS, room=to)
+            if m.receipt == "read":  # every device of the reader shows the same count
+                await self.fanout.emit(
+                    CONVERSATION_UNREAD,
+                    {"conversation_id": m.conv_id, "unread": unread[k], "read_seq": at["read"]},
+                    namespace=NS,
+                    room=f"user:{m.user_id}",
+                )
+                if at["read"] > 0:
+                    events.append(
+                        build_event(
+                            {
+                                "type": "message.read",
+                                "actor": m.user_id,
+                                "payload": {
+                                    "conversation_id": m.conv_id,
+                                    "reader_id": m.user_id,
+                                    "seq": at["read"],
+                                },
+                            }
+                        )
+                    )
+            answers.append({**told, "unread": unread[k]})
+        await self.bus.publish_many(events)
+        return answers
 
     async def typing(self, user_id: str, conv_id: str, active: bool, skip_sid: str) -> bool:
         """Broadcast typing at most once per TYPING_INTERVAL; a start expires by itself."""

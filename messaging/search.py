@@ -209,6 +209,24 @@ class SearchIndex:
         assert key is not None
         await self.store.add(conn, conv_id, seq, hashes(key, body.decode()))
 
+    async def add_many(self, conn: asyncpg.Connection, items: list[tuple[str, int, bytes]]) -> None:
+        """`add` for many (conversation, seq, body) at once: one statement."""
+        convs: list[str] = []
+        terms: list[int] = []
+        seqs: list[int] = []
+        keys: dict[str, bytes] = {}  # once per conversation: a key made here is not cached
+        for conv_id, seq, body in items:
+            key = keys.get(conv_id)
+            if key is None:
+                key = await self.keys.key(conn, conv_id, create=True)
+                assert key is not None
+                keys[conv_id] = key
+            found = hashes(key, body.decode())
+            convs += [conv_id] * len(found)
+            terms += found
+            seqs += [seq] * len(found)
+        await self.store.add_many(conn, convs, terms, seqs)
+
     async def replace(self, conn: asyncpg.Connection, conv_id: str, seq: int, body: bytes) -> None:
         await self.store.drop(conn, conv_id, seq)
         await self.add(conn, conv_id, seq, body)

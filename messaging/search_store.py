@@ -63,6 +63,20 @@ class SearchStore(Store):
             terms,
         )
 
+    async def add_many(
+        self, conn: asyncpg.Connection, convs: list[str], terms: list[int], seqs: list[int]
+    ) -> None:
+        """Index rows (conversation, term, seq) side by side, in one statement."""
+        if terms:
+            await conn.execute(
+                "INSERT INTO message_search (conversation_id, term, seq)"
+                " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[])"
+                " ON CONFLICT DO NOTHING",
+                convs,
+                terms,
+                seqs,
+            )
+
     async def replace_many(
         self,
         conn: asyncpg.Connection,

@@ -8,6 +8,7 @@ may also run alone takes the pool, `db`, there); the others run on the pool them
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, TypeAlias
 
@@ -20,6 +21,22 @@ Conn: TypeAlias = Any  # an asyncpg Connection (in a transaction) or the pool
 
 #: what a receipt moves: the member's delivered cursor, or the read one (read implies delivered)
 Receipt = Literal["delivered", "read"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A row `insert_messages` writes (its body sealed already)."""
+
+    id: str
+    conversation_id: str
+    seq: int
+    sender_id: str
+    client_msg_id: str
+    kind: str
+    body: bytes
+    reply_to: str | None
+
+
 _ADVANCE: dict[Receipt, str] = {
     "delivered": "delivered_seq = GREATEST(delivered_seq, $3)",
     "read": "read_seq = GREATEST(read_seq, $3), delivered_seq = GREATEST(delivered_seq, $3)",
@@ -210,6 +227,100 @@ class MessagingStore(Store):
         assert row is not None
         return row
 
+    # -- batched sends (messaging/messages.py `Messages._send_batch`) --------------------------
+
+    async def conversations(self, conn: Conn, conv_ids: list[str]) -> dict[str, asyncpg.Record]:
+        """id -> (kind, last_seq) of those of `conv_ids` that exist."""
+        rows = await conn.fetch(
+            "SELECT id, kind, last_seq FROM conversations WHERE id = ANY($1::uuid[])", conv_ids
+        )
+        return {str(r["id"]): r for r in rows}
+
+    async def lock_conversations(
+        self, conn: asyncpg.Connection, conv_ids: list[str]
+    ) -> dict[str, asyncpg.Record]:
+        """Lock these conversations' rows (in id order, so two batches never deadlock) until
+        the transaction ends; id -> (kind, last_seq, wrapped_key) of those that exist."""
+        rows = await conn.fetch(
+            "SELECT id, kind, last_seq, wrapped_key FROM conversations"
+            " WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE",
+            conv_ids,
+        )
+        return {str(r["id"]): r for r in rows}
+
+    async def members_of(self, conn: Conn, conv_ids: list[str]) -> dict[str, list[str]]:
+        """conversation id -> its members' ids, longest-standing first."""
+        rows = await conn.fetch(
+            "SELECT conversation_id, user_id FROM conversation_members"
+            " WHERE conversation_id = ANY($1::uuid[]) ORDER BY joined_at",
+            conv_ids,
+        )
+        out: dict[str, list[str]] = {}
+        for r in rows:
+            out.setdefault(str(r["conversation_id"]), []).append(r["user_id"])
+        return out
+
+    async def messages_by_client_ids(
+        self, conn: asyncpg.Connection, keys: list[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], asyncpg.Record]:
+        """The messages already posted under these (conversation, sender, client_msg_id)."""
+        if not keys:
+            return {}
+        rows = await conn.fetch(
+            "SELECT g.* FROM messages g JOIN unnest($1::uuid[], $2::text[], $3::text[])"
+            " AS k(conversation_id, sender_id, client_msg_id)"
+            " ON g.conversation_id = k.conversation_id AND g.sender_id = k.sender_id"
+            " AND g.client_msg_id = k.client_msg_id",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+        )
+        return {(str(r["conversation_id"]), r["sender_id"], r["client_msg_id"]): r for r in rows}
+
+    async def conversations_of_messages(
+        self, conn: asyncpg.Connection, msg_ids: list[str]
+    ) -> dict[str, str]:
+        """message id -> its conversation id, for those of `msg_ids` that exist."""
+        if not msg_ids:
+            return {}
+        rows = await conn.fetch(
+            "SELECT id, conversation_id FROM messages WHERE id = ANY($1::uuid[])", msg_ids
+        )
+        return {str(r["id"]): str(r["conversation_id"]) for r in rows}
+
+    async def insert_messages(
+        self, conn: asyncpg.Connection, rows: list[NewMessage]
+    ) -> list[asyncpg.Record]:
+        """Insert many text messages in one statement; their rows, in the order given."""
+        if not rows:
+            return []
+        got = await conn.fetch(
+            "INSERT INTO messages (id, conversation_id, seq, sender_id, client_msg_id, kind,"
+            " body, reply_to)"
+            " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[],"
+            " $6::text[], $7::bytea[], $8::uuid[]) RETURNING *",
+            [r.id for r in rows],
+            [r.conversation_id for r in rows],
+            [r.seq for r in rows],
+            [r.sender_id for r in rows],
+            [r.client_msg_id for r in rows],
+            [r.kind for r in rows],
+            [r.body for r in rows],
+            [r.reply_to for r in rows],
+        )
+        by_id = {str(r["id"]): r for r in got}
+        return [by_id[r.id] for r in rows]
+
+    async def set_last_seqs(self, conn: asyncpg.Connection, last: dict[str, int]) -> None:
+        """Move the (locked) conversations' `last_seq` to what a batch took."""
+        if last:
+            await conn.execute(
+                "UPDATE conversations c SET last_seq = x.seq"
+                " FROM unnest($1::uuid[], $2::bigint[]) AS x(id, seq) WHERE c.id = x.id",
+                list(last),
+                list(last.values()),
+            )
+
     async def message(
         self, conn: asyncpg.Connection, conv_id: str, msg_id: str, *, lock: bool = False
     ) -> asyncpg.Record | None:
@@ -266,6 +377,48 @@ class MessagingStore(Store):
         if row is None:
             return None
         return {"delivered": row["delivered_seq"], "read": row["read_seq"]}
+
+    async def advance_cursors(
+        self, conn: asyncpg.Connection, moves: dict[tuple[str, str], tuple[int, int]]
+    ) -> dict[tuple[str, str], dict[Receipt, int]]:
+        """`advance_cursor` for many members at once: (conversation, user) -> (delivered, read)
+        to move to (0: not moved); the cursors after, for those who are members."""
+        if not moves:
+            return {}
+        rows = await conn.fetch(
+            "UPDATE conversation_members m SET delivered_seq = GREATEST(m.delivered_seq, x.d),"
+            " read_seq = GREATEST(m.read_seq, x.r)"
+            " FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[]) AS x(c, u, d, r)"
+            " WHERE m.conversation_id = x.c AND m.user_id = x.u"
+            " RETURNING m.conversation_id, m.user_id, m.delivered_seq, m.read_seq",
+            [c for c, _ in moves],
+            [u for _, u in moves],
+            [d for d, _ in moves.values()],
+            [r for _, r in moves.values()],
+        )
+        return {
+            (str(r["conversation_id"]), r["user_id"]): {
+                "delivered": r["delivered_seq"],
+                "read": r["read_seq"],
+            }
+            for r in rows
+        }
+
+    async def unread_many(
+        self, conn: Conn, members: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """`unread` for many (conversation, user) at once."""
+        if not members:
+            return {}
+        rows = await conn.fetch(
+            "SELECT x.c, x.u, (SELECT count(*) FROM messages g WHERE g.conversation_id = x.c"
+            "  AND g.seq > m.read_seq AND g.sender_id <> x.u AND g.deleted_at IS NULL) AS n"
+            " FROM unnest($1::uuid[], $2::text[]) AS x(c, u)"
+            " JOIN conversation_members m ON m.conversation_id = x.c AND m.user_id = x.u",
+            [c for c, _ in members],
+            [u for _, u in members],
+        )
+        return {(str(r["c"]), r["u"]): int(r["n"]) for r in rows}
 
     async def unread(self, conv_id: str, user_id: str) -> int:
         return int(

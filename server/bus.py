@@ -65,6 +65,11 @@ class Bus(abc.ABC):
     async def publish(self, event: Event) -> bool:
         """Make `event` durable and schedule it for every group; False if the id was seen."""
 
+    async def publish_many(self, events: list[Event]) -> list[bool]:
+        """`publish` each of `events` (a backend may make them durable together); per event,
+        False if its id was seen."""
+        return [await self.publish(e) for e in events]
+
     @abc.abstractmethod
     async def ping(self) -> bool: ...
 

@@ -79,6 +79,16 @@ class MemoryBus(Bus):
                 self._enqueue(group, event)
         return True
 
+    async def publish_many(self, events: list[Event]) -> list[bool]:
+        """One event-log statement for all of them, then queued like `publish`."""
+        fresh = await self.events.append_many(events)
+        if self._consuming:
+            for event in events:
+                if event.id in fresh:
+                    for group in self.consumers:
+                        self._enqueue(group, event)
+        return [e.id in fresh for e in events]
+
     def _enqueue(self, group: str, event: Event) -> None:
         pending = self._pending[group]
         if event.id in pending:

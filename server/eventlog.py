@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from server import jsonutil
 from server.events import Event
 from server.personal_data import Erasure
 from server.storage import Storage
@@ -45,6 +46,27 @@ class EventLog:
             event.ts,
         )
         return bool(status.endswith(" 1"))
+
+    async def append_many(self, events: list[Event]) -> set[str]:
+        """Insert many in one statement; the ids that were new (not retries)."""
+        if not events:
+            return set()
+        rows = await self.db.fetch(
+            "INSERT INTO events (id, type, actor, subjects, payload, ts)"
+            " SELECT x.id, x.type, x.actor,"
+            " ARRAY(SELECT jsonb_array_elements_text(x.subjects::jsonb)), x.payload::jsonb,"
+            " x.ts::timestamptz"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],"
+            " $6::text[]) AS x(id, type, actor, subjects, payload, ts)"
+            " ON CONFLICT (id) DO NOTHING RETURNING id",
+            [e.id for e in events],
+            [e.type for e in events],
+            [e.actor for e in events],
+            [jsonutil.dumps(e.subjects) for e in events],
+            [jsonutil.dumps(e.payload) for e in events],
+            [e.ts for e in events],
+        )
+        return {str(r["id"]) for r in rows}
 
     async def get(self, event_id: str) -> Event | None:
         row = await self.db.fetchrow("SELECT * FROM events WHERE id = $1", event_id)

@@ -75,6 +75,12 @@ function runWorker() {
   let tEnd = 0;
   let sent = 0, acked = 0, ackErr = 0, ackTimeouts = 0, delivered = 0, deliveredUnacked = 0;
   let dups = 0, wrongConv = 0, wrongSender = 0, withMeta = 0, badBody = 0, disconnects = 0;
+  // seq checks, from what the clients got: per conversation the seqs received must rise
+  // (order) and cover 1..max (gap-free, with the warm-up message as seq 1); a message's
+  // message:new seq must equal its ack's seq
+  let seqOutOfOrder = 0, seqMismatch = 0, badSeq = 0;
+  let ackSeq = null; // Int32Array: message i -> the seq its ack gave (0: none yet)
+  let newSeq = null; // Int32Array: message i -> the seq its message:new carried
   let lastRecv = 0, firstRecv = 0, lastAck = 0, inWindow = 0;
   const ackErrors = {};
   const disconnectReasons = {};
@@ -109,6 +115,7 @@ function runWorker() {
     const body = msg && typeof msg.body === 'string' ? msg.body : null;
     if (body === null) { badBody++; return; }
     if (body.startsWith('w;')) {
+      if (Number.isInteger(msg.seq)) { cv.seqs.add(msg.seq); cv.lastSeq = Math.max(cv.lastSeq, msg.seq); }
       if (cv.warmResolve) cv.warmResolve();
       return;
     }
@@ -123,6 +130,15 @@ function runWorker() {
     if (meta && meta.offsets) withMeta++;
     if (state[i] & 4) { dups++; return; }
     state[i] |= 4;
+    const seq = msg.seq;
+    if (!Number.isInteger(seq) || seq < 1) badSeq++;
+    else {
+      if (seq <= cv.lastSeq) seqOutOfOrder++;
+      cv.lastSeq = Math.max(cv.lastSeq, seq);
+      cv.seqs.add(seq);
+      newSeq[i] = seq;
+      if (ackSeq[i] && ackSeq[i] !== seq) seqMismatch++;
+    }
     delivered++;
     if (!(state[i] & 1)) deliveredUnacked++; // ack not (yet) in: the delivery raced the ack
     hAdd(delHist, now - due);
@@ -140,7 +156,7 @@ function runWorker() {
     const t = nowMs();
     const errors = {};
     for (let c = cfg.worker; c < cfg.conversations; c += cfg.workers) {
-      const cv = { c, a: `${cfg.userPrefix}-a-${c}`, b: `${cfg.userPrefix}-b-${c}`, id: null, warmed: false, warmResolve: null, ok: true };
+      const cv = { c, a: `${cfg.userPrefix}-a-${c}`, b: `${cfg.userPrefix}-b-${c}`, id: null, warmed: false, warmResolve: null, ok: true, seqs: new Set(), lastSeq: 0, acked: [] };
       convs.push(cv);
       byC.set(c, cv);
     }
@@ -216,6 +232,12 @@ function runWorker() {
         if (ack && ack.ok === true) {
           acked++;
           state[i] |= 1;
+          const seq = ack.data && ack.data.seq;
+          if (Number.isInteger(seq) && seq > 0) {
+            ackSeq[i] = seq;
+            if (newSeq[i] && newSeq[i] !== seq) seqMismatch++;
+          } else badSeq++;
+          cv.acked.push(i);
           hAdd(ackHist, now - due);
           lastAck = now;
         } else {
@@ -232,6 +254,8 @@ function runWorker() {
     const n = Math.round(cfg.rate * cfg.duration);
     const interval = 1000 / cfg.rate;
     state = new Uint8Array(n);
+    ackSeq = new Int32Array(n);
+    newSeq = new Int32Array(n);
     const mine = [];
     for (let i = 0; i < n; i++) if ((i % cfg.conversations) % cfg.workers === cfg.worker) mine.push(i);
     let k = 0;
@@ -268,6 +292,15 @@ function runWorker() {
       const s = state[i];
       if (s & 1) { if (s & 4) deliveredAcked++; else lost++; } else if (s & 4) deliveredNotAcked++;
     }
+    // gap-free per conversation: the seqs received cover 1..max
+    let seqGaps = 0, convsWithGaps = 0;
+    const conversationsSeen = [];
+    for (const cv of convs) {
+      if (!cv.id) continue;
+      const gaps = cv.lastSeq - cv.seqs.size;
+      if (gaps > 0) { seqGaps += gaps; convsWithGaps++; }
+      conversationsSeen.push({ id: cv.id, acked: cv.acked, received_max_seq: cv.lastSeq, received: cv.seqs.size });
+    }
     let stillConnected = 0;
     for (const cv of convs) {
       if (cv.aSock && cv.aSock.connected) stillConnected++;
@@ -277,6 +310,7 @@ function runWorker() {
       type: 'result',
       sent, acked, ackErr, ackTimeouts, ackErrors, delivered, deliveredAcked, deliveredNotAcked,
       deliveredBeforeAck: deliveredUnacked, lost, dups, wrongConv, wrongSender, withMeta, badBody,
+      seqOutOfOrder, seqMismatch, badSeq, seqGaps, convsWithGaps, conversationsSeen,
       disconnects, disconnectReasons, stillConnected, inWindow, firstRecv, lastRecv, lastAck, lastSend,
       drainEnd, outstandingAtEnd: outstanding,
       ackHist: hToJSON(ackHist), delHist: hToJSON(delHist), lagHist: hToJSON(lagHist), timeline,
@@ -346,7 +380,8 @@ async function coordinator(o) {
   const agg = {};
   const numKeys = ['sent', 'acked', 'ackErr', 'ackTimeouts', 'delivered', 'deliveredAcked', 'deliveredNotAcked',
     'deliveredBeforeAck', 'lost', 'dups', 'wrongConv', 'wrongSender', 'withMeta', 'badBody', 'disconnects',
-    'stillConnected', 'inWindow', 'outstandingAtEnd'];
+    'stillConnected', 'inWindow', 'outstandingAtEnd', 'seqOutOfOrder', 'seqMismatch', 'badSeq', 'seqGaps',
+    'convsWithGaps'];
   for (const k of numKeys) agg[k] = 0;
   const ackErrors = {}, disconnectReasons = {}, drainEnds = {};
   let lastRecv = 0, lastSend = 0;
@@ -396,6 +431,14 @@ async function coordinator(o) {
     wrong_sender: agg.wrongSender,
     deliveries_with_meta_offsets: agg.withMeta,
     bad_bodies: agg.badBody,
+    // seq, from what the clients got (see the worker): per conversation rising, 1..max
+    seq_out_of_order: agg.seqOutOfOrder,
+    seq_ack_mismatch: agg.seqMismatch,
+    seq_invalid: agg.badSeq,
+    seq_gaps: agg.seqGaps,
+    conversations_with_seq_gaps: agg.convsWithGaps,
+    // per conversation: its id and the messages acked in it (checked against the database)
+    conversations_seen: [].concat(...results.map((r) => r.conversationsSeen)),
     delivered_per_s: spanS ? Math.round(agg.delivered / spanS) : 0,
     window_delivered_per_s: Math.round(agg.inWindow / o.duration),
     drain_s: lastRecv > 0 ? r3(Math.max(0, (lastRecv - lastSend) / 1000)) : null,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -126,6 +127,62 @@ def run_loadgen(srv: Server, rate: float, args, sampler: Sampler) -> dict:
     return result
 
 
+def check_database(srv: Server, args, conversations: list[dict]) -> dict:
+    """dbcheck.py against the running server's database: seqs gap-free per conversation, one
+    row per client_msg_id, every acked message stored."""
+    python = str(Path(args.ours_bin).parent / "python")
+    env = dict(os.environ, OURS_DATA_DIR=str(srv.datadir), PYTHONPATH=str(common.REPO))
+    try:
+        done = subprocess.run(
+            [python, str(HERE / "dbcheck.py")],
+            input=json.dumps({"conversations": conversations}),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=True,
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as e:
+        err = getattr(e, "stderr", "") or ""
+        return {"ok": False, "error": f"{type(e).__name__}: {str(err)[-400:]}"}
+
+
+def kept_up(r: dict) -> bool:
+    """A rate the server kept up with: nothing lost, no ack timeouts, delivered during the send
+    window at >= 95 % of the target, and no more than 1 s of backlog after the last send."""
+    return (
+        "error" not in r
+        and r["lost"] == 0
+        and r["ack_timeouts"] == 0
+        and r["window_delivered_per_s"] >= 0.95 * r["rate_target"]
+        and (r["drain_s"] or 0) <= 1.0
+    )
+
+
+def falls_behind(results: list[dict]) -> dict:
+    """The highest rate of the ladder kept up with, and the first one that was not."""
+    ok = [r["rate"] for r in results if kept_up(r)]
+    behind = [r["rate"] for r in results if not kept_up(r)]
+    return {"kept_up_to": max(ok) if ok else None, "behind_at": min(behind) if behind else None}
+
+
+def invariants_ok(r: dict) -> bool:
+    """Nothing lost or duplicated, seq gap-free, in order, and matching the acks (clients),
+    and the database agrees."""
+    return (
+        r["lost"] == 0
+        and r["duplicates"] == 0
+        and r["seq_gaps"] == 0
+        and r["seq_out_of_order"] == 0
+        and r["seq_ack_mismatch"] == 0
+        and r["seq_invalid"] == 0
+        and r["wrong_conversation"] == 0
+        and r["wrong_sender"] == 0
+        and bool(r.get("database", {}).get("ok"))
+    )
+
+
 def run_rate(srv: Server, args, rate: float, tag: str) -> dict:
     """One rate against a started server: wait for a quiet machine, run the load generator
     while sampling the server."""
@@ -141,6 +198,8 @@ def run_rate(srv: Server, args, rate: float, tag: str) -> dict:
     finally:
         sampler.halt()
     r["rate"] = rate
+    r["database"] = check_database(srv, args, r.pop("conversations_seen", []))
+    r["invariants_ok"] = invariants_ok(r)
     r["background_busy_cores_before"] = background
     r["loadavg_before"], r["loadavg_after"] = before, loadavg()
     ack, dl = r["ack_latency_ms"], r["delivery_latency_ms"]
@@ -149,6 +208,12 @@ def run_rate(srv: Server, args, rate: float, tag: str) -> dict:
         f"lost {r['lost']:,}; ack p50/p99 {ack['p50']}/{ack['p99']} ms; delivery "
         f"p50/p99/max {dl['p50']}/{dl['p99']}/{dl['max']} ms; {r['delivered_per_s']}/s; "
         f"busy cores {r.get('busy_cores')}"
+    )
+    db = r["database"]
+    log(
+        f"{tag} | checks {'PASS' if r['invariants_ok'] else 'FAIL'}: duplicates {r['duplicates']}, "
+        f"seq gaps {r['seq_gaps']}, out of order {r['seq_out_of_order']}, ack/new seq mismatch "
+        f"{r['seq_ack_mismatch']}; database {json.dumps(db)}"
     )
     return r
 
@@ -169,6 +234,7 @@ COLS = (
     "CPU cores: server+pg / loadgen / other",
     "ours waited for a CPU %",
     "load avg before → after",
+    "checks",
 )
 HIST_COLS = (
     "run (UTC)",
@@ -273,9 +339,32 @@ def render_md(report: dict, heading: str = "#") -> str:
                 else "n/a",
                 fmt(r.get("ours_run_queue_wait_pct")),
                 f"{lb[0] if lb else 'n/a'} → {la[0] if la else 'n/a'}",
+                "pass" if r.get("invariants_ok") else "**FAIL**",
             )
         )
-    lines += ["", "Details per rate:", ""]
+    fb = report.get("falls_behind") or {}
+    lines += [
+        "",
+        f"Kept up (nothing lost, no ack timeout, ≥ 95 % of the rate delivered while sending, "
+        f"≤ 1 s backlog) up to {fmt(fb.get('kept_up_to'))}/s; fell behind at "
+        f"{fmt(fb.get('behind_at')) + '/s' if fb.get('behind_at') else 'no rate of the ladder'}."
+        " Checks: every acked message delivered once, in the right conversation from the right "
+        "sender; per conversation the seqs received rise and cover 1..max, each equal to its "
+        "ack's; the database holds seqs 1..n and `last_seq` = n per conversation, one row per "
+        "client_msg_id and every acked message. Load generator late (sender lag p99 > 10 ms) at: "
+        + (
+            ", ".join(
+                f"{r['rate_target']:g}/s"
+                for r in report["results"]
+                if "error" not in r and (r["sender_lag_ms"]["p99"] or 0) > 10
+            )
+            or "no rate"
+        )
+        + ".",
+        "",
+        "Details per rate:",
+        "",
+    ]
     for r in report["results"]:
         if "error" in r:
             continue
@@ -296,7 +385,9 @@ def render_md(report: dict, heading: str = "#") -> str:
             f"{fmt(r.get('background_busy_cores_before'), 2)} busy cores; some task on the "
             f"machine waited for a CPU {fmt(r.get('cpu_pressure_pct'))} % of the time (PSI); "
             "disconnects "
-            f"{r['disconnects']}; setup {fmt(r['setup_s'], 1)} s."
+            f"{r['disconnects']}; setup {fmt(r['setup_s'], 1)} s; seq gaps / out of order / "
+            f"ack mismatch {r['seq_gaps']} / {r['seq_out_of_order']} / {r['seq_ack_mismatch']};"
+            f" database {json.dumps(r.get('database'))}."
         )
         secs = r.get("delivery_by_send_second") or []
         if secs:
@@ -318,7 +409,9 @@ def render_md(report: dict, heading: str = "#") -> str:
 def main() -> int:
     ap = common.parser(__doc__)
     ap.add_argument("--conversations", type=int, default=200)
-    ap.add_argument("--rates", default="500,1000", help="comma list of total messages/s")
+    ap.add_argument(
+        "--rates", default="500,1000,2000,3000", help="comma list of total messages/s (a ladder)"
+    )
     ap.add_argument("--duration", type=float, default=20, help="send seconds per rate")
     ap.add_argument("--workers", type=int, default=2, help="load generator processes")
     ap.add_argument("--body-bytes", type=int, default=100)
@@ -377,11 +470,13 @@ def main() -> int:
         **common.report_head("messages", started, args, machine),
         "ours_env": {**OURS_BENCH_ENV, **common.env_pairs(args.ours_env)},
         "results": results,
+        "falls_behind": falls_behind(results),
         "server_logs": str(logdir),
     }
     doc_title = DOC_TITLE if args.write_doc else None
     common.write_reports(outdir, "messages", started, report, render_md, history, doc_title)
-    return 0 if all("error" not in r for r in results) else 1
+    log(f"falls behind: {json.dumps(report['falls_behind'])}")
+    return 0 if all("error" not in r and r["invariants_ok"] for r in results) else 1
 
 
 if __name__ == "__main__":
