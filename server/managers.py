@@ -169,6 +169,8 @@ class Delivery:
         """Send one room event to this node's sockets in `rooms`; return how many got it."""
         if self.server is None or ns not in self.rooms:
             return 0
+        if len(rooms) == 1 and rooms[0] not in self.rooms[ns]:
+            return 0  # nobody here (most users' rooms of a fan-out): nothing to encode
         args = [data, {"offsets": offsets}] if offsets else [data]
         frame, eio_pkt = self._encode(ns, event, args)
         recovering = self.recovering
@@ -328,6 +330,11 @@ class LocalManager(Delivery, socketio.AsyncManager):
             message = {"ns": namespace, "event": event, "data": data, "eid": eid}
             offsets = {r: self.roomlog.append(namespace, r, message) for r in rooms}
         await self.deliver_local(namespace, rooms, event, data, skip_set(skip_sid), offsets, eid)
+
+    async def emit_many(self, items: list[tuple[str, Any, str, list[str]]]) -> None:
+        """Room events (event, data, namespace, rooms), each logged and delivered in order."""
+        for event, data, namespace, rooms in items:
+            await self.emit(event, data, namespace, room=rooms)
 
     async def user_control(self, namespace: str, op: dict[str, Any]) -> None:
         await apply_control(self, namespace, op)
