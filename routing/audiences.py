@@ -17,7 +17,7 @@ from server.contract import Outgoing
 from server.errors import ApiError, Code
 from server.events import Id
 
-MAX_CHANGE = 10_000  # ids added (and removed) per request
+MAX_CHANGE = 450  # ids added (and removed) per request: both at 64 characters fit 64 KiB
 MAX_PAGE = 10_000  # members read per request
 
 Members = Annotated[list[Id], Field(max_length=MAX_CHANGE)]

@@ -212,7 +212,7 @@ class AudienceMembersQuery(Query):
 
 
 @operation(
-    "Add members to an audience and remove others (created on first use); at most 10,000"
+    "Add members to an audience and remove others (created on first use); at most 450"
     " ids each per request",
     AudienceChanged,
     security=ADMIN,

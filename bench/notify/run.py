@@ -8,7 +8,7 @@ sockets on /notifications, then publishes the `live.started` of one host to all 
 waits until every in-app row is delivered and every push arrived at the fake.
 
 Fan-out source: the platform owns the follower set. By default it registers it as an audience
-(PATCH /v1/audiences/{id}/members in pages of 10,000, not measured) and publishes ONE
+(PATCH /v1/audiences/{id}/members in pages of 450, not measured) and publishes ONE
 `live.started` naming it (`"audience": ...`). With --envelopes (the old way, and the only one
 old code knows) the event is published as N/100 envelopes with 100 `user:` subjects each.
 
@@ -203,10 +203,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ]
         else:
             async with aiohttp.ClientSession(headers=headers) as http:
-                for i in range(0, n, 10_000):
+                for i in range(0, n, 450):
                     async with http.patch(
                         f"{url}/v1/audiences/followers-host/members",
-                        json={"add": users[i : i + 10_000]},
+                        json={"add": users[i : i + 450]},
                     ) as r:
                         assert r.status == 200, await r.text()
             bodies = [
