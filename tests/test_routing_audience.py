@@ -53,3 +53,30 @@ async def test_one_event_to_an_audience_notifies_each_member_once(env: Env) -> N
     status, resp = await env.http("GET", "/v1/audiences/fans-host")
     assert status == 404
     await sock.close()
+
+
+async def test_a_batch_of_events_aggregates_and_caps_as_one_by_one(env: Env) -> None:
+    """What the bus hands over together: two follows of one user grow one inbox item (the
+    second goes into the next chunk), and each event is still claimed once."""
+    from server.events import Event
+
+    def follow(i: int, follower: str) -> Event:
+        return Event(
+            id=f"00000000-0000-4000-8000-00000000000{i}",
+            type="user.followed",
+            actor=follower,
+            subjects=["user:ana"],
+            payload={"follower_id": follower, "followee_id": "ana"},
+            ts="2030-03-04T12:00:00+00:00",
+        )
+
+    events = [follow(1, "bo"), follow(2, "cy")]
+    await env.feature.router.handle_many(events)
+    await env.feature.router.handle_many(events)  # redelivered: nothing twice
+    status, body = await env.http("GET", "/v1/me/notifications", token=env.server.token("ana"))
+    assert status == 200
+    [note] = body["data"]["items"]
+    assert note["event_count"] == 2 and note["actors"] == ["cy", "bo"]
+    for e in events:
+        log = await env.deliveries(e.id, "ana")
+        assert log["in_app"]["state"] == "delivered" and len(log) == 5
