@@ -340,30 +340,32 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "One `live.started` (immediate priority) from one host to N followers, routed to the",
         "in-app inbox (+ `notification:new` on /notifications) and to push (firebase-admin,",
         "FCM HTTP v1) at the fake FCM running in its own process. Every follower has one push",
-        "device and quiet hours off; email, SMS and Telegram rows are written as skipped (no",
-        "address, no phone, not configured), so the delivery log holds 5 rows per follower.",
+        "device (~1% of them `gone-` tokens the fake calls UNREGISTERED) and quiet hours off;",
+        "email, SMS and Telegram are skipped (no address, no phone, not configured): old code",
+        "writes 5 delivery-log rows per follower, new code 2 plus one compact skip record.",
         "",
-        "The platform owns the follower set, so the event names its recipients: event subjects",
-        "are capped at 100 rooms, and the event is published as N/100 envelopes of 100 `user:`",
-        "subjects each, all at once (`POST /v1/events`, concurrently). Times are from the first",
+        "Mode `one event to an audience`: the followers are registered as an audience (not",
+        "measured) and one event names it. Mode `envelopes of 100` (the old way): N/100",
+        "envelopes of 100 `user:` subjects each, all at once. Times are from the first",
         "publish; the last in-app time is when its delivery row was marked delivered (after the",
         "socket emit), the last push time is its arrival at the fake.",
         "",
         "Reproduce: `bench/notify/run --followers 10000 --sockets 200` (add `--redis` for the",
         "Redis Streams bus). Needs the machine's PostgreSQL (and Redis for `--redis`).",
         "",
-        "| when (UTC) | load | bus | followers | events | time to last in-app |"
+        "| when (UTC) | load | bus | mode | followers | events | time to last in-app |"
         " time to last push | time to last delivery | deliveries/s |"
-        " sample sockets: received, p50, max |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " sample sockets: received, p50, max | checks ok |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['when'][:16]} | {r.get('load_avg_1m_before')} | {r['bus']} | {r['followers']} |"
+            f"| {r['when'][:16]} | {r.get('load_avg_1m_before')} | {r['bus']} |"
+            f" {r.get('mode', 'envelopes of 100')} | {r['followers']} |"
             f" {r['events']} | {r['in_app_last_s']} s |"
             f" {r['push_last_s']} s | {r['last_delivery_s']} s | {r['deliveries_per_s']} |"
             f" {r['socket_received']}/{r['sockets']}, {r['socket_p50_s']} s,"
-            f" {r['socket_max_s']} s |"
+            f" {r['socket_max_s']} s | {r.get('checks', {}).get('ok', '-')} |"
         )
     lines += [
         "",
