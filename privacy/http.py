@@ -197,6 +197,9 @@ class Export(Outgoing):
         None,
         description="the delivery log, as GET /v1/notifications/{id}/deliveries answers it",
     )
+    audiences: list[str] | None = Field(
+        None, description="the platform's audiences (recipient lists) they are a member of"
+    )
     # activity
     activity: ExportActivity | None = None
     # media

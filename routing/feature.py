@@ -1,6 +1,7 @@
 """RouterFeature ("router"): wires the notification router into the node.
 
 Services: `router` (bus consumer and `notify()` for other features), `inbox` (what users do),
+`audiences` (the platform's recipient lists),
 `dispatcher` (sends queued deliveries), `digests` (scheduler job `routing.digest`),
 `store` (SQL, one part per concept). `clock` is the one source of "now" for routing
 decisions; tests replace it.
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from routing.audiences import Audiences
 from routing.channels.base import OutboundChannel
 from routing.channels.email import EmailChannel
 from routing.channels.in_app import InAppChannel
@@ -72,9 +74,10 @@ class RouterFeature(Feature):
         )
         self.inbox = Inbox(self.store, self.in_app, self.now, s.router_max_devices)
         self.digests = Digests(self.store.prefs, self.store.digests, self.email, self.now)
+        self.audiences = Audiences(self.store.audiences)
         #: for other features (activity's match notifications): `Router.notify`
         self.notify = self.router.notify
-        node.bus.subscribe("router", self.router.handle)
+        node.bus.subscribe("router", self.router.handle, many=self.router.handle_many)
         node.scheduler.register(DIGEST_JOB, self.digests.run)
 
     def now(self) -> datetime:
@@ -93,7 +96,7 @@ class RouterFeature(Feature):
     def routes(self, app: web.Application) -> None:
         from routing.http import add_routes
 
-        add_routes(app, self.inbox)
+        add_routes(app, self.inbox, self.audiences)
 
     async def start(self) -> None:
         for channel in self.channels.values():

@@ -5,6 +5,10 @@ PUT  /v1/me/preferences                    user JWT; any subset of the fields
 GET  /v1/me/notifications                  user JWT; ?before=<id>&limit=<1-100>&unread=1
 PUT  /v1/users/{user_id}/contact           API key or admin: email, phone, phone_verified
 GET  /v1/notifications/{id}/deliveries     its owner, an admin, or an API key
+PATCH  /v1/audiences/{audience_id}/members API key or admin: add / remove members (pages)
+GET    /v1/audiences/{audience_id}         API key or admin: its size
+GET    /v1/audiences/{audience_id}/members API key or admin: ?after=<user id>&limit=<n>
+DELETE /v1/audiences/{audience_id}         API key or admin
 """
 
 from __future__ import annotations
@@ -14,6 +18,15 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from routing.audiences import (
+    MAX_PAGE,
+    AudienceChanged,
+    AudienceDeleted,
+    AudienceInfo,
+    AudiencePage,
+    Audiences,
+    MembersChange,
+)
 from routing.inbox import Deliveries, Inbox, InboxPage
 from routing.preferences import ContactUpdate, Preferences, PreferencesUpdate
 from server.auth import Principal, Role
@@ -33,6 +46,7 @@ from server.http_api import (
 from server.openapi import operation
 
 INBOX = web.AppKey("routing.inbox", Inbox)
+AUDIENCES = web.AppKey("routing.audiences", Audiences)
 
 NotificationId = Annotated[int, Field(ge=1, le=2**62)]
 
@@ -188,6 +202,84 @@ async def deliveries(request: web.Request) -> web.Response:
     return envelope(request, await _inbox(request).deliveries(principal, notification_id))
 
 
+class AudiencePath(BaseModel):
+    audience_id: Id
+
+
+class AudienceMembersQuery(Query):
+    after: Id | None = Field(None, description="page: members after this user id (`next`)")
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 1000
+
+
+@operation(
+    "Add members to an audience and remove others (created on first use); at most 450"
+    " ids each per request",
+    AudienceChanged,
+    security=ADMIN,
+    path=AudiencePath,
+    body=MembersChange,
+    errors=(Code.FORBIDDEN,),
+    example={"audience_id": "followers-u_alice", "added": 2, "removed": 1, "members": 41},
+)
+async def patch_audience_members(request: web.Request) -> web.Response:
+    """For the platform's backend (an API key) or an admin. Removals apply first; ids already
+    in (or not in) the audience change nothing, so a retried request is harmless. Name the
+    audience in an event (`"audience": "<audience_id>"` in POST /v1/events) to notify every
+    member with one event."""
+    _api_key_or_admin(request)
+    audience_id = path_params(request, AudiencePath).audience_id
+    change = await read_body(request, MembersChange)
+    return envelope(request, await request.app[AUDIENCES].change(audience_id, change))
+
+
+@operation(
+    "An audience's size",
+    AudienceInfo,
+    security=ADMIN,
+    path=AudiencePath,
+    errors=(Code.FORBIDDEN, Code.NOT_FOUND),
+    example={"audience_id": "followers-u_alice", "members": 41},
+)
+async def get_audience(request: web.Request) -> web.Response:
+    _api_key_or_admin(request)
+    audience_id = path_params(request, AudiencePath).audience_id
+    return envelope(request, await request.app[AUDIENCES].info(audience_id))
+
+
+@operation(
+    "A page of an audience's members, in user-id order",
+    AudiencePage,
+    security=ADMIN,
+    path=AudiencePath,
+    query=AudienceMembersQuery,
+    errors=(Code.FORBIDDEN, Code.NOT_FOUND),
+    example={"audience_id": "followers-u_alice", "members": ["u_bob", "u_cy"], "next": None},
+)
+async def get_audience_members(request: web.Request) -> web.Response:
+    """`next` is the `after` of the next page, null on the last one."""
+    _api_key_or_admin(request)
+    audience_id = path_params(request, AudiencePath).audience_id
+    q = query(request, AudienceMembersQuery)
+    page = await request.app[AUDIENCES].page(audience_id, q.after or "", q.limit)
+    return envelope(request, page)
+
+
+@operation(
+    "Delete an audience and its member list",
+    AudienceDeleted,
+    security=ADMIN,
+    path=AudiencePath,
+    errors=(Code.FORBIDDEN,),
+    example={"deleted": True},
+)
+async def delete_audience(request: web.Request) -> web.Response:
+    """Events that name it afterwards notify nobody through it (their listed recipients are
+    still notified)."""
+    _api_key_or_admin(request)
+    audience_id = path_params(request, AudiencePath).audience_id
+    return envelope(request, await request.app[AUDIENCES].delete(audience_id))
+
+
 def _api_key_or_admin(request: web.Request, *, allow_user: bool = False) -> Principal:
     """An API key acts as an admin; otherwise the user's token (admins, or any user when
     `allow_user`, whose access is then checked against ownership)."""
@@ -199,10 +291,15 @@ def _api_key_or_admin(request: web.Request, *, allow_user: bool = False) -> Prin
     return caller
 
 
-def add_routes(app: web.Application, inbox: Inbox) -> None:
+def add_routes(app: web.Application, inbox: Inbox, audiences: Audiences) -> None:
     app[INBOX] = inbox
+    app[AUDIENCES] = audiences
     app.router.add_get("/v1/me/preferences", get_preferences)
     app.router.add_put("/v1/me/preferences", put_preferences)
     app.router.add_get("/v1/me/notifications", list_notifications)
     app.router.add_put("/v1/users/{user_id}/contact", put_contact)
     app.router.add_get("/v1/notifications/{id}/deliveries", deliveries)
+    app.router.add_patch("/v1/audiences/{audience_id}/members", patch_audience_members)
+    app.router.add_get("/v1/audiences/{audience_id}", get_audience)
+    app.router.add_get("/v1/audiences/{audience_id}/members", get_audience_members)
+    app.router.add_delete("/v1/audiences/{audience_id}", delete_audience)

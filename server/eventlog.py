@@ -22,6 +22,7 @@ def event_from_row(row: asyncpg.Record) -> Event:
         subjects=list(row["subjects"]),
         payload=row["payload"],
         ts=row["ts"].isoformat(),
+        audience=row["audience"],
     )
 
 
@@ -36,14 +37,16 @@ class EventLog:
     async def append(self, event: Event) -> bool:
         """Insert into the event log; False when the id was already there (a retry)."""
         status = await self.db.execute(
-            "INSERT INTO events (id, type, actor, subjects, payload, ts)"
-            " VALUES ($1, $2, $3, $4, $5, $6::text::timestamptz) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO events (id, type, actor, subjects, payload, ts, audience)"
+            " VALUES ($1, $2, $3, $4, $5, $6::text::timestamptz, $7)"
+            " ON CONFLICT (id) DO NOTHING",
             event.id,
             event.type,
             event.actor,
             event.subjects,
             event.payload,
             event.ts,
+            event.audience,
         )
         return bool(status.endswith(" 1"))
 

@@ -334,6 +334,12 @@ class EventIn(BaseModel):
     subjects: Annotated[list[Room], Field(max_length=100)] = []
     actor: Id | None = None
     id: uuid.UUID | None = None
+    audience: Id | None = Field(
+        None,
+        description="a registered audience (PUT /v1/audiences/{id}/members) whose members the"
+        " notification router adds to the recipients; the socket fan-out still goes to"
+        " `subjects`",
+    )
 
     @field_validator("type")
     @classmethod
@@ -363,6 +369,7 @@ def _typed(name: str, payload: type[Payload]) -> type[BaseModel]:
         subjects=(Annotated[list[Room], Field(max_length=100)], []),
         actor=(Id | None, None),
         id=(uuid.UUID | None, None),
+        audience=(Id | None, None),
     )
     return model
 
@@ -386,9 +393,11 @@ class Event(BaseModel):
     subjects: list[str]
     payload: dict[str, Any]
     ts: str
+    #: a registered audience whose members the router adds to the recipients (opaque here)
+    audience: str | None = None
 
     def wire(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "type": self.type,
             "actor": self.actor,
@@ -396,6 +405,9 @@ class Event(BaseModel):
             "payload": self.payload,
             "ts": self.ts,
         }
+        if self.audience is not None:
+            out["audience"] = self.audience
+        return out
 
 
 def build_event(raw: Any, *, idempotency_key: str | None = None, scope: str = "") -> Event:
@@ -417,6 +429,7 @@ def build_event(raw: Any, *, idempotency_key: str | None = None, scope: str = ""
         subjects=inp.subjects,
         payload=payload.model_dump(mode="json", exclude_none=True),
         ts=utcnow().isoformat(),
+        audience=inp.audience,
     )
 
 

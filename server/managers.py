@@ -193,6 +193,8 @@ class Delivery:
         """Send one room event to this node's sockets in `rooms`; return how many got it."""
         if self.server is None or ns not in self.rooms:
             return 0
+        if len(rooms) == 1 and rooms[0] not in self.rooms[ns]:
+            return 0  # nobody here (most users' rooms of a fan-out): nothing to encode
         args = [data, {"offsets": offsets}] if offsets else [data]
         frame, eio_pkt = self._encode(ns, event, args)
         recovering = self.recovering
@@ -395,6 +397,11 @@ class LocalManager(Delivery, socketio.AsyncManager):
             message = {"ns": namespace, "event": event, "data": data, "eid": eid}
             run.append((event, data, self.roomlog.append(namespace, room, message), eid))
         await self.deliver_local_run(namespace, room, run)
+
+    async def emit_many(self, items: list[tuple[str, Any, str, list[str]]]) -> None:
+        """Room events (event, data, namespace, rooms), each logged and delivered in order."""
+        for event, data, namespace, rooms in items:
+            await self.emit(event, data, namespace, room=rooms)
 
     async def user_control(self, namespace: str, op: dict[str, Any]) -> None:
         await apply_control(self, namespace, op)

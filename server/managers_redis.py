@@ -105,8 +105,8 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
 
     async def emit_many(self, items: list[tuple[str, Any, str, list[str]]]) -> None:
         """Room events (event, data, namespace, rooms), logged and published in order in one
-        round trip."""
-        await self.roomlog.append_publish_many(
+        round trip and one publish (a batch that every node unpacks in order)."""
+        await self.roomlog.append_publish_batch(
             [(rooms, _room_message(ns, rooms, event, data, [])) for event, data, ns, rooms in items]
         )
 
@@ -135,6 +135,10 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
     async def _handle_emit(self, message: dict[str, Any]) -> None:
         if "run" in message:
             await self._handle_run(message["run"])
+            return
+        if message.get("ours") and "batch" in message:
+            for part in message["batch"]:  # emit_many: each part as its own room event
+                await self._handle_emit({"ours": 1, **part})
             return
         if message.get("ours"):
             m = message["m"]

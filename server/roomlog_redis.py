@@ -65,6 +65,45 @@ redis.call('PUBLISH', KEYS[3], '{"method":"emit","host_id":null,"ours":1,"run":[
 return #items
 """
 
+# Many room emits in one call and one PUBLISH: each message appended to its rooms' logs as
+# above; the channel gets {"ours":1,"batch":[{offsets, prevs, m}, ...]}, unpacked in order.
+# ARGV: minid, epoch candidate, ttl, n, then per message: the message, its room count, rooms.
+APPEND_PUBLISH_BATCH_LUA = """
+local n = tonumber(ARGV[4])
+local a = 5
+local k = 1
+local parts = {}
+for j = 1, n do
+  local msg = ARGV[a]
+  local nr = tonumber(ARGV[a + 1])
+  a = a + 2
+  local offsets = {}
+  local prevs = {}
+  for i = 1, nr do
+    local skey = KEYS[k]
+    local ekey = KEYS[k + 1]
+    local room = ARGV[a]
+    k = k + 2
+    a = a + 1
+    redis.call('SET', ekey, ARGV[2], 'NX')
+    local epoch = redis.call('GET', ekey)
+    local last = redis.call('XREVRANGE', skey, '+', '-', 'COUNT', 1)
+    local prev = '0-0'
+    if last[1] then prev = last[1][1] end
+    local id = redis.call('XADD', skey, 'MINID', '~', ARGV[1], '*', 'm', msg, 'p', prev)
+    redis.call('EXPIRE', skey, ARGV[3])
+    redis.call('EXPIRE', ekey, ARGV[3])
+    offsets[i] = '"' .. room .. '":"' .. epoch .. ':' .. id .. '"'
+    prevs[i] = '"' .. room .. '":"' .. prev .. '"'
+  end
+  parts[j] = '{"offsets":{' .. table.concat(offsets, ',') .. '},"prevs":{' ..
+    table.concat(prevs, ',') .. '},"m":' .. msg .. '}'
+end
+redis.call('PUBLISH', KEYS[#KEYS], '{"method":"emit","host_id":null,"ours":1,"batch":[' ..
+  table.concat(parts, ',') .. ']}')
+return n
+"""
+
 
 class RedisRoomLog:
     def __init__(self, redis: Any, prefix: str, channel: str, window_s: float = 120.0) -> None:
@@ -74,6 +113,7 @@ class RedisRoomLog:
         self.window_ms = int(window_s * 1000)
         self._script = redis.register_script(APPEND_PUBLISH_LUA)
         self._run_script = redis.register_script(APPEND_PUBLISH_RUN_LUA)
+        self._batch = redis.register_script(APPEND_PUBLISH_BATCH_LUA)
 
     def _keys(self, ns: str, room: str) -> tuple[str, str]:
         base = f"{self.prefix}:rl:{ns}:{room}"
@@ -107,6 +147,24 @@ class RedisRoomLog:
         ttl = max(60, self.window_ms // 1000 * 4)
         args = [minid, uuid.uuid4().hex[:12], ttl, room, *(jsonutil.dumps(m) for m in messages)]
         await self._run_script(keys=[skey, ekey, self.channel], args=args)
+
+    async def append_publish_batch(self, items: list[tuple[list[str], dict[str, Any]]]) -> None:
+        """Several emits, each to its own rooms, in one script call and one PUBLISH."""
+        if not items:
+            return
+        keys: list[str] = []
+        args: list[Any] = [
+            int(time.time() * 1000) - self.window_ms,
+            uuid.uuid4().hex[:12],
+            max(60, self.window_ms // 1000 * 4),
+            len(items),
+        ]
+        for rooms, message in items:
+            args += [jsonutil.dumps(message), len(rooms), *rooms]
+            for room in rooms:
+                keys.extend(self._keys(message["ns"], room))
+        keys.append(self.channel)
+        await self._batch(keys=keys, args=args)
 
     async def publish_volatile(self, message: dict[str, Any]) -> None:
         body = {"method": "emit", "host_id": None, "ours": 1, "offsets": {}, "m": message}

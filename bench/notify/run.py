@@ -7,11 +7,17 @@ turns their quiet hours off (direct SQL: set-up, not measured), connects a sampl
 sockets on /notifications, then publishes the `live.started` of one host to all followers and
 waits until every in-app row is delivered and every push arrived at the fake.
 
-Fan-out source: the platform owns the follower set, so the event names its recipients. Event
-subjects are capped at 100 rooms, so "one event to 10,000" is published as 100 `live.started`
-envelopes with 100 `user:` subjects each, all at once (the same live, the same payload).
+Fan-out source: the platform owns the follower set. By default it registers it as an audience
+(PATCH /v1/audiences/{id}/members in pages of 450, not measured) and publishes ONE
+`live.started` naming it (`"audience": ...`). With --envelopes (the old way, and the only one
+old code knows) the event is published as N/100 envelopes with 100 `user:` subjects each.
 
-    bench/notify/run --followers 10000 --sockets 200 [--redis] [--out docs/benchmarks-notify.md]
+About 1% of followers' devices get `gone-` tokens (the fake answers 404 UNREGISTERED for
+them); the fake is started with --throttle-every 50 when it knows that option. Checks: every
+follower has exactly one inbox row, every live token reached the fake exactly once (when the
+fake reports per-token counts), and the `gone-` devices were removed.
+
+    bench/notify/run --followers 100000 --sockets 200 [--redis] [--envelopes] [--out ...]
 """
 
 from __future__ import annotations
@@ -90,6 +96,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     fcm_port, port = free_port(), free_port()
     sa = tmp / "firebase-sa.json"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("OURS_")}
+    throttle = []
+    if "--throttle-every" in (HERE / "fake_fcm.py").read_text():
+        throttle = ["--throttle-every", str(args.throttle_every)]
     fake = spawn(
         [
             sys.executable,
@@ -99,6 +108,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             str(fcm_port),
             "--service-account",
             str(sa),
+            *throttle,
         ],
         base_env,
         tmp / "fake_fcm.log",
@@ -147,9 +157,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         n = args.followers
         users = [f"f{i:05d}" for i in range(n)]
         conn = await asyncpg.connect(dsn_for(db))
+        gone = set(users[:: max(1, args.gone_every)]) if args.gone_every else set()
+        tokens = {u: f"{'gone' if u in gone else 'tok'}-{u}-{secrets.token_hex(8)}" for u in users}
         await conn.copy_records_to_table(
             "push_devices",
-            records=[(f"tok-{u}-{secrets.token_hex(8)}", u, "android") for u in users],
+            records=[(tokens[u], u, "android") for u in users],
             columns=["token", "user_id", "platform"],
         )
         prefs = json.dumps({"quiet_hours": {"enabled": False, "start": "23:00", "end": "08:00"}})
@@ -177,17 +189,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             clients.append(sio)
 
-        bodies = [
-            {
-                "type": "live.started",
-                "subjects": [f"user:{u}" for u in users[i : i + SUBJECTS_PER_EVENT]],
-                "payload": {"live_id": "l_bench", "host_id": "host", "title": "Late set"},
-                "actor": "host",
-            }
-            for i in range(0, n, SUBJECTS_PER_EVENT)
-        ]
+        live = {"live_id": "l_bench", "host_id": "host", "title": "Late set"}
         headers = {"Authorization": f"Bearer {settings.api_keys[0]}"}
-        log(f"publishing {len(bodies)} events x {SUBJECTS_PER_EVENT} subjects")
+        if args.envelopes:
+            bodies = [
+                {
+                    "type": "live.started",
+                    "subjects": [f"user:{u}" for u in users[i : i + SUBJECTS_PER_EVENT]],
+                    "payload": live,
+                    "actor": "host",
+                }
+                for i in range(0, n, SUBJECTS_PER_EVENT)
+            ]
+        else:
+            async with aiohttp.ClientSession(headers=headers) as http:
+                for i in range(0, n, 450):
+                    async with http.patch(
+                        f"{url}/v1/audiences/followers-host/members",
+                        json={"add": users[i : i + 450]},
+                    ) as r:
+                        assert r.status == 200, await r.text()
+            bodies = [
+                {
+                    "type": "live.started",
+                    "payload": live,
+                    "actor": "host",
+                    "audience": "followers-host",
+                }
+            ]
+        log(f"publishing {len(bodies)} event(s)")
         async with aiohttp.ClientSession(headers=headers) as http:
 
             async def post(body: dict[str, Any]) -> None:
@@ -208,7 +238,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "SELECT count(*) FROM deliveries WHERE channel = 'in_app'"
                     " AND state = 'delivered'"
                 )
-                if stats["accepted"] >= n and in_app >= n:
+                push_open = await conn.fetchval(
+                    "SELECT count(*) FROM deliveries WHERE channel = 'push' AND state = 'queued'"
+                )
+                push_rows = await conn.fetchval(
+                    "SELECT count(*) FROM deliveries WHERE channel = 'push'"
+                )
+                if in_app >= n and push_rows >= n and push_open == 0:
                     break
                 await asyncio.sleep(0.1)
         row = await conn.fetchrow(
@@ -220,7 +256,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "SELECT state, count(*) FROM deliveries WHERE channel = 'push' GROUP BY state"
             )
         )
+        per_user = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT user_id FROM notifications"
+            " GROUP BY user_id HAVING count(*) <> 1) x"
+        )
+        inboxed = await conn.fetchval("SELECT count(DISTINCT user_id) FROM notifications")
+        gone_left = await conn.fetchval(
+            "SELECT count(*) FROM push_devices WHERE token LIKE 'gone-%'"
+        )
         await conn.close()
+        checks: dict[str, Any] = {
+            "inbox_users": inboxed,
+            "inbox_lost": n - inboxed,
+            "inbox_users_not_exactly_once": per_user,
+            "gone_tokens": len(gone),
+            "gone_devices_left": gone_left,
+        }
+        counts = stats.get("tokens") or stats.get("per_token")
+        if isinstance(counts, dict):
+            live_tokens = [t for u, t in tokens.items() if u not in gone]
+            checks["push_lost"] = sum(1 for t in live_tokens if not counts.get(t))
+            checks["push_duplicated"] = sum(1 for t in live_tokens if int(counts.get(t) or 0) > 1)
+        else:
+            checks["push_lost"] = checks["push_duplicated"] = "fake reports no per-token counts"
+        checks["ok"] = (
+            checks["inbox_lost"] == 0
+            and per_user == 0
+            and gone_left == 0
+            and checks["push_lost"] in (0, "fake reports no per-token counts")
+            and checks["push_duplicated"] in (0, "fake reports no per-token counts")
+        )
         in_app_last = row["last"].timestamp() - t0 if row["last"] else None
         push_last = stats["last"] - t0 if stats.get("last") else None
         last = max(x for x in (in_app_last, push_last) if x is not None)
@@ -230,6 +295,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "machine": f"{platform.machine()}, {os.cpu_count()} cpu, Python "
             f"{platform.python_version()}",
             "bus": "redis streams" if args.redis else "in-process",
+            "mode": "envelopes of 100" if args.envelopes else "one event to an audience",
             "load_avg_1m_before": load_before,
             "followers": n,
             "events": len(bodies),
@@ -252,6 +318,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "socket_received": len(lat),
             "socket_p50_s": round(statistics.median(lat), 3) if lat else None,
             "socket_max_s": round(lat[-1], 3) if lat else None,
+            "checks": checks,
         }
         log(json.dumps(result))
         return result
@@ -273,30 +340,32 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "One `live.started` (immediate priority) from one host to N followers, routed to the",
         "in-app inbox (+ `notification:new` on /notifications) and to push (firebase-admin,",
         "FCM HTTP v1) at the fake FCM running in its own process. Every follower has one push",
-        "device and quiet hours off; email, SMS and Telegram rows are written as skipped (no",
-        "address, no phone, not configured), so the delivery log holds 5 rows per follower.",
+        "device (~1% of them `gone-` tokens the fake calls UNREGISTERED) and quiet hours off;",
+        "email, SMS and Telegram are skipped (no address, no phone, not configured): old code",
+        "writes 5 delivery-log rows per follower, new code 2 plus one compact skip record.",
         "",
-        "The platform owns the follower set, so the event names its recipients: event subjects",
-        "are capped at 100 rooms, and the event is published as N/100 envelopes of 100 `user:`",
-        "subjects each, all at once (`POST /v1/events`, concurrently). Times are from the first",
+        "Mode `one event to an audience`: the followers are registered as an audience (not",
+        "measured) and one event names it. Mode `envelopes of 100` (the old way): N/100",
+        "envelopes of 100 `user:` subjects each, all at once. Times are from the first",
         "publish; the last in-app time is when its delivery row was marked delivered (after the",
         "socket emit), the last push time is its arrival at the fake.",
         "",
         "Reproduce: `bench/notify/run --followers 10000 --sockets 200` (add `--redis` for the",
         "Redis Streams bus). Needs the machine's PostgreSQL (and Redis for `--redis`).",
         "",
-        "| when (UTC) | load | bus | followers | events | time to last in-app |"
+        "| when (UTC) | load | bus | mode | followers | events | time to last in-app |"
         " time to last push | time to last delivery | deliveries/s |"
-        " sample sockets: received, p50, max |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " sample sockets: received, p50, max | checks ok |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['when'][:16]} | {r.get('load_avg_1m_before')} | {r['bus']} | {r['followers']} |"
+            f"| {r['when'][:16]} | {r.get('load_avg_1m_before')} | {r['bus']} |"
+            f" {r.get('mode', 'envelopes of 100')} | {r['followers']} |"
             f" {r['events']} | {r['in_app_last_s']} s |"
             f" {r['push_last_s']} s | {r['last_delivery_s']} s | {r['deliveries_per_s']} |"
             f" {r['socket_received']}/{r['sockets']}, {r['socket_p50_s']} s,"
-            f" {r['socket_max_s']} s |"
+            f" {r['socket_max_s']} s | {r.get('checks', {}).get('ok', '-')} |"
         )
     lines += [
         "",
@@ -334,6 +403,11 @@ def main() -> None:
     p.add_argument("--redis", action="store_true", help="Redis Streams bus (else in-process)")
     p.add_argument("--both", action="store_true", help="run in-process, then Redis")
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument(
+        "--envelopes", action="store_true", help="the old way: N/100 events of 100 subjects"
+    )
+    p.add_argument("--gone-every", type=int, default=100, help="every Kth device is `gone-`")
+    p.add_argument("--throttle-every", type=int, default=50, help="the fake's 429 every Kth")
     p.add_argument("--out", type=Path, default=None, help="write the markdown report here")
     args = p.parse_args()
     results = []

@@ -81,9 +81,25 @@ NOTIFICATION_READ = server_event(
 )
 
 
+#: one socket event to one user's room: (user id, event name, data)
+Emit = tuple[str, str, dict[str, Any]]
+
+
 class InAppChannel:
     def __init__(self, fanout: Fanout) -> None:
         self.fanout = fanout
+
+    def new_event(self, user_id: str, item: dict[str, Any], unread: int) -> Emit:
+        return user_id, NOTIFICATION_NEW, {**item, "unread": unread}
+
+    def updated_event(self, user_id: str, item: dict[str, Any], unread: int) -> Emit:
+        return user_id, NOTIFICATION_UPDATED, {**item, "unread": unread}
+
+    async def tell_many(self, emits: list[Emit]) -> None:
+        """Many users' rooms in one fan-out call (one Redis round trip and publish)."""
+        await self.fanout.emit_many(
+            [(event, data, NAMESPACE, [user_room(user)]) for user, event, data in emits]
+        )
 
     async def new(self, user_id: str, item: dict[str, Any], unread: int) -> None:
         await self._tell(user_id, NOTIFICATION_NEW, {**item, "unread": unread})

@@ -6,6 +6,7 @@
                reached whom (idempotency, daily caps, aggregation)
   outbox       `deliveries`: the delivery log, which the dispatcher sends from
   digests      `digest_runs` and the digest jobs
+  audiences    `audiences`, `audience_members`: recipient lists events name
 
 `RouterStore` holds the parts, one transaction across them (the router writes an event's
 notifications, deliveries and digest jobs in one), and a user's export and erasure, which
@@ -18,16 +19,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from routing.store.audiences import AudienceStore
 from routing.store.devices import DeviceStore
 from routing.store.digests import DIGEST_JOB, DigestStore
 from routing.store.inbox import NOTIFICATION_COLUMNS, InboxStore, item
-from routing.store.outbox import OutboxStore, delivery
+from routing.store.outbox import OutboxStore
 from routing.store.preferences import PreferenceStore
 from server.personal_data import Erasure
 from server.storage import Storage, Store
 
 #: every table with rows of a user, in the order an erasure deletes them
 USER_TABLES = (
+    "audience_members",
     "deliveries",
     "notification_events",
     "notifications",
@@ -45,6 +48,7 @@ class RouterStore(Store):
         self.inbox = InboxStore(storage)
         self.outbox = OutboxStore(storage)
         self.digests = DigestStore(storage)
+        self.audiences = AudienceStore(storage)
 
     # -- a user's data (export / delete) ----------------------------------------------------
 
@@ -59,9 +63,6 @@ class RouterStore(Store):
             "SELECT platform, created_at, last_seen_at FROM push_devices WHERE user_id = $1",
             user_id,
         )
-        deliveries = await db.fetch(
-            "SELECT * FROM deliveries WHERE user_id = $1 ORDER BY id", user_id
-        )
         return {
             "preferences": prefs.public(),
             "notifications": [item(r) for r in inbox],
@@ -73,7 +74,8 @@ class RouterStore(Store):
                 }
                 for r in devices
             ],
-            "deliveries": [delivery(r) for r in deliveries],
+            "deliveries": await self.outbox.of_user(user_id),
+            "audiences": await self.audiences.of_user(user_id),
         }
 
     async def erase_user(self, e: Erasure) -> None:
@@ -81,6 +83,16 @@ class RouterStore(Store):
         notifications (actors, texts, data) the user becomes the pseudonym."""
         for table in USER_TABLES:
             await e.conn.execute(f"DELETE FROM {table} WHERE user_id = $1", e.user_id)
+        # the compact log of skipped deliveries: the user leaves its recipient lists
+        emptied = await e.conn.fetch(
+            "UPDATE delivery_skips SET user_ids = array_remove(user_ids, $1)"
+            " WHERE user_ids @> ARRAY[$1::text] RETURNING id, cardinality(user_ids) AS n",
+            e.user_id,
+        )
+        await e.conn.execute(
+            "DELETE FROM delivery_skips WHERE id = ANY($1::bigint[])",
+            [r["id"] for r in emptied if r["n"] == 0],
+        )
         await e.conn.execute(
             "DELETE FROM jobs WHERE kind = $1 AND payload->>'user_id' = $2", DIGEST_JOB, e.user_id
         )

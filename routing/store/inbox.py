@@ -18,6 +18,7 @@ import asyncpg
 from pydantic import Field
 
 from routing.store.bulk import columns
+from server import jsonutil
 from server.contract import Outgoing
 from server.storage import Store
 
@@ -39,6 +40,17 @@ class NewNotification:
     actor: str | None
     group_key: str | None
     hidden: bool
+
+
+@dataclass(slots=True)
+class Grow:
+    """One more event collapsed into an open notification of its group."""
+
+    notification_id: int
+    actors: list[str]
+    actor_count: int
+    title: str
+    body: str
 
 
 class InboxItem(Outgoing):
@@ -87,25 +99,21 @@ def item(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
 class InboxStore(Store):
     # -- what the router writes (inside its transaction) ------------------------------------
 
-    async def claim_event(
-        self,
-        conn: asyncpg.Connection,
-        event_id: str,
-        user_ids: list[str],
-        kind: str,
-        now: datetime,
-    ) -> list[str]:
-        """Record that `event_id` reaches these users; return those it had not reached yet."""
+    async def claim(
+        self, conn: asyncpg.Connection, pairs: list[tuple[str, str, str]], now: datetime
+    ) -> set[tuple[str, str]]:
+        """Record that each (event_id, user_id, kind) reaches its user; return the (event_id,
+        user_id) pairs it had not reached yet."""
         rows = await conn.fetch(
             "INSERT INTO notification_events (event_id, user_id, kind, created_at)"
-            " SELECT $1, u, $3, $4 FROM unnest($2::text[]) AS u"
-            " ON CONFLICT DO NOTHING RETURNING user_id",
-            event_id,
-            user_ids,
-            kind,
+            " SELECT e, u, k, $4 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS x(e, u, k)"
+            " ON CONFLICT DO NOTHING RETURNING event_id, user_id",
+            [e for e, _, _ in pairs],
+            [u for _, u, _ in pairs],
+            [k for _, _, k in pairs],
             now,
         )
-        return [r["user_id"] for r in rows]
+        return {(str(r["event_id"]), r["user_id"]) for r in rows}
 
     async def lock_users(self, conn: asyncpg.Connection, user_ids: Iterable[str]) -> None:
         """Serialize aggregation and cap checks per user (transaction-scoped advisory locks)."""
@@ -115,95 +123,105 @@ class InboxStore(Store):
             sorted(set(user_ids)),
         )
 
-    async def count_since(
-        self, conn: asyncpg.Connection, user_id: str, kind: str, since: datetime
-    ) -> int:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM notification_events"
-                " WHERE user_id = $1 AND kind = $2 AND counted AND created_at > $3",
-                user_id,
-                kind,
-                since,
-            )
-        )
-
-    async def open_group(
-        self, conn: asyncpg.Connection, user_id: str, group_key: str, since: datetime
-    ) -> asyncpg.Record | None:
-        """The unread notification of this group updated within the window, locked."""
-        return await conn.fetchrow(
-            f"SELECT {NOTIFICATION_COLUMNS}, group_key FROM notifications"
-            " WHERE user_id = $1 AND group_key = $2 AND read_at IS NULL AND NOT hidden"
-            " AND updated_at > $3 ORDER BY updated_at DESC LIMIT 1 FOR UPDATE",
-            user_id,
-            group_key,
+    async def counts_since(
+        self, conn: asyncpg.Connection, pairs: list[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], int]:
+        """Per (user_id, kind): the counted notifications since `since` (the daily caps), in
+        one query for the lot."""
+        if not pairs:
+            return {}
+        rows = await conn.fetch(
+            "SELECT ne.user_id, ne.kind, count(*) AS n FROM notification_events ne"
+            " JOIN (SELECT DISTINCT u, k FROM unnest($1::text[], $2::text[]) AS x(u, k)) x"
+            "  ON ne.user_id = x.u AND ne.kind = x.k"
+            " WHERE ne.counted AND ne.created_at > $3 GROUP BY ne.user_id, ne.kind",
+            [u for u, _ in pairs],
+            [k for _, k in pairs],
             since,
         )
+        return {(r["user_id"], r["kind"]): int(r["n"]) for r in rows}
 
-    async def grow_group(
-        self,
-        conn: asyncpg.Connection,
-        notification_id: int,
-        actors: list[str],
-        actor_count: int,
-        title: str,
-        body: str,
-        now: datetime,
-    ) -> asyncpg.Record:
-        row = await conn.fetchrow(
-            "UPDATE notifications SET actors = $2, actor_count = $3, title = $4, body = $5,"
-            " event_count = event_count + 1, updated_at = $6 WHERE id = $1"
-            f" RETURNING {NOTIFICATION_COLUMNS}",
-            notification_id,
-            actors,
-            actor_count,
-            title,
-            body,
+    async def open_groups(
+        self, conn: asyncpg.Connection, pairs: list[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], asyncpg.Record]:
+        """Per (user_id, group_key): the unread notification of that group updated within the
+        window, locked; one query for the lot."""
+        if not pairs:
+            return {}
+        rows = await conn.fetch(
+            f"SELECT {NOTIFICATION_COLUMNS}, group_key FROM notifications WHERE id IN ("
+            " SELECT DISTINCT ON (n.user_id, n.group_key) n.id FROM notifications n"
+            " JOIN unnest($1::text[], $2::text[]) AS x(u, g) ON n.user_id = x.u"
+            "  AND n.group_key = x.g"
+            " WHERE n.read_at IS NULL AND NOT n.hidden AND n.updated_at > $3"
+            " ORDER BY n.user_id, n.group_key, n.updated_at DESC, n.id DESC)"
+            " FOR UPDATE",
+            [u for u, _ in pairs],
+            [g for _, g in pairs],
+            since,
+        )
+        return {(r["user_id"], r["group_key"]): r for r in rows}
+
+    async def grow_groups(self, conn: asyncpg.Connection, grows: list[Grow], now: datetime) -> None:
+        """Collapse one more event into each of these open notifications, in one statement."""
+        if not grows:
+            return
+        await conn.execute(
+            "UPDATE notifications n"
+            " SET actors = ARRAY(SELECT jsonb_array_elements_text(x.a::jsonb)),"
+            " actor_count = x.c, title = x.t, body = x.b,"
+            " event_count = n.event_count + 1, updated_at = $6"
+            " FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[])"
+            "  AS x(id, a, c, t, b) WHERE n.id = x.id",
+            [g.notification_id for g in grows],
+            # a list per row: as JSON text (nested lists would be read as array dimensions)
+            [jsonutil.dumps(g.actors) for g in grows],
+            *columns(grows, "actor_count title body"),
             now,
         )
-        assert row is not None
-        return row
 
     async def insert(
         self, conn: asyncpg.Connection, rows: list[NewNotification], now: datetime
-    ) -> list[asyncpg.Record]:
-        """Bulk insert; returns the rows in the same order."""
+    ) -> list[int]:
+        """Bulk insert; returns the new ids in the same order (taken from the sequence first,
+        so one user may get several rows in one statement)."""
         if not rows:
             return []
-        out = await conn.fetch(
-            "INSERT INTO notifications (user_id, kind, priority, group_key, title, body, data,"
-            " actors, actor_count, hidden, created_at, updated_at)"
-            " SELECT u, k, p, g, t, b, d,"
+        ids = [
+            int(r[0])
+            for r in await conn.fetch(
+                "SELECT nextval(pg_get_serial_sequence('notifications', 'id'))"
+                " FROM generate_series(1, $1)",
+                len(rows),
+            )
+        ]
+        await conn.execute(
+            "INSERT INTO notifications (id, user_id, kind, priority, group_key, title, body,"
+            " data, actors, actor_count, hidden, created_at, updated_at)"
+            " SELECT i, u, k, p, g, t, b, d,"
             "  CASE WHEN a IS NULL THEN '{}'::text[] ELSE ARRAY[a] END,"
             "  CASE WHEN a IS NULL THEN 0 ELSE 1 END, h, $11, $11"
             " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-            "  $6::text[], $7::jsonb[], $8::text[], $9::bool[], $10::int[])"
-            "  AS x(u, k, p, g, t, b, d, a, h, o)"
-            " ORDER BY o"
-            f" RETURNING {NOTIFICATION_COLUMNS}, hidden",
+            "  $6::text[], $7::jsonb[], $8::text[], $9::bool[], $10::bigint[])"
+            "  AS x(u, k, p, g, t, b, d, a, h, i)",
             *columns(rows, "user_id kind priority group_key title body data actor hidden"),
-            list(range(len(rows))),
+            ids,
             now,
         )
-        by_user = {r["user_id"]: r for r in out}
-        return [by_user[r.user_id] for r in rows]
+        return ids
 
     async def link_events(
-        self,
-        conn: asyncpg.Connection,
-        event_id: str,
-        links: list[tuple[str, int, bool]],
+        self, conn: asyncpg.Connection, links: list[tuple[str, str, int, bool]]
     ) -> None:
-        """(user_id, notification_id, counted) for the event's new recipients."""
+        """(event_id, user_id, notification_id, counted) for the events' new recipients."""
         await conn.execute(
             "UPDATE notification_events ne SET notification_id = x.n, counted = x.c"
-            " FROM unnest($2::text[], $3::bigint[], $4::bool[]) AS x(u, n, c)"
-            " WHERE ne.event_id = $1 AND ne.user_id = x.u",
-            event_id,
-            [u for u, _, _ in links],
-            [n for _, n, _ in links],
-            [c for _, _, c in links],
+            " FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bool[]) AS x(e, u, n, c)"
+            " WHERE ne.event_id = x.e AND ne.user_id = x.u",
+            [e for e, _, _, _ in links],
+            [u for _, u, _, _ in links],
+            [n for _, _, n, _ in links],
+            [c for _, _, _, c in links],
         )
 
     # -- what users see and do --------------------------------------------------------------

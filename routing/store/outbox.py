@@ -5,21 +5,25 @@ as why a notification did or did not arrive."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
 from pydantic import Field
 
+from routing.priorities import Channel
 from routing.store.bulk import columns
 from routing.store.inbox import N_COLUMNS
+from server import jsonutil
 from server.contract import Outgoing
 from server.storage import Store
 
 
 @dataclass(slots=True)
 class DeliveryRow:
+    event_id: str
     user_id: str
     channel: str
     notification_id: int
@@ -29,6 +33,17 @@ class DeliveryRow:
     detail: str | None = None
     batch_key: str | None = None
     not_before: datetime | None = None
+
+
+@dataclass(slots=True)
+class SkipGroup:
+    """Recipients of one event whose channels were all skipped the same way at planning time
+    (`delivery_skips`): channel -> (reason, detail)."""
+
+    event_id: str
+    priority: str
+    skips: dict[str, tuple[str, str]]
+    user_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -93,23 +108,49 @@ class OutboxStore(Store):
     # -- what the router plans (inside its transaction) -------------------------------------
 
     async def insert(
-        self, conn: asyncpg.Connection, event_id: str, rows: list[DeliveryRow], now: datetime
+        self, conn: asyncpg.Connection, rows: list[DeliveryRow], now: datetime
     ) -> None:
+        """The planned (queued) rows, with COPY: the router claimed their (event, recipient)
+        pairs in this transaction, so none exists yet."""
         if not rows:
             return
+        await conn.copy_records_to_table(
+            "deliveries",
+            columns=DELIVERY_COPY_COLUMNS,
+            records=[
+                (
+                    uuid.UUID(r.event_id),
+                    r.user_id,
+                    r.channel,
+                    r.notification_id,
+                    r.priority,
+                    r.state,
+                    r.reason,
+                    r.detail,
+                    r.batch_key,
+                    r.not_before,
+                    now,
+                    now,
+                )
+                for r in rows
+            ],
+        )
+
+    async def insert_skips(
+        self, conn: asyncpg.Connection, groups: list[SkipGroup], now: datetime
+    ) -> None:
+        """What was skipped at planning time, one row per event and way of skipping."""
+        if not groups:
+            return
         await conn.execute(
-            "INSERT INTO deliveries (event_id, user_id, channel, notification_id, priority,"
-            " state, reason, detail, batch_key, not_before, created_at, updated_at)"
-            " SELECT $1, u, c, n, p, s, r, d, b, nb, $11, $11"
-            " FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],"
-            "  $7::text[], $8::text[], $9::text[], $10::timestamptz[])"
-            "  AS x(u, c, n, p, s, r, d, b, nb)"
-            " ON CONFLICT (event_id, user_id, channel) DO NOTHING",
-            event_id,
-            *columns(
-                rows,
-                "user_id channel notification_id priority state reason detail batch_key not_before",
-            ),
+            "INSERT INTO delivery_skips (event_id, priority, skips, user_ids, created_at)"
+            " SELECT e, p, s, ARRAY(SELECT jsonb_array_elements_text(u::jsonb)), $5"
+            " FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[]) AS x(e, p, s, u)",
+            [g.event_id for g in groups],
+            [g.priority for g in groups],
+            [{ch: list(why) for ch, why in g.skips.items()} for g in groups],
+            # a list per row: as JSON text (nested lists would be read as array dimensions)
+            [jsonutil.dumps(g.user_ids) for g in groups],
             now,
         )
 
@@ -134,23 +175,26 @@ class OutboxStore(Store):
     # -- sending ----------------------------------------------------------------------------
 
     async def take_in_app(
-        self, event_id: str, user_ids: list[str], now: datetime
+        self, pairs: list[tuple[str, str]], now: datetime
     ) -> list[tuple[str, asyncpg.Record, int]]:
-        """Flip this event's queued in-app rows to delivered; return (user, notification row,
-        unread count) for those flipped: the sockets to tell. A concurrent or repeated handling
-        of the event flips none."""
+        """Flip the queued in-app rows of these (event_id, user_id) pairs to delivered; return
+        (user, notification row, unread count) for those flipped: the sockets to tell. A
+        concurrent or repeated handling of the events flips none."""
+        if not pairs:
+            return []
         rows = await self.storage.db.fetch(
-            "WITH taken AS (UPDATE deliveries SET state = 'delivered', updated_at = $3,"
-            "  sent_at = $3 WHERE event_id = $1 AND channel = 'in_app' AND state = 'queued'"
-            "  AND user_id = ANY($2::text[]) RETURNING user_id, notification_id),"
+            "WITH taken AS (UPDATE deliveries d SET state = 'delivered', updated_at = $3,"
+            "  sent_at = $3 FROM unnest($1::uuid[], $2::text[]) AS x(e, u)"
+            "  WHERE d.event_id = x.e AND d.user_id = x.u AND d.channel = 'in_app'"
+            "  AND d.state = 'queued' RETURNING d.user_id, d.notification_id, d.id),"
             " unread AS (SELECT user_id, count(*) AS n FROM notifications"
-            "  WHERE user_id = ANY($2::text[]) AND read_at IS NULL AND NOT hidden"
+            "  WHERE user_id IN (SELECT user_id FROM taken) AND read_at IS NULL AND NOT hidden"
             "  GROUP BY user_id)"
             f" SELECT t.user_id AS recipient, {N_COLUMNS}, COALESCE(u.n, 0) AS unread"
             " FROM taken t JOIN notifications n ON n.id = t.notification_id"
-            " LEFT JOIN unread u ON u.user_id = t.user_id",
-            event_id,
-            user_ids,
+            " LEFT JOIN unread u ON u.user_id = t.user_id ORDER BY t.id",
+            [e for e, _ in pairs],
+            [u for _, u in pairs],
             now,
         )
         return [(r["recipient"], r, int(r["unread"])) for r in rows]
@@ -226,14 +270,102 @@ class OutboxStore(Store):
     # -- the log, read back -----------------------------------------------------------------
 
     async def of_notification(self, notification_id: int) -> list[dict[str, Any]]:
-        rows = await self.storage.db.fetch(
-            "SELECT * FROM deliveries WHERE notification_id = $1 ORDER BY event_id, id",
+        """Every delivery of the events that went into this notification (ordered by event,
+        then channel), the compact skipped ones included."""
+        db = self.storage.db
+        rows = await db.fetch(
+            "SELECT * FROM deliveries WHERE notification_id = $1", notification_id
+        )
+        skipped = await db.fetch(
+            "SELECT s.*, ne.user_id AS recipient FROM notification_events ne"
+            " JOIN delivery_skips s ON s.event_id = ne.event_id"
+            "  AND s.user_ids @> ARRAY[ne.user_id]"
+            " WHERE ne.notification_id = $1",
             notification_id,
         )
-        return [delivery(r) for r in rows]
+        return _ordered(rows, skipped)
 
     async def of_event(self, event_id: str) -> list[dict[str, Any]]:
-        rows = await self.storage.db.fetch(
-            "SELECT * FROM deliveries WHERE event_id = $1 ORDER BY user_id, id", event_id
+        """Every delivery of one event (ordered by recipient, then channel)."""
+        db = self.storage.db
+        rows = await db.fetch("SELECT * FROM deliveries WHERE event_id = $1", event_id)
+        skipped = await db.fetch(
+            "SELECT s.*, u AS recipient FROM delivery_skips s, unnest(s.user_ids) AS u"
+            " WHERE s.event_id = $1",
+            event_id,
         )
-        return [delivery(r) for r in rows]
+        return _ordered(rows, skipped, by_user=True)
+
+    async def of_user(self, user_id: str) -> list[dict[str, Any]]:
+        """A user's whole delivery log (the export), oldest first."""
+        db = self.storage.db
+        rows = await db.fetch("SELECT * FROM deliveries WHERE user_id = $1", user_id)
+        skipped = await db.fetch(
+            "SELECT s.*, $1::text AS recipient FROM delivery_skips s"
+            " WHERE s.user_ids @> ARRAY[$1::text]",
+            user_id,
+        )
+        return _ordered(rows, skipped, by_time=True)
+
+
+#: channel order within one event and recipient (the order the router plans them in)
+CHANNEL_ORDER = {ch.value: i for i, ch in enumerate(Channel)}
+DELIVERY_COPY_COLUMNS = [
+    "event_id",
+    "user_id",
+    "channel",
+    "notification_id",
+    "priority",
+    "state",
+    "reason",
+    "detail",
+    "batch_key",
+    "not_before",
+    "created_at",
+    "updated_at",
+]
+
+
+def skipped_delivery(row: asyncpg.Record, channel: str) -> dict[str, Any]:
+    """One recipient's skipped delivery on one channel, from a compact `delivery_skips` row.
+    Its id is negative (-(row id * 8 + channel index)): no `deliveries` row stands behind it."""
+    reason, detail = row["skips"][channel]
+    at = row["created_at"].isoformat()
+    return {
+        "id": -(row["id"] * 8 + CHANNEL_ORDER[channel]),
+        "event_id": str(row["event_id"]),
+        "user_id": row["recipient"],
+        "channel": channel,
+        "priority": row["priority"],
+        "state": "skipped",
+        "reason": reason,
+        "detail": detail,
+        "attempts": 0,
+        "not_before": None,
+        "provider_id": None,
+        "created_at": at,
+        "updated_at": at,
+        "sent_at": None,
+    }
+
+
+def _ordered(
+    rows: list[asyncpg.Record],
+    skipped: list[asyncpg.Record],
+    *,
+    by_user: bool = False,
+    by_time: bool = False,
+) -> list[dict[str, Any]]:
+    """The log rows and the compact skipped ones merged: by event (by recipient first for one
+    event's log, by time first for a user's), then in channel order."""
+    out = [delivery(r) for r in rows]
+    out += [skipped_delivery(s, ch) for s in skipped for ch in s["skips"]]
+    out.sort(
+        key=lambda d: (
+            d["user_id"] if by_user else "",
+            d["created_at"] if by_time else "",
+            d["event_id"],
+            CHANNEL_ORDER[d["channel"]],
+        )
+    )
+    return out
