@@ -375,7 +375,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "",
     ]
     lines += [
-        "Where the time goes (cProfile and timers in-process on the same machine):",
+        "Where the time went on 2026-11-23, before issue 21's batching (cProfile and timers",
+        "in-process on the same machine; the figures after it: docs/benchmarks.md, Heavy paths,",
+        "before and after):",
         "",
         "- routing one 100-recipient event takes ~28 ms with the in-process bus: one transaction",
         "  (claim, prefs, 100 inbox rows, 500 delivery-log rows ~8.5 ms, 100 digest jobs), then",
