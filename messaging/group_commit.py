@@ -45,8 +45,8 @@ class GroupCommit(Generic[T, R]):
             except BaseException as e:  # the whole batch failed (e.g. the database is down)
                 for _, future in batch:
                     if future.done():
-                        pass
-                    elif isinstance(e, Exception):
+                        continue
+                    if isinstance(e, Exception):
                         future.set_exception(e)
                     else:
                         future.cancel()
