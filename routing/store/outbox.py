@@ -6,6 +6,8 @@ as why a notification did or did not arrive."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -287,25 +289,35 @@ class OutboxStore(Store):
 
     async def of_event(self, event_id: str) -> list[dict[str, Any]]:
         """Every delivery of one event (ordered by recipient, then channel)."""
-        db = self.storage.db
-        rows = await db.fetch("SELECT * FROM deliveries WHERE event_id = $1", event_id)
-        skipped = await db.fetch(
-            "SELECT s.*, u AS recipient FROM delivery_skips s, unnest(s.user_ids) AS u"
-            " WHERE s.event_id = $1",
-            event_id,
-        )
+        async with self._snapshot() as conn:
+            rows = await conn.fetch("SELECT * FROM deliveries WHERE event_id = $1", event_id)
+            skipped = await conn.fetch(
+                "SELECT s.*, u AS recipient FROM delivery_skips s, unnest(s.user_ids) AS u"
+                " WHERE s.event_id = $1",
+                event_id,
+            )
         return _ordered(rows, skipped, by_user=True)
 
     async def of_user(self, user_id: str) -> list[dict[str, Any]]:
         """A user's whole delivery log (the export), oldest first."""
-        db = self.storage.db
-        rows = await db.fetch("SELECT * FROM deliveries WHERE user_id = $1", user_id)
-        skipped = await db.fetch(
-            "SELECT s.*, $1::text AS recipient FROM delivery_skips s"
-            " WHERE s.user_ids @> ARRAY[$1::text]",
-            user_id,
-        )
+        async with self._snapshot() as conn:
+            rows = await conn.fetch("SELECT * FROM deliveries WHERE user_id = $1", user_id)
+            skipped = await conn.fetch(
+                "SELECT s.*, $1::text AS recipient FROM delivery_skips s"
+                " WHERE s.user_ids @> ARRAY[$1::text]",
+                user_id,
+            )
         return _ordered(rows, skipped, by_time=True)
+
+    @asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[asyncpg.Connection]:
+        """One read-only snapshot for a log read: the router commits deliveries and skips in
+        one transaction, so two reads outside one would see half of it (skips, no rows)."""
+        async with (
+            self.storage.db.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            yield conn
 
 
 #: channel order within one event and recipient (the order the router plans them in)
