@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     master_key: str | None = None
 
     redis_url: str | None = None
+    #: OURS_REDIS_URL names a seed node of a Redis Cluster (the client finds the others)
+    redis_cluster: bool = False
     database_url: str | None = None
     db_pool_size: int = Field(10, ge=1, le=200)
 

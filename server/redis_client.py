@@ -1,13 +1,19 @@
 """One way to open Redis: a blocking pool (callers wait for a free connection instead of
 failing with "Too many connections" under bursts), string replies, and a short retry so that
 a Redis that is down fails a call within about a second (the caller answers `unavailable`)
-instead of redis-py's default of ten backed-off retries."""
+instead of redis-py's default of ten backed-off retries.
+
+On a Redis Cluster (`OURS_REDIS_CLUSTER=1`, the URL a seed node) the same call gives redis-py's
+cluster client: it learns the slots from the seed, sends each command to the primary of its
+key's slot and follows MOVED/ASK and failovers. Every key the server writes carries a hash tag
+(`{...}`) chosen so that each script or transaction touches one slot; `tag` builds them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -21,8 +27,20 @@ def options() -> dict[str, Any]:
     }
 
 
-def connect(url: str, max_connections: int = 64) -> Any:
+def connect(url: str, max_connections: int = 64, *, cluster: bool = False) -> Any:
+    """A client of one Redis server, or of a Redis Cluster when `cluster` (then
+    `max_connections` is per cluster node)."""
+    if cluster:
+        return RedisCluster.from_url(
+            url, max_connections=max_connections, decode_responses=True, **options()
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=20, decode_responses=True, **options()
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+def tag(*parts: str) -> str:
+    """A hash tag: keys that share it sit in one cluster slot (on a single Redis, only a name).
+    `{` and `}` inside the parts are replaced, so a room or user id cannot end the tag early."""
+    return "{" + ":".join(parts).replace("{", "(").replace("}", ")") + "}"

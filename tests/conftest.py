@@ -20,6 +20,8 @@ from tests.helpers import ServerHandle, start_server
 
 MACHINE_PG = os.environ.get("OURS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("OURS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: a seed node of the local Redis Cluster that scripts/test starts (scripts/redis-cluster)
+REDIS_CLUSTER_URL = os.environ.get("OURS_TEST_REDIS_CLUSTER_URL", "redis://127.0.0.1:7101/0")
 JWT_SECRET = "test-secret-0123456789abcdef-0123456789"
 API_KEY = "test_api_key_123"
 MASTER_KEY = "11" * 32
@@ -118,17 +120,49 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return load_settings(**base)
 
 
-@pytest.fixture(params=["memory", "redis"])
+BACKENDS = ("memory", "redis")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "backends(*names): the backends a test that takes `backend` runs on, of memory, redis"
+        " and cluster (default: memory and redis)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        for m in metafunc.definition.iter_markers("parametrize"):
+            if "backend" in str(m.args[0]).replace(" ", "").split(","):
+                return  # the test names its backends itself
+        marker = metafunc.definition.get_closest_marker("backends")
+        names = marker.args if marker else BACKENDS
+        metafunc.parametrize("backend", names, indirect=True)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    """The bus backend: in-process (embedded PostgreSQL) or Redis Streams (machine PostgreSQL)."""
+    """The backend: in-process (embedded PostgreSQL), Redis (machine PostgreSQL) or the local
+    Redis Cluster (machine PostgreSQL). `@pytest.mark.backends(...)` picks them per test or
+    module; the default is memory and redis."""
     return str(request.param)
+
+
+def redis_settings(backend: str) -> dict[str, Any]:
+    """The Redis settings of a backend (none for memory)."""
+    if backend == "cluster":
+        return {"redis_url": REDIS_CLUSTER_URL, "redis_cluster": True}
+    if backend == "redis":
+        return {"redis_url": REDIS_URL}
+    return {}
 
 
 @pytest.fixture
 async def settings(backend: str, tmp_path: Path, pg_clusters: dict[str, PgCluster]) -> Settings:
-    if backend == "redis":
+    if backend != "memory":
         dsn = await pg_clusters["machine"].fresh()
-        return make_settings(tmp_path, database_url=dsn, redis_url=REDIS_URL)
+        return make_settings(tmp_path, database_url=dsn, **redis_settings(backend))
     dsn = await pg_clusters["embedded"].fresh()
     return make_settings(tmp_path, database_url=dsn)
 

@@ -47,16 +47,12 @@ def _missing() -> str | None:
 # CI installs both; there a missing browser is a failure, not a skip
 pytestmark = [
     pytest.mark.e2e,
+    # the console is a client: one backend (the embedded default of `scripts/serve`) is enough
+    pytest.mark.backends("memory"),
     pytest.mark.skipif(
         _missing() is not None and os.environ.get("CI") != "true", reason=str(_missing())
     ),
 ]
-
-
-@pytest.fixture
-def backend() -> str:
-    """The console is a client: one backend (the embedded default of `scripts/serve`) is enough."""
-    return "memory"
 
 
 @pytest.fixture
