@@ -207,6 +207,18 @@ class Settings(BaseSettings):
             self.jwt_algorithms = ["RS256", "ES256"]
         return self
 
+    @model_validator(mode="after")
+    def _cluster(self) -> Settings:
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("OURS_REDIS_CLUSTER needs OURS_REDIS_URL (a node of the cluster)")
+        if self.redis_cluster and ("{" in self.redis_prefix or "}" in self.redis_prefix):
+            # a brace in every key would make the prefix every key's hash tag: one slot for all
+            raise ValueError(
+                "OURS_REDIS_PREFIX must not contain { or } with OURS_REDIS_CLUSTER (the server"
+                " places its own hash tags)"
+            )
+        return self
+
     @property
     def bus_stream(self) -> str:
         return f"{self.redis_prefix}:events"

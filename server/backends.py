@@ -7,8 +7,9 @@ implementations; this is the one place that picks them, the way centrifuge's `Ne
 a broker. Features' own backends (presence, watching counts, live-chat gates, the bot's send
 limiter) are picked beside them in the composition root (`app.py`).
 
-One Redis client per process (`redis_client.connect`, a blocking pool) is shared by the rate
-limiter, the room log and every feature. Two users keep connections of their own: the bus,
+One Redis client per process (`redis_client.connect`: a blocking pool, or a cluster client
+when `OURS_REDIS_CLUSTER` is set) is shared by the rate limiter, the room log and every
+feature. Two users keep connections of their own: the bus,
 whose consumers park in blocking XREADGROUP calls, and python-socketio's pub/sub listener.
 """
 
@@ -47,7 +48,7 @@ def choose(settings: Settings, storage: Storage, *, with_sockets: bool = True) -
             limiter=MemoryLimiter(),
             manager=LocalManager(s.recovery_window_s),
         )
-    redis = redis_client.connect(s.redis_url)
+    redis = redis_client.connect(s.redis_url, cluster=s.redis_cluster)
     return Backends(
         redis=redis,
         bus=RedisBus(
@@ -56,8 +57,9 @@ def choose(settings: Settings, storage: Storage, *, with_sockets: bool = True) -
             maxlen=s.bus_maxlen,
             visibility_timeout_ms=s.bus_visibility_timeout_ms,
             max_deliveries=s.bus_max_deliveries,
+            cluster=s.redis_cluster,
         ),
-        limiter=RedisLimiter(redis, s.redis_prefix),
+        limiter=RedisLimiter(redis, s.redis_prefix, cluster=s.redis_cluster),
         # without sockets (`ours worker`): the serving nodes' manager, write-only: room log +
         # ordered publish, the same offsets
         manager=RedisManager(

@@ -1,13 +1,21 @@
 """Redis Streams bus: XADD with a length cap, consumer groups, XACK, reclaim of entries stuck
 past a visibility timeout (XAUTOCLAIM), and a dead-letter stream after N failed deliveries.
 
-Keys (all derived from the stream name; give it a hash tag such as `{ours}:events` on Redis
-Cluster so they share a slot):
-  <stream>                  the events
-  <stream>:dlq              dead letters: the event, its group, the last error, the attempts
-  <stream>:pub:<id>         publish dedup marker (24 h)
-  <stream>:done:<group>:<id> a group finished this event (7 days)
-  <stream>:attempts:<group> hash event id -> failed attempts
+Keys, for the stream `<stream>` (`<prefix>:events`):
+  <stream>                        the events
+  {<stream>}:dlq                  dead letters: the event, its group, the last error, attempts
+  {<stream>}:pub:<id>             publish dedup marker (24 h)
+  {<stream>}:attempts:<group>     hash event id -> failed attempts
+  {<stream>}:lease:<group>        an exclusive group's holder
+  <stream>:done:<group>:{<id>}    a group finished this event (7 days)
+
+On a Redis Cluster the bus is one object on one slot: a key's slot is that of its hash tag, or of
+its whole name when it has none, so `{<stream>}:...` sits with `<stream>` and every script and
+transaction over the stream (publish-once, dead-lettering, XACK with the attempt counters,
+replay) touches that slot alone. The done markers, the bulk of the bus's keys (one per event and
+group for a week), are tagged by event instead and spread over the cluster: they need no
+atomicity with the stream, because they are written before the XACK (an entry acknowledged
+without its marker cannot happen; a marker without its XACK is redelivered and skipped).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import socket
 import uuid
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from server import errors, jsonutil, logs, redis_client
 from server.bus import Bus, Consumer
@@ -55,11 +63,19 @@ class RedisBus(Bus):
         visibility_timeout_ms: int = 30_000,
         max_deliveries: int = 5,
         block_ms: int = 1000,
+        cluster: bool = False,
     ) -> None:
         super().__init__(max_deliveries)
-        self.redis: Any = redis_client.connect(url)  # untyped replies
+        if cluster and ("{" in stream or "}" in stream):
+            raise ValueError(f"the bus stream {stream!r} is tagged by the bus: no braces in it")
+        self.redis: Any = redis_client.connect(url, cluster=cluster)  # untyped replies
+        self.cluster = cluster
         self.stream = stream
-        self.dlq = f"{stream}:dlq"
+        own = redis_client.tag(stream)  # the stream's slot
+        self.dlq = f"{own}:dlq"
+        self._pub = f"{own}:pub:"
+        self._attempts = f"{own}:attempts:"
+        self._lease = f"{own}:lease:"
         self.maxlen = maxlen
         self.visibility_ms = visibility_timeout_ms
         self.block_ms = block_ms
@@ -97,7 +113,7 @@ class RedisBus(Bus):
 
     async def publish(self, event: Event) -> bool:
         entry = await self._publish(
-            keys=[self.stream, f"{self.stream}:pub:{event.id}"],
+            keys=[self.stream, self._pub + event.id],
             args=[jsonutil.dumps(event.wire()), self.maxlen, PUBLISH_DEDUP_TTL],
         )
         return entry is not None
@@ -126,7 +142,7 @@ class RedisBus(Bus):
                 log.exception("xreadgroup failed", extra={"group": consumer.group})
                 await asyncio.sleep(1)
                 continue
-            except (RedisError, OSError):
+            except errors.REDIS_ERRORS:
                 if logs.now_and_then(f"bus:{consumer.group}"):
                     log.warning("redis unavailable; retrying", extra={"group": consumer.group})
                 await asyncio.sleep(RETRY_S)
@@ -138,7 +154,7 @@ class RedisBus(Bus):
 
     async def _exclusive_loop(self, consumer: Consumer) -> None:
         """Hold the group's lease and consume in stream order; stand by while another does."""
-        lease = f"{self.stream}:lease:{consumer.group}"
+        lease = self._lease + consumer.group
         holding = False
         while not self._stopping.is_set():
             try:
@@ -157,7 +173,7 @@ class RedisBus(Bus):
                 await self._read_once(consumer, block_ms=min(self.block_ms, LEASE_MS // 5))
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except errors.REDIS_ERRORS as exc:
                 if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
                     await self._ensure_group(consumer.group)  # and keep the lease
                     continue
@@ -166,32 +182,46 @@ class RedisBus(Bus):
                 holding = False
                 await asyncio.sleep(RETRY_S)
         if holding:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*errors.REDIS_ERRORS):
                 if await self.redis.get(lease) == self.name:
                     await self.redis.delete(lease)
 
     async def _check_settings(self) -> None:
         """Warn when Redis runs in a way that loses the bus: without an append-only file a
         restart drops pending events, consumer groups and room logs; an eviction policy other
-        than noeviction may drop stream entries under memory pressure. (Managed Redis often
-        refuses CONFIG: then nothing is said.)"""
+        than noeviction may drop stream entries under memory pressure. On a cluster every
+        primary is asked (each holds some of those keys). (Managed Redis often refuses CONFIG:
+        then nothing is said.)"""
         try:
-            conf = await self.redis.config_get("appendonly")
-            conf.update(await self.redis.config_get("maxmemory-policy"))
-        except (RedisError, OSError):
+            confs = await self._config("appendonly", "maxmemory-policy")
+        except errors.REDIS_ERRORS:
             return
-        if conf.get("appendonly") != "yes":
+        if any(c.get("appendonly") != "yes" for c in confs):
             log.warning(
                 "redis runs without appendonly: a restart loses pending events, consumer groups"
                 " and room logs (set `appendonly yes`; see docs/operations.md, Redis)"
             )
-        policy = conf.get("maxmemory-policy")
-        if policy and policy != "noeviction":
+        policies = {c.get("maxmemory-policy", "noeviction") for c in confs} - {"noeviction"}
+        if policies:
             log.warning(
                 "redis may evict the bus's keys under memory pressure (set"
                 " `maxmemory-policy noeviction`; see docs/operations.md, Redis)",
-                extra={"maxmemory_policy": policy},
+                extra={"maxmemory_policy": ",".join(sorted(policies))},
             )
+
+    async def _config(self, *names: str) -> list[dict[str, str]]:
+        """CONFIG GET of `names` (one call each: Redis 6 takes one), per primary."""
+        if self.cluster:
+            await self.redis.initialize()  # the primaries are known once the slots are
+        nodes = self.redis.get_primaries() if self.cluster else [None]
+        confs = []
+        for node in nodes:
+            conf: dict[str, str] = {}
+            for name in names:
+                target = {} if node is None else {"target_nodes": node}
+                conf.update(await self.redis.config_get(name, **target))
+            confs.append(conf)
+        return confs
 
     async def _ensure_group(self, group: str) -> None:
         """The group is gone (Redis restarted without its data, a flush, a failover to a
@@ -202,7 +232,7 @@ class RedisBus(Bus):
             await self.redis.xgroup_create(self.stream, group, id="0", mkstream=True)
         except ResponseError:  # BUSYGROUP: another process re-created it first
             return
-        except (RedisError, OSError):  # gone again: the loop will find out and retry
+        except errors.REDIS_ERRORS:  # gone again: the loop will find out and retry
             return
         log.warning(
             "consumer group was missing; re-created from the start of the stream"
@@ -284,7 +314,7 @@ class RedisBus(Bus):
                         break
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError):
+            except errors.REDIS_ERRORS:
                 if logs.now_and_then(f"bus:reclaim:{consumer.group}"):
                     log.warning("reclaim failed; retrying", extra={"group": consumer.group})
 
@@ -317,8 +347,9 @@ class RedisBus(Bus):
                 await self._dead_letter(group, entry_id, raw, f"unreadable: {exc}", 1)
         if not parsed:
             return True
-        done_prefix = f"{self.stream}:done:{group}:"
-        done = await self.redis.mget([done_prefix + (e.id if e else "-") for _, e, _ in parsed])
+        keys = [self._done(group, e.id if e else "-") for _, e, _ in parsed]
+        # the markers sit in their events' slots: one MGET per slot on a cluster
+        done = await (self.redis.mget_nonatomic if self.cluster else self.redis.mget)(keys)
         acks: list[str] = []
         handled: list[str] = []
         todo: list[tuple[str, Event, str]] = []
@@ -351,17 +382,33 @@ class RedisBus(Bus):
             acks.append(entry_id)
             handled.append(event.id)
         if acks:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                for event_id in handled:
-                    pipe.set(done_prefix + event_id, "1", ex=DONE_TTL)
-                pipe.xack(self.stream, group, *acks)
-                if handled:
-                    pipe.hdel(f"{self.stream}:attempts:{group}", *handled)
-                await pipe.execute()
+            await self._settle(group, acks, handled)
         return ok
 
+    def _done(self, group: str, event_id: str) -> str:
+        return f"{self.stream}:done:{group}:" + redis_client.tag(event_id)
+
+    async def _settle(self, group: str, acks: list[str], handled: list[str]) -> None:
+        """Mark `handled` done for `group`, then XACK `acks` and drop their attempt counters.
+        On one Redis that is one transaction; on a cluster the markers (in their events' slots)
+        are written first and the XACK follows in the stream's slot."""
+        markers = [self._done(group, event_id) for event_id in handled]
+        if self.cluster and markers:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in markers:
+                    pipe.set(key, "1", ex=DONE_TTL)
+                await pipe.execute()
+            markers = []
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for key in markers:
+                pipe.set(key, "1", ex=DONE_TTL)
+            pipe.xack(self.stream, group, *acks)
+            if handled:
+                pipe.hdel(self._attempts + group, *handled)
+            await pipe.execute()
+
     async def _failed(self, group: str, entry_id: str, event: Event, raw: str, error: str) -> None:
-        attempts = await self.redis.hincrby(f"{self.stream}:attempts:{group}", event.id, 1)
+        attempts = await self.redis.hincrby(self._attempts + group, event.id, 1)
         log.warning(
             "consumer attempt failed", extra={"group": group, "attempt": attempts, "error": error}
         )
@@ -387,7 +434,7 @@ class RedisBus(Bus):
     async def ping(self) -> bool:
         try:
             return bool(await self.redis.ping())
-        except (RedisError, OSError):
+        except errors.REDIS_ERRORS:
             return False
 
     async def lag(self) -> dict[str, int]:
@@ -444,7 +491,7 @@ class RedisBus(Bus):
                 log.warning("dead letter is unreadable; left in place", extra={"entry": entry_id})
                 continue
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(f"{self.stream}:attempts:{f.get('group')}", event_id)
+                pipe.hdel(self._attempts + str(f.get("group")), event_id)
                 # back on the stream: the failed group handles it; the others skip it (done)
                 pipe.xadd(self.stream, {"e": f["e"]}, maxlen=self.maxlen, approximate=True)
                 pipe.xdel(self.dlq, entry_id)

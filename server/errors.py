@@ -8,6 +8,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import (
+    ClusterError,
+    RedisClusterUnreachableError,
+    RedisError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -66,6 +73,25 @@ class ApiError(Exception):
 #: what a client is told to wait before retrying while a dependency is down (Retry-After)
 RETRY_AFTER_S = 1
 
+#: a Redis Cluster without a node for a slot, as redis-py's cluster client says it: not
+#: RedisErrors (it raises them before any command is sent)
+_CLUSTER_UNREACHABLE = (SlotNotCoveredError, RedisClusterUnreachableError)
+
+#: Redis did not answer: a server unreachable, timing out or still loading; on a cluster also
+#: CLUSTERDOWN / MASTERDOWN and TRYAGAIN while a primary fails over or slots move, and
+#: ClusterError when redirections ran out mid-failover
+REDIS_DOWN = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterError,
+    TryAgainError,
+    *_CLUSTER_UNREACHABLE,
+)
+
+#: whatever a call to Redis can raise (a RedisError, a socket's OSError, the cluster client's
+#: slot errors, which are not RedisErrors): what a loop that retries Redis catches
+REDIS_ERRORS = (RedisError, OSError, *_CLUSTER_UNREACHABLE)
+
 _POSTGRES_DOWN = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, restarting, not yet up
@@ -75,10 +101,11 @@ _POSTGRES_DOWN = (
 
 def dependency_down(exc: BaseException) -> tuple[str, ApiError] | None:
     """(which, an `unavailable` refusal) when `exc` says a dependency did not answer — Redis
-    unreachable, timing out or still loading; PostgreSQL unreachable, restarting or its
-    connection gone; a refused socket — or None for anything else (a bug: `internal`).
-    HTTP answers it 503 + Retry-After, a socket event gets it as its error ack."""
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+    unreachable, timing out or still loading, or a cluster failing over (`REDIS_DOWN`);
+    PostgreSQL unreachable, restarting or its connection gone; a refused socket — or None for
+    anything else (a bug: `internal`). HTTP answers it 503 + Retry-After, a socket event gets it
+    as its error ack."""
+    if isinstance(exc, REDIS_DOWN):
         which = "redis"
     elif isinstance(exc, _POSTGRES_DOWN):
         which = "postgresql"

@@ -1,5 +1,5 @@
-"""The bus on both backends: durability, once-per-group handling, redelivery after a crash,
-dead letters and `ours dlq list|replay`."""
+"""The bus on every backend (in-process, Redis, Redis Cluster): durability, once-per-group
+handling, redelivery after a crash, dead letters and `ours dlq list|replay`."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ from server.bus_memory import MemoryBus
 from server.bus_redis import RedisBus
 from server.events import Event, build_event
 from server.storage import Storage
-from tests.conftest import REDIS_URL, PgCluster, make_settings
+from tests.conftest import PgCluster, make_settings, redis_settings
 from tests.helpers import ROOT, settings_env
+
+pytestmark = pytest.mark.backends("memory", "redis", "cluster")
 
 
 def ev(n: int = 0) -> Event:
@@ -63,6 +65,7 @@ class Env:
                 visibility_timeout_ms=kw.get("visibility_ms", 300),
                 max_deliveries=kw.get("max_deliveries", 3),
                 block_ms=200,
+                cluster=s.redis_cluster,
             )
         else:
             b = MemoryBus(self.storage, max_deliveries=kw.get("max_deliveries", 3))
@@ -74,12 +77,8 @@ class Env:
 async def env(
     backend: str, tmp_path: Path, pg_clusters: dict[str, PgCluster]
 ) -> AsyncIterator[Env]:
-    cluster = pg_clusters["machine" if backend == "redis" else "embedded"]
-    settings = make_settings(
-        tmp_path,
-        database_url=await cluster.fresh(),
-        redis_url=REDIS_URL if backend == "redis" else None,
-    )
+    pg = pg_clusters["embedded" if backend == "memory" else "machine"]
+    settings = make_settings(tmp_path, database_url=await pg.fresh(), **redis_settings(backend))
     storage = Storage(settings)
     await storage.open(migrate=False)
     e = Env(settings, storage)
@@ -253,27 +252,44 @@ async def test_a_burst_is_handled_in_order_around_a_poisoned_event(
     assert again == []
 
 
+def redis_bus(backend: str, tmp_path: Path, **kw: Any) -> RedisBus:
+    """A Redis bus of `backend` (redis or cluster) on a stream of its own."""
+    settings = make_settings(tmp_path, **redis_settings(backend))
+    assert settings.redis_url is not None
+    return RedisBus(
+        settings.redis_url, stream=settings.bus_stream, cluster=settings.redis_cluster, **kw
+    )
+
+
+@pytest.mark.backends("redis", "cluster")
+@pytest.mark.parametrize("exclusive", [False, True], ids=["shared", "exclusive"])
 async def test_consumer_killed_mid_event_is_redelivered_once(
-    tmp_path: Path, pg_clusters: dict[str, PgCluster]
+    backend: str, exclusive: bool, tmp_path: Path
 ) -> None:
-    settings = make_settings(tmp_path, redis_url=REDIS_URL)
-    stream = settings.bus_stream
+    """A consumer dies (kill -9) holding an event: a consumer of another process claims the
+    dead one's pending entries (XAUTOCLAIM) and handles each once — for an exclusive group
+    once the dead holder's lease lapses, in stream order."""
+    publisher = redis_bus(backend, tmp_path)
+    stream, cluster = publisher.stream, publisher.cluster
+    url = redis_settings(backend)["redis_url"]
+    mode = "exclusive" if exclusive else "shared"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.bus_consumer_proc", REDIS_URL, stream],
+        [sys.executable, "-m", "tests.bus_consumer_proc", url, stream, str(int(cluster)), mode],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    survivor: RedisBus | None = None
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
         assert line.strip() == "started"
-        publisher = RedisBus(REDIS_URL, stream=stream)
-        e = ev(7)
-        await publisher.publish(e)
+        events = [ev(i) for i in range(3)]
+        for e in events:
+            assert await publisher.publish(e)
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 10)
-        assert line.strip() == f"got {e.id}"
+        assert line.strip() == f"got {events[0].id}"
         proc.send_signal(signal.SIGKILL)  # dies holding the event, unacknowledged
         proc.wait(10)
 
@@ -282,24 +298,28 @@ async def test_consumer_killed_mid_event_is_redelivered_once(
         async def handler(x: Event) -> None:
             handled.append(x.id)
 
-        survivor = RedisBus(REDIS_URL, stream=stream, visibility_timeout_ms=300, block_ms=200)
-        survivor.subscribe("work", handler)
+        survivor = RedisBus(
+            url, stream=stream, visibility_timeout_ms=300, block_ms=200, cluster=cluster
+        )
+        survivor.subscribe("work", handler, exclusive=exclusive)
         await survivor.start()
-        await until(lambda: handled == [e.id])
+        await until(lambda: len(handled) >= 3, timeout=15)  # an exclusive lease lapses in 5 s
         await asyncio.sleep(1.0)  # more reclaim rounds: still once
-        assert handled == [e.id]
+        ids = [e.id for e in events]
+        assert handled == ids if exclusive else sorted(handled) == sorted(ids)
         pending = await survivor.redis.xpending(stream, "work")
         assert pending["pending"] == 0
-        await survivor.close()
-        await publisher.close()
     finally:
+        if survivor is not None:
+            await survivor.close()
+        await publisher.close()
         if proc.poll() is None:
             proc.kill()
 
 
-async def test_unreadable_entry_is_dead_lettered(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, redis_url=REDIS_URL)
-    bus = RedisBus(REDIS_URL, stream=settings.bus_stream, block_ms=200)
+@pytest.mark.backends("redis", "cluster")
+async def test_unreadable_entry_is_dead_lettered(backend: str, tmp_path: Path) -> None:
+    bus = redis_bus(backend, tmp_path, block_ms=200)
     got: list[Event] = []
 
     async def handler(e: Event) -> None:
@@ -307,7 +327,7 @@ async def test_unreadable_entry_is_dead_lettered(tmp_path: Path) -> None:
 
     bus.subscribe("g", handler)
     await bus.start()
-    await bus.redis.xadd(settings.bus_stream, {"e": "{broken json"})
+    await bus.redis.xadd(bus.stream, {"e": "{broken json"})
     await until(lambda: bus.dead_letters())
     dead = await bus.dead_letters()
     assert "unreadable" in dead[0]["error"]
@@ -315,13 +335,15 @@ async def test_unreadable_entry_is_dead_lettered(tmp_path: Path) -> None:
     await bus.close()
 
 
-async def test_redis_publish_dedup_is_atomic_under_concurrency(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, redis_url=REDIS_URL)
-    bus = RedisBus(REDIS_URL, stream=settings.bus_stream)
+@pytest.mark.backends("redis", "cluster")
+async def test_redis_publish_dedup_is_atomic_under_concurrency(
+    backend: str, tmp_path: Path
+) -> None:
+    bus = redis_bus(backend, tmp_path)
     bus.subscribe("g", _fail_always)
     await bus.start(consume=False)
     e = ev(uuid.uuid4().int % 1000)
     results = await asyncio.gather(*(bus.publish(e) for _ in range(20)))
     assert results.count(True) == 1
-    assert await bus.redis.xlen(settings.bus_stream) == 1
+    assert await bus.redis.xlen(bus.stream) == 1
     await bus.close()
