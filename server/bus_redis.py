@@ -201,7 +201,7 @@ class RedisBus(Bus):
                 "redis runs without appendonly: a restart loses pending events, consumer groups"
                 " and room logs (set `appendonly yes`; see docs/operations.md, Redis)"
             )
-        policies = {c.get("maxmemory-policy", "noeviction") for c in confs} - {"noeviction"}
+        policies = {c.get("maxmemory-policy") or "noeviction" for c in confs} - {"noeviction"}
         if policies:
             log.warning(
                 "redis may evict the bus's keys under memory pressure (set"

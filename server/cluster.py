@@ -1,7 +1,10 @@
 """The cluster at a glance, as `ours status`, `GET /v1/admin/cluster` and the console's operator
 view show it: every node from its heartbeat (server/nodes.py) with totals over the nodes that
 are up, the bus per consumer group (lag, pending), dead letters, the scheduler's backlog, and
-whether PostgreSQL and Redis answer, with their round-trip time.
+whether PostgreSQL and Redis answer, with their round-trip time. On a Redis Cluster, Redis is
+each node of the cluster (primaries and replicas, from the client's slot map) and the cluster's
+own state: it is up when it says `cluster_state:ok` and every primary answers; a replica down is
+shown on its row without making Redis down.
 
 `gather` builds the document (one shape for the route, the command's `--json` and the page);
 `render` turns it into the terminal text of `ours status`.
@@ -9,9 +12,12 @@ whether PostgreSQL and Redis answer, with their round-trip time.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+from server import errors
 
 if TYPE_CHECKING:
     from server.node import Node
@@ -37,9 +43,6 @@ async def gather(node: Node) -> dict[str, Any]:
     async def pg() -> None:
         await node.storage.db.fetchval("SELECT 1")
 
-    redis: dict[str, Any] = {"used": node.redis is not None}
-    if node.redis is not None:
-        redis.update(await _timed(node.redis.ping))
     return {
         "nodes": nodes,
         "totals": {
@@ -57,7 +60,54 @@ async def gather(node: Node) -> dict[str, Any]:
         },
         "scheduler": await node.scheduler.backlog(),
         "postgres": {"embedded": not node.settings.database_url, **await _timed(pg)},
-        "redis": redis,
+        "redis": await redis_check(node.redis, cluster=node.settings.redis_cluster),
+    }
+
+
+async def redis_check(redis: Any, *, cluster: bool) -> dict[str, Any]:
+    """`{used, ok, latency_ms | error}` of the process's Redis client (None: not used). On a
+    cluster, `ok` and `latency_ms` are those of CLUSTER INFO and CLUSTER NODES asked of a
+    primary that answers, with `cluster: true` and `nodes`: the cluster's own view of each of
+    its nodes (`node`, `role`, `ok`, `flags`), replicas included, which the client's slot map
+    may not list."""
+    if redis is None:
+        return {"used": False}
+    if not cluster:
+        return {"used": True, **await _timed(redis.ping)}
+    view: dict[str, Any] = {}
+
+    async def ask() -> None:
+        with contextlib.suppress(Exception):  # unreachable: the slot map it had is what is known
+            await redis.initialize()
+        for primary in redis.get_primaries():
+            try:
+                view["state"] = (await redis.cluster_info(target_nodes=primary))["cluster_state"]
+                view["nodes"] = await redis.execute_command("CLUSTER NODES", target_nodes=primary)
+            except errors.REDIS_ERRORS:
+                continue
+            rows = [_cluster_node(address, n) for address, n in view["nodes"].items()]
+            view["rows"] = sorted(rows, key=lambda r: (r["role"] != "primary", r["node"]))
+            break
+        else:
+            raise ConnectionError("no primary answers")
+        if view["state"] != "ok":
+            raise ConnectionError(f"cluster_state:{view['state']}")
+        down = [r["node"] for r in view["rows"] if r["role"] == "primary" and not r["ok"]]
+        if down:
+            raise ConnectionError("primary down: " + ", ".join(down))
+
+    check = await _timed(ask)
+    return {"used": True, "cluster": True, **check, "nodes": view.get("rows", [])}
+
+
+def _cluster_node(address: str, node: dict[str, Any]) -> dict[str, Any]:
+    """A row of CLUSTER NODES: down when the cluster flags it failing or its link is down."""
+    flags = set(node["flags"].split(",")) - {"myself"}
+    return {
+        "node": address,
+        "role": "primary" if "master" in flags else "replica",
+        "ok": bool(node["connected"]) and not flags & {"fail", "fail?", "noaddr"},
+        "flags": ",".join(sorted(flags)),
     }
 
 
@@ -117,7 +167,11 @@ def render(status: dict[str, Any]) -> str:
             "postgresql" + (" (embedded)" if status["postgres"]["embedded"] else ""),
             status["postgres"],
         ),
-        _dep("redis", status["redis"]),
+        _dep("redis" + (" cluster" if status["redis"].get("cluster") else ""), status["redis"]),
+        *(
+            f"  {n['node']} {n['role']}: " + ("ok" if n["ok"] else f"DOWN ({n['flags']})")
+            for n in status["redis"].get("nodes", [])
+        ),
         "(* = the node that answered)",
     ]
     return "\n".join(lines)

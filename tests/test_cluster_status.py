@@ -2,11 +2,13 @@
 heartbeat; `ours status` (text and `--json`) and `GET /v1/admin/cluster` show both, then the
 survivor alone up once the other is killed (kill -9: no goodbye) and its row goes stale; a node
 stopped with SIGTERM says `stopped`. `ours worker` on the embedded default explains itself in
-one line and exits 78 (EX_CONFIG: not to be restarted)."""
+one line and exits 78 (EX_CONFIG: not to be restarted). On a Redis Cluster the Redis check is
+per node: a replica down is shown, a primary down with no replica to promote is Redis down."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -16,8 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from server import jsonutil
-from tests.conftest import REDIS_URL, PgCluster, free_port, make_settings
+from server import cluster, jsonutil, redis_client
+from tests.conftest import REDIS_CLUSTER_URL, REDIS_URL, PgCluster, free_port, make_settings
 from tests.helpers import ROOT, ServerHandle, connect, settings_env, spawn_server, stop_process
 
 HEARTBEAT_S = 0.5  # gone after max(5 s, 3 heartbeats)
@@ -159,3 +161,101 @@ def test_ours_worker_on_the_embedded_default_explains_and_exits_78(tmp_path: Pat
     assert done.returncode == 78, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "OURS_REDIS_URL is not set" in lines[0], lines
+
+
+async def test_redis_check_on_a_cluster_lists_every_node() -> None:
+    """On a Redis Cluster the Redis check is per node, primaries first, and the cluster's own
+    state; `ours status` prints a line per node under `redis cluster`."""
+    redis = redis_client.connect(REDIS_CLUSTER_URL, cluster=True)
+    try:
+        doc = await cluster.redis_check(redis, cluster=True)
+    finally:
+        await redis.aclose()
+    assert doc["used"] and doc["cluster"] and doc["ok"], doc
+    roles = [n["role"] for n in doc["nodes"]]
+    assert roles == ["primary"] * 3 + ["replica"] * 3
+    assert all(n["ok"] for n in doc["nodes"])
+    text = cluster.render(status_with_redis(doc))
+    assert "redis cluster: ok" in text
+    for n in doc["nodes"]:
+        assert f"  {n['node']} {n['role']}: ok" in text
+
+
+def status_with_redis(redis: dict[str, Any]) -> dict[str, Any]:
+    """A status document with nothing but `redis` to show."""
+    totals = {"nodes_up": 0, "nodes_gone": 0, "connections_total": 0, "users": 0, "rooms": 0}
+    return {
+        "nodes": [],
+        "totals": totals,
+        "bus": {"backend": "redis", "groups": {}, "dead_letters": 0},
+        "scheduler": {"due": 0, "running": 0, "scheduled": 0, "failed": 0},
+        "postgres": {"embedded": True, "ok": True, "latency_ms": 1.0},
+        "redis": redis,
+    }
+
+
+def private_cluster(action: str) -> str:
+    """A Redis Cluster of this test's own (the shared one is never stopped)."""
+    done = subprocess.run(
+        ["scripts/redis-cluster", action],
+        cwd=ROOT,
+        env={**os.environ, "OURS_CLUSTER_PORT": str(PRIVATE_CLUSTER_PORT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+PRIVATE_CLUSTER_PORT = 7311
+
+
+async def test_redis_check_on_a_cluster_tells_a_replica_down_from_a_primary_down() -> None:
+    """A replica that stops shows on its row and leaves Redis up; its primary stopping too
+    (nothing left to promote) makes Redis down."""
+    url = private_cluster("start")
+    redis = redis_client.connect(url, cluster=True)
+    try:
+        await redis.initialize()
+        primary = redis.get_primaries()[0].name
+        nodes = await redis.cluster_nodes()  # {address: {node_id, master_id, ...}}
+        replica = next(a for a, n in nodes.items() if n["master_id"] == nodes[primary]["node_id"])
+        shutdown(replica)
+
+        async def replica_down() -> dict[str, Any] | None:
+            doc = await cluster.redis_check(redis, cluster=True)
+            rows = {n["node"]: n for n in doc["nodes"]}
+            return doc if not rows[replica]["ok"] else None
+
+        doc = await until_async(replica_down)
+        assert doc["ok"], doc
+        assert [n["node"] for n in doc["nodes"] if not n["ok"]] == [replica]
+        assert f"  {replica} replica: DOWN (" in cluster.render(status_with_redis(doc))
+
+        shutdown(primary)
+
+        async def redis_down() -> dict[str, Any] | None:
+            doc = await cluster.redis_check(redis, cluster=True)
+            return None if doc["ok"] else doc
+
+        doc = await until_async(redis_down)
+        assert "redis cluster: DOWN" in cluster.render(status_with_redis(doc))
+    finally:
+        await redis.aclose()
+        private_cluster("stop")
+
+
+def shutdown(addr: str) -> None:
+    host, port = addr.rsplit(":", 1)
+    subprocess.run(["redis-cli", "-h", host, "-p", port, "shutdown", "nosave"], timeout=10)
+
+
+async def until_async(check: Any, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.3)

@@ -1,13 +1,17 @@
 """Rate limits: token buckets per user and per IP for sockets and HTTP, connection attempts per
-IP, in-process and shared across processes on Redis."""
+IP, in-process and shared across processes on Redis and on a Redis Cluster."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import aiohttp
+import pytest
 
-from tests.conftest import REDIS_URL, PgCluster, free_port, make_settings
+from server import redis_client
+from server.ratelimit import Bucket
+from server.ratelimit_redis import RedisLimiter
+from tests.conftest import REDIS_URL, PgCluster, free_port, make_settings, redis_settings
 from tests.helpers import connect, connect_error, spawn_server, start_server
 
 LIMITS = {"rate_user_per_min": 100, "rate_ip_per_min": 100_000, "rate_connect_per_min": 100_000}
@@ -109,3 +113,36 @@ async def test_http_429_with_retry_after_and_headers(
         assert err["code"] == "rate_limited"
     finally:
         await srv.stop()
+
+
+@pytest.mark.backends("redis", "cluster")
+async def test_redis_buckets_are_shared_and_forgotten(backend: str, tmp_path: Path) -> None:
+    """The limiter on its own, on one Redis and on the cluster (where a user's, an IP's and a
+    route's buckets sit in different slots): two clients (two processes) share the buckets, a
+    bucket refuses past its limit while the others still give, and erasure drops every bucket
+    of the user."""
+    settings = make_settings(tmp_path, **redis_settings(backend))
+    assert settings.redis_url is not None
+    clients = [
+        redis_client.connect(settings.redis_url, cluster=settings.redis_cluster) for _ in range(2)
+    ]
+    a, b = (RedisLimiter(c, settings.redis_prefix, cluster=settings.redis_cluster) for c in clients)
+    try:
+        buckets: list[Bucket] = [
+            ("u:alice", 10, 60),
+            ("u:alice:room:join", 4, 60),
+            ("ip:2001:db8::1", 100, 60),
+        ]
+        decisions = [await (a if i % 2 else b).take_many(buckets) for i in range(5)]
+        assert [[d.allowed for d in ds] for ds in decisions] == [[True, True, True]] * 4 + [
+            [True, False, True]
+        ]
+        assert [d.remaining for d in decisions[-1]] == [5, 0, 95]
+        assert decisions[-1][1].retry_after > 0
+        assert (await b.take("u:bob", 10, 60)).remaining == 9
+        assert await a.forget_user("alice") == 2
+        assert (await b.take("u:alice", 10, 60)).remaining == 9  # a full bucket again
+        assert (await a.take("u:bob", 10, 60)).remaining == 8  # bob's is untouched
+    finally:
+        for c in clients:
+            await c.aclose()
