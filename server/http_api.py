@@ -18,13 +18,13 @@ from typing import Annotated, Any, Literal, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-from redis.exceptions import RedisError
 
 from server import cluster, contract, jsonutil, logs, metrics
 from server.asyncapi import asyncapi_document
 from server.auth import Principal, Role
 from server.errors import (
     HTTP_STATUS,
+    REDIS_ERRORS,
     RETRY_AFTER_S,
     ApiError,
     Code,
@@ -446,7 +446,7 @@ async def ready(request: web.Request) -> web.Response:
     if node.redis is not None:  # the shared client: room logs, presence, limits, counters
         try:
             checks["redis"] = bool(await node.redis.ping())
-        except (OSError, RedisError):
+        except REDIS_ERRORS:
             checks["redis"] = False
     if node.draining:
         checks["accepting"] = False

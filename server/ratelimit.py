@@ -14,9 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError
-
-from server import logs
+from server import errors, logs
 
 log = logging.getLogger("ours.ratelimit")
 
@@ -104,7 +102,7 @@ class RateLimits:
         unreachable the request goes through (logged): limits protect, they do not gate."""
         try:
             return await self._check(user_id, ip, name)
-        except (OSError, RedisError) as exc:
+        except errors.REDIS_ERRORS as exc:
             if logs.now_and_then("down:limiter"):
                 log.warning("rate limiter unavailable; allowing", extra={"error": str(exc)})
             return decide(True, 1, 1, 60)

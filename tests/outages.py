@@ -1,10 +1,11 @@
-"""What the fault tests share: a Redis and a PostgreSQL of the test's own (killed and restarted
-at will; never the machine's shared ones), the platform's steady publisher, and the check that
-every event answered 202 reached every client once."""
+"""What the fault tests share: a Redis, a Redis Cluster and a PostgreSQL of the test's own
+(killed and restarted at will; never the machine's shared ones), the platform's steady
+publisher, and the check that every event answered 202 reached every client once."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from tests import jsclient
-from tests.helpers import ServerHandle
+from tests.helpers import ROOT, ServerHandle
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -61,6 +62,38 @@ class OwnRedis:
         self.proc.kill()
         self.proc.wait(10)
         self.proc = None
+
+
+@dataclass
+class OwnCluster:
+    """A Redis Cluster of this test's own (`scripts/redis-cluster` on six ports from `port`:
+    three primaries, a replica each), whose nodes the test may stop."""
+
+    port: int
+
+    def start(self) -> str:
+        """Start it (or find it healthy); the seed URL."""
+        return self._script("start")
+
+    def stop(self) -> None:
+        self._script("stop")
+
+    def shutdown(self, address: str) -> None:
+        """Stop one node (`host:port`) the way a crash would, without saving."""
+        host, port = address.rsplit(":", 1)
+        subprocess.run(["redis-cli", "-h", host, "-p", port, "shutdown", "nosave"], timeout=10)
+
+    def _script(self, action: str) -> str:
+        done = subprocess.run(
+            ["scripts/redis-cluster", action],
+            cwd=ROOT,
+            env={**os.environ, "OURS_CLUSTER_PORT": str(self.port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.strip()
 
 
 class OwnPostgres:

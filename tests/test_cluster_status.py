@@ -8,7 +8,6 @@ per node: a replica down is shown, a primary down with no replica to promote is 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import aiohttp
 from server import cluster, jsonutil, redis_client
 from tests.conftest import REDIS_CLUSTER_URL, REDIS_URL, PgCluster, free_port, make_settings
 from tests.helpers import ROOT, ServerHandle, connect, settings_env, spawn_server, stop_process
+from tests.outages import OwnCluster
 
 HEARTBEAT_S = 0.5  # gone after max(5 s, 3 heartbeats)
 
@@ -194,34 +194,17 @@ def status_with_redis(redis: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def private_cluster(action: str) -> str:
-    """A Redis Cluster of this test's own (the shared one is never stopped)."""
-    done = subprocess.run(
-        ["scripts/redis-cluster", action],
-        cwd=ROOT,
-        env={**os.environ, "OURS_CLUSTER_PORT": str(PRIVATE_CLUSTER_PORT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
-PRIVATE_CLUSTER_PORT = 7311
-
-
 async def test_redis_check_on_a_cluster_tells_a_replica_down_from_a_primary_down() -> None:
     """A replica that stops shows on its row and leaves Redis up; its primary stopping too
     (nothing left to promote) makes Redis down."""
-    url = private_cluster("start")
-    redis = redis_client.connect(url, cluster=True)
+    own = OwnCluster(7311)  # six ports from there; the shared cluster is on 7101
+    redis = redis_client.connect(own.start(), cluster=True)
     try:
         await redis.initialize()
         primary = redis.get_primaries()[0].name
         nodes = await redis.cluster_nodes()  # {address: {node_id, master_id, ...}}
         replica = next(a for a, n in nodes.items() if n["master_id"] == nodes[primary]["node_id"])
-        shutdown(replica)
+        own.shutdown(replica)
 
         async def replica_down() -> dict[str, Any] | None:
             doc = await cluster.redis_check(redis, cluster=True)
@@ -233,7 +216,7 @@ async def test_redis_check_on_a_cluster_tells_a_replica_down_from_a_primary_down
         assert [n["node"] for n in doc["nodes"] if not n["ok"]] == [replica]
         assert f"  {replica} replica: DOWN (" in cluster.render(status_with_redis(doc))
 
-        shutdown(primary)
+        own.shutdown(primary)
 
         async def redis_down() -> dict[str, Any] | None:
             doc = await cluster.redis_check(redis, cluster=True)
@@ -243,12 +226,7 @@ async def test_redis_check_on_a_cluster_tells_a_replica_down_from_a_primary_down
         assert "redis cluster: DOWN" in cluster.render(status_with_redis(doc))
     finally:
         await redis.aclose()
-        private_cluster("stop")
-
-
-def shutdown(addr: str) -> None:
-    host, port = addr.rsplit(":", 1)
-    subprocess.run(["redis-cli", "-h", host, "-p", port, "shutdown", "nosave"], timeout=10)
+        own.stop()
 
 
 async def until_async(check: Any, timeout: float = 20) -> Any:
