@@ -1,5 +1,5 @@
-"""Rate-limit buckets in Redis: one atomic Lua call takes a token from every bucket a request
-or event involves, so every process shares the same buckets.
+"""Rate-limit buckets in Redis, so every process shares the same buckets: an atomic Lua call
+takes a token from every bucket a request or event involves.
 
 Each bucket is its own key, `<prefix>:bucket:{<bucket>}` (`{u:<user id>}`, `{ip:<address>}`,
 `{conn:<address>}`, `{key:<api key id>}`, `{hook:<route>}`, `{u:<user id>:<name>}`), tagged by

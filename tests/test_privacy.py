@@ -97,7 +97,7 @@ async def rows_naming(db: Any, needle: str) -> list[str]:
 #: the bus stream is a transport buffer (trimmed by MAXLEN) whose durable copy, the `events`
 #: table, is anonymized; see privacy/erase.py and the features' erase_user
 def bus_streams(prefix: str) -> set[str]:
-    return {f"{prefix}:events", f"{prefix}:events:dlq"}
+    return {f"{prefix}:events", f"{{{prefix}:events}}:dlq"}
 
 
 async def keys_naming(prefix: str, needle: str) -> list[str]:
