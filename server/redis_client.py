@@ -27,12 +27,21 @@ def options() -> dict[str, Any]:
     }
 
 
+#: the cluster client has no blocking pool: past its cap on a node a command fails at once
+#: (MaxConnectionsError, answered `unavailable`) instead of waiting for a free connection, so its
+#: cap per node is this many times the single server's; connections open only as bursts need them
+CLUSTER_HEADROOM = 8
+
+
 def connect(url: str, max_connections: int = 64, *, cluster: bool = False) -> Any:
-    """A client of one Redis server, or of a Redis Cluster when `cluster` (then
-    `max_connections` is per cluster node)."""
+    """A client of one Redis server, or of a Redis Cluster when `cluster` (then up to
+    `max_connections * CLUSTER_HEADROOM` connections per cluster node)."""
     if cluster:
         return RedisCluster.from_url(
-            url, max_connections=max_connections, decode_responses=True, **options()
+            url,
+            max_connections=max_connections * CLUSTER_HEADROOM,
+            decode_responses=True,
+            **options(),
         )
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=20, decode_responses=True, **options()

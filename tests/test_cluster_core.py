@@ -1,12 +1,14 @@
 """The core's Redis parts on a Redis Cluster, built directly (no server): the bus's keys sit
 where docs/architecture.md's key layout says (the stream's in its slot, the done markers spread),
-and a primary failing over mid-stream is survived — publishes refused meanwhile are answered
-`unavailable`, and every event accepted reaches each group, the exclusive one in order."""
+a primary failing over mid-stream is survived — publishes refused meanwhile are answered
+`unavailable`, and every event accepted reaches each group, the exclusive one in order — and
+the cluster client serves a burst past the single server's pool size."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,3 +158,16 @@ async def test_a_primary_failing_over_mid_stream_loses_nothing(
         await until(settled)  # every entry acknowledged, none left to redeliver
     finally:
         await bus.close()
+
+
+async def test_a_burst_past_the_single_servers_pool_is_served_on_a_cluster() -> None:
+    """A single Redis's pool makes a burst wait for connections; the cluster client has no such
+    pool and fails a command past its cap on a node: the cap leaves room for a burst of slow
+    commands four times the single server's pool, all on one node."""
+    redis = redis_client.connect(REDIS_CLUSTER_URL, cluster=True)
+    try:
+        key = "test:burst:" + redis_client.tag(uuid.uuid4().hex)  # BLPOP creates no key
+        got = await asyncio.gather(*(redis.blpop([key], timeout=0.2) for _ in range(4 * 64)))
+    finally:
+        await redis.aclose()
+    assert got == [None] * (4 * 64)
