@@ -18,6 +18,7 @@ Keys under `<prefix>:pres:{<shard>}:`:
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from typing import Any
@@ -73,6 +74,8 @@ class RedisPresence:
         self._touch = redis.register_script(TOUCH)
         self._settle = redis.register_script(SETTLE)
         self._expire = redis.register_script(EXPIRE)
+        self._upgraded = False
+        self._upgrading = asyncio.Lock()
 
     def _base(self, shard: int) -> str:
         return f"{self.prefix}:pres:{tag(str(shard))}:"
@@ -80,7 +83,35 @@ class RedisPresence:
     def _shard(self, user_id: str) -> str:
         return self._base(zlib.crc32(user_id.encode()) % SHARDS)
 
+    async def _upgrade(self) -> None:
+        """Once per process, before its first call: the keys of the layout before shards (one
+        `inv` set, `seen` and `on` hash and `all` set for everyone: a Redis that an earlier
+        version used) go into the shards, so invisible users stay invisible and last-seen
+        times stay; old devices are dropped (their nodes' next refresh writes them again).
+        Keys an older process still writes during a rolling upgrade move at the next start."""
+        if self._upgraded:
+            return
+        async with self._upgrading:
+            if self._upgraded:
+                return
+            old = [f"{self.prefix}:pres:{k}" for k in ("inv", "seen", "on", "all")]
+            if await self.r.exists(*old):
+                hidden = list(await self.r.smembers(old[0]))
+                seen = [(u, ms) async for u, ms in self.r.hscan_iter(old[1], count=1000)]
+                for i in range(0, max(len(hidden), len(seen)), 1000):
+                    async with self.r.pipeline(transaction=False) as pipe:
+                        for u in hidden[i : i + 1000]:
+                            pipe.sadd(f"{self._shard(u)}inv", u)
+                        for u, ms in seen[i : i + 1000]:
+                            pipe.hsetnx(f"{self._shard(u)}seen", u, ms)
+                        await pipe.execute()
+                match = f"{self.prefix}:pres:dev:*"
+                devices = [k async for k in self.r.scan_iter(match=match, count=1000)]
+                await self.r.delete(*old, *devices)
+            self._upgraded = True
+
     async def touch(self, user_id: str, device: str, ttl: float) -> bool:
+        await self._upgrade()
         now = int(time.time() * 1000)
         b = self._shard(user_id)
         return bool(
@@ -91,6 +122,7 @@ class RedisPresence:
         )
 
     async def leave(self, user_id: str, device: str) -> None:
+        await self._upgrade()
         now = int(time.time() * 1000)
         b = self._shard(user_id)
         async with self.r.pipeline(transaction=True) as pipe:
@@ -100,6 +132,7 @@ class RedisPresence:
             await pipe.execute()
 
     async def settle(self, user_id: str) -> bool:
+        await self._upgrade()
         now = int(time.time() * 1000)
         b = self._shard(user_id)
         return bool(await self._settle(keys=[f"{b}dev:{user_id}", f"{b}on"], args=[now, user_id]))
@@ -107,6 +140,7 @@ class RedisPresence:
     async def expire(self) -> list[str]:
         """One pipelined look at every shard's earliest expiry, then the sweep script on the
         shards that have a device past it (most sweeps find none)."""
+        await self._upgrade()
         now = int(time.time() * 1000)
         bases = [self._base(s) for s in range(SHARDS)]
         async with self.r.pipeline(transaction=False) as pipe:
@@ -123,6 +157,7 @@ class RedisPresence:
         return gone
 
     async def statuses(self, user_ids: list[str]) -> list[Status]:
+        await self._upgrade()
         now = int(time.time() * 1000)
         shards: dict[str, list[str]] = {}
         for u in user_ids:
@@ -151,6 +186,7 @@ class RedisPresence:
         return out
 
     async def set_invisible(self, user_id: str, invisible: bool) -> None:
+        await self._upgrade()
         key = f"{self._shard(user_id)}inv"
         if invisible:
             await self.r.sadd(key, user_id)
@@ -158,11 +194,13 @@ class RedisPresence:
             await self.r.srem(key, user_id)
 
     async def invisible(self, user_id: str) -> bool:
+        await self._upgrade()
         return bool(await self.r.sismember(f"{self._shard(user_id)}inv", user_id))
 
     async def forget(self, user_id: str) -> int:
         """Everything about the user (in one slot, their shard's); returns the devices that
         were still in the shard's expiry set."""
+        await self._upgrade()
         b, mine = self._shard(user_id), user_id + "|"
         members = [
             m

@@ -162,6 +162,28 @@ async def test_presence_forget_leaves_nothing_of_the_user(redis: Any, prefix: st
     assert keeper.online and keeper.last_seen
 
 
+async def test_presence_keeps_invisibility_and_last_seen_of_the_layout_before_shards(
+    redis: Any, prefix: str
+) -> None:
+    """A Redis an earlier version used: one set, hash and sorted set for everyone."""
+    old = f"{prefix}:pres:"
+    seen_ms = int(time.time() * 1000) - 86_400_000
+    await redis.sadd(old + "inv", "shy")
+    await redis.hset(old + "seen", mapping={"shy": seen_ms, "ana": seen_ms})
+    await redis.hset(old + "on", "ana", "1")
+    await redis.zadd(old + "all", {"ana|sid": seen_ms + 60_000})
+    await redis.zadd(old + "dev:ana", {"sid": seen_ms + 60_000})
+    p = RedisPresence(redis, prefix)
+    shy, ana = await p.statuses(["shy", "ana"])
+    assert shy.last_seen is None and not shy.online and await p.invisible("shy")
+    assert ana.last_seen == seen_ms / 1000 and not ana.online
+    assert [k async for k in redis.scan_iter(match=old + "[^{]*", count=1000)] == []
+    assert await p.touch("ana", "sid", 30) is True
+    await p.set_invisible("shy", False)
+    (shy,) = await p.statuses(["shy"])
+    assert shy.last_seen == seen_ms / 1000
+
+
 # -- watching counts --------------------------------------------------------------------------
 
 
