@@ -1,18 +1,24 @@
 """The features' Redis backends, each built straight on a client of the single Redis and of the
 local Redis Cluster (`redis_client.connect(..., cluster=True)`): every method and every Lua
 script, with entities spread so that the cluster runs them on every primary (a script or
-transaction whose keys sat in two slots fails there with CROSSSLOT), and a user's keys gone
-from every primary after their erasure steps."""
+transaction whose keys sat in two slots fails there with CROSSSLOT), a user's keys gone from
+every primary after their erasure steps, and each backend's state kept across every primary of
+a cluster of the test's own failing over."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import socket
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from bots.limiter_redis import RedisLimiter
@@ -22,6 +28,7 @@ from livechat.reactions_redis import RedisReactions
 from presence.backend_redis import SHARDS, RedisPresence
 from server import redis_client
 from tests.conftest import REDIS_CLUSTER_URL, REDIS_URL
+from tests.helpers import ROOT
 from watching.counts_redis import RedisCounts
 
 pytestmark = pytest.mark.backends("redis", "cluster")
@@ -326,3 +333,102 @@ async def test_limiter_keeps_the_window_and_the_chat_interval_across_processes(
     assert await b.forget_chat(3) == 0
     keys = [k async for k in redis.scan_iter(match=f"*{prefix}*", count=1000)]
     assert keys and all(k.startswith(f"{{{prefix}:tg:42}}:") for k in keys)  # one slot
+
+
+# -- a primary failing over -------------------------------------------------------------------
+
+
+def free_cluster_base() -> int:
+    """Six consecutive free ports whose cluster bus ports (+10000) are free too."""
+    for _ in range(50):
+        base = random.randrange(21000, 25000)
+        try:
+            for port in [p + bus for p in range(base, base + 6) for bus in (0, 10000)]:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no free ports for a cluster")
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[str]:
+    """A Redis Cluster of this test's own (three primaries with a replica each), to fail over."""
+    env = {**os.environ, "OURS_CLUSTER_PORT": str(free_cluster_base())}
+    script = os.path.join(ROOT, "scripts", "redis-cluster")
+    out = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    try:
+        yield out.stdout.split()[-1]
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=60)
+
+
+async def fail_over_every_primary(url: str) -> None:
+    """Each primary's replica takes over (CLUSTER FAILOVER: the replica first catches up)."""
+    seed = Redis.from_url(url, decode_responses=True)
+    try:
+        nodes = await seed.execute_command("CLUSTER NODES")
+    finally:
+        await seed.aclose()
+    ids = {n["node_id"]: addr for addr, n in nodes.items()}
+    replicas = [addr for addr, n in nodes.items() if "slave" in n["flags"]]
+    assert len(replicas) == 3 and all(nodes[a]["master_id"] in ids for a in replicas)
+    for addr in replicas:
+        host, port = addr.rsplit(":", 1)
+        direct = Redis(host=host, port=int(port), decode_responses=True)
+        try:
+            await direct.execute_command("CLUSTER FAILOVER")
+            deadline = time.monotonic() + 20
+            while (await direct.info("replication"))["role"] != "master":
+                assert time.monotonic() < deadline, f"{addr} did not take over"
+                await asyncio.sleep(0.1)
+        finally:
+            await direct.aclose()
+
+
+async def test_every_backend_keeps_its_state_across_primaries_failing_over(
+    own_cluster: str,
+) -> None:
+    redis = redis_client.connect(own_cluster, cluster=True)
+    flushed: dict[str, int] = {}
+
+    async def flush(live_id: str, counts: dict[str, int]) -> None:
+        flushed[live_id] = flushed.get(live_id, 0) + sum(counts.values())
+
+    reactions = RedisReactions(redis, "fo", flush, interval=0.05)
+    try:
+        presence, gate = RedisPresence(redis, "fo"), RedisGate(redis, "fo")
+        counts, limiter = RedisCounts(redis, "fo"), RedisLimiter(redis, "fo:tg:1", lease=60)
+        users, lives = [f"u{i}" for i in range(20)], [f"lv{i}" for i in range(20)]
+        for u in users:
+            assert await presence.touch(u, "sid", 30)
+        for live in lives:
+            await gate.fill(live, 0, Snapshot("live", "host", 600))
+            first = await gate.admit(live, "fan", take_slot=True)
+            assert first is not None and first.outcome == "ok"
+        await counts.bump("c1", "views", 3)
+        assert (await limiter.acquire(7)).granted
+        await on_every_primary(redis, "fo")
+
+        await fail_over_every_primary(own_cluster)
+
+        assert all(s.online for s in await presence.statuses(users))
+        assert not any([await presence.touch(u, "sid2", 30) for u in users])  # still announced
+        assert await presence.expire() == []
+        for live in lives:
+            verdict = await gate.admit(live, "fan", take_slot=True)
+            assert verdict is not None and verdict.outcome == "slow"
+        assert (await counts.counters_of(["c1"]))["c1"]["views"] == 3
+        busy = await limiter.acquire(7)
+        assert not busy.granted and busy.scope == "chat"
+        for live in lives:
+            await reactions.add(live, "heart")
+        deadline = time.monotonic() + 10
+        while flushed != dict.fromkeys(lives, 1) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert flushed == dict.fromkeys(lives, 1)
+    finally:
+        await reactions.close()
+        await redis.aclose()
