@@ -8,13 +8,14 @@ a cluster of the test's own failing over."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -365,6 +366,22 @@ def own_cluster() -> Iterator[str]:
         subprocess.run([script, "stop"], env=env, capture_output=True, timeout=60)
 
 
+async def until(cond: Callable[[], Awaitable[bool]], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.1)
+
+
+async def replica_in_sync(node: Redis) -> bool:
+    return bool((await node.info("replication")).get("master_link_status") == "up")
+
+
+async def is_primary(node: Redis) -> bool:
+    return bool((await node.info("replication"))["role"] == "master")
+
+
 async def fail_over_every_primary(url: str) -> None:
     """Each primary's replica takes over (CLUSTER FAILOVER: the replica first catches up)."""
     seed = Redis.from_url(url, decode_responses=True)
@@ -376,16 +393,23 @@ async def fail_over_every_primary(url: str) -> None:
     replicas = [addr for addr, n in nodes.items() if "slave" in n["flags"]]
     assert len(replicas) == 3 and all(nodes[a]["master_id"] in ids for a in replicas)
     for addr in replicas:
-        host, port = addr.rsplit(":", 1)
-        direct = Redis(host=host, port=int(port), decode_responses=True)
-        try:
+        await fail_over(addr)
+
+
+async def fail_over(replica: str) -> None:
+    """`replica` takes over from its primary, once it has caught up."""
+    host, port = replica.rsplit(":", 1)
+    direct = Redis(host=host, port=int(port), decode_responses=True)
+    try:
+        await until(lambda: replica_in_sync(direct), f"{replica} in sync with its primary")
+        for _ in range(3):  # a manual failover that did not finish in 5 s is given up
             await direct.execute_command("CLUSTER FAILOVER")
-            deadline = time.monotonic() + 20
-            while (await direct.info("replication"))["role"] != "master":
-                assert time.monotonic() < deadline, f"{addr} did not take over"
-                await asyncio.sleep(0.1)
-        finally:
-            await direct.aclose()
+            with contextlib.suppress(TimeoutError):
+                await until(lambda: is_primary(direct), f"{replica} took over", timeout=8)
+                break
+        assert await is_primary(direct), f"{replica} did not take over"
+    finally:
+        await direct.aclose()
 
 
 async def test_every_backend_keeps_its_state_across_primaries_failing_over(
