@@ -171,8 +171,7 @@ def _send_limiter(s: Settings, redis: Any) -> SendLimiter:
     """The bot's send pacing: shared by every process with this token when Redis is there."""
     if redis is not None and s.telegram_bot_token:
         bot_id = s.telegram_bot_token.split(":", 1)[0]
-        # one hash tag: every key of this bot's limiter lives in one Redis Cluster slot
-        return RedisSendLimiter(redis, f"{{{s.redis_prefix}:tg:{bot_id}}}")
+        return RedisSendLimiter(redis, f"{s.redis_prefix}:tg:{bot_id}")
     return MemorySendLimiter()
 
 

@@ -2,7 +2,12 @@
 as `limiter.MemoryLimiter`; Redis' own clock (TIME) is the one clock, and each decision is one
 Lua script, so two processes never take the same slot.
 
-Keys (prefix `<redis_prefix>:tg:<bot id>`):
+Every key of one bot shares one hash tag, so on a Redis Cluster they sit in one hash slot: each
+decision weighs the bot-wide window (Telegram's 30 a second is per token: one object) together
+with the chat's key, in one script. A per-chat tag would split what must be decided together;
+one slot per bot costs little (two calls per send, at most 30 sends a second).
+
+Keys (`{<redis_prefix>:tg:<bot id>}`, the tag):
   :inflight   zset token -> lease expiry (a crashed sender's slot frees after the lease)
   :done       zset token -> when the slot frees (answer time + window)
   :chat:<id>  "L<expiry>" while a send to the chat is in flight, else when it may receive again
@@ -14,6 +19,7 @@ import uuid
 from typing import Any
 
 from bots.limiter import POLL, Admission, SendLimiter
+from server.redis_client import tag
 
 ACQUIRE_LUA = """
 local t = redis.call('TIME')
@@ -66,7 +72,7 @@ class RedisLimiter(SendLimiter):
     ) -> None:
         super().__init__(per_window, window, chat_interval)
         self.redis = redis  # the process's shared client (closed by the node)
-        self.prefix = prefix
+        self.prefix = tag(prefix)  # `prefix` names the bot: `<redis_prefix>:tg:<bot id>`
         self.lease = lease
         self._acquire = self.redis.register_script(ACQUIRE_LUA)
         self._release = self.redis.register_script(RELEASE_LUA)

@@ -1,11 +1,18 @@
 """The chat gate in Redis: one hash per live holds the cached chat state, one key per user the
 last-send mark of slow mode; a send is decided (and marked) in one script call, so every
 process sees a ban, a timeout or a user's last send at once. Keys of one live share a hash tag
-(one Redis Cluster slot). Times come from the Redis clock (TIME), the same for every process.
+(`{<live id>}`: one Redis Cluster slot per live, so lives spread over the cluster). Times come
+from the Redis clock (TIME), the same for every process.
+
+Keys `<prefix>:chat:{<live id>}:`:
+  state        HASH ld, state, slow, host, b:<user> (banned), t:<user> (timed out until, ms)
+  gen          the live's generation (bumped by every change; a stale fill is refused)
+  last:<user>  the user's last slow-mode send ("<ms>-<token>"), expiring with the slow period
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -151,12 +158,19 @@ class RedisGate:
             await pipe.execute()
 
     async def forget_user(self, user_id: str) -> int:
-        pattern = self._key("*", f"last:{user_id}")
+        """The user's marks in every live: on a cluster SCAN goes to every primary and the
+        DEL is split per slot (redis-py's cluster client does both)."""
+        pattern = self._key("*", f"last:{glob_escape(user_id)}")
         keys = [k async for k in self.redis.scan_iter(match=pattern, count=1000)]
         return int(await self.redis.delete(*keys)) if keys else 0
 
     async def give_back(self, live_id: str, user_id: str, stamp: str) -> None:
         await self._give_back(keys=[self._key(live_id, f"last:{user_id}")], args=[stamp])
+
+
+def glob_escape(text: str) -> str:
+    """`text` matched literally in a SCAN pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _verdict(res: list[Any]) -> Verdict:

@@ -6,6 +6,9 @@ flush finds nothing it gives the lease up in the same script, so an add arriving
 either sees the lease taken (and is flushed) or takes it. A crashed flusher's lease lapses after
 LEASE_MS and the next add takes over (reactions a crashed process had gathered but not pushed are
 lost: they are ephemeral).
+
+Keys `<prefix>:react:{<live id>}:counts` (HASH kind -> count) and `:lease` (the flusher's token):
+one hash tag per live, so each script touches one Redis Cluster slot and lives spread.
 """
 
 from __future__ import annotations

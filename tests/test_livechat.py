@@ -21,7 +21,7 @@ from server.events import Event
 from server.managers_redis import RedisManager, _room_message
 from server.roomlog_redis import RedisRoomLog
 from tests import jsclient
-from tests.conftest import REDIS_URL, PgCluster, free_port, make_settings
+from tests.conftest import PgCluster, free_port, make_settings, redis_settings
 from tests.helpers import Client, ServerHandle, connect, spawn_server
 
 NS = "/live"
@@ -584,11 +584,12 @@ async def test_lives_follow_the_newest_event_and_the_trim_keeps_the_latest(
 # -- across processes -------------------------------------------------------------------------
 
 
+@pytest.mark.backends("redis")
 async def test_slow_mode_timeout_ban_and_reactions_hold_across_processes(
-    tmp_path: Path, pg_clusters: dict[str, PgCluster]
+    backend: str, tmp_path: Path, pg_clusters: dict[str, PgCluster]
 ) -> None:
     settings = make_settings(
-        tmp_path, redis_url=REDIS_URL, database_url=await pg_clusters["machine"].fresh()
+        tmp_path, **redis_settings(backend), database_url=await pg_clusters["machine"].fresh()
     )
     a, b = await asyncio.gather(
         spawn_server(settings, free_port()), spawn_server(settings, free_port())

@@ -9,7 +9,9 @@ import signal
 import time
 from pathlib import Path
 
-from tests.conftest import REDIS_URL, PgCluster, free_port, make_settings
+import pytest
+
+from tests.conftest import PgCluster, free_port, make_settings, redis_settings
 from tests.helpers import Client, ServerHandle, connect, spawn_server, start_server
 
 NS = "/presence"
@@ -112,13 +114,14 @@ async def test_heartbeats_keep_a_device_alive_and_missing_them_expires_it(
         await srv.stop()
 
 
+@pytest.mark.backends("redis")
 async def test_cluster_wide_and_a_killed_process_goes_offline_within_65s(
-    tmp_path: Path, pg_clusters: dict[str, PgCluster]
+    backend: str, tmp_path: Path, pg_clusters: dict[str, PgCluster]
 ) -> None:
     """With the production timings (ttl 60 s, refresh 15 s): a user on process A is online for
     a watcher on process B, and offline within 65 s after A is killed with SIGKILL."""
     settings = make_settings(
-        tmp_path, redis_url=REDIS_URL, database_url=await pg_clusters["machine"].fresh()
+        tmp_path, **redis_settings(backend), database_url=await pg_clusters["machine"].fresh()
     )
     assert settings.presence_ttl_s == 60
     a = await spawn_server(settings, free_port())

@@ -19,14 +19,14 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 
 from config import Settings
 from privacy.erase import SWEEP_JOB, pseudonym
+from server import redis_client
 from server.audit import AuditLog
 from server.auth import Principal, Role
 from server.storage import Storage
-from tests.conftest import API_KEY, REDIS_URL, free_port, make_settings
+from tests.conftest import API_KEY, free_port, make_settings
 from tests.fakes.livekit import FakeLiveKit
 from tests.helpers import ROOT, Client, ServerHandle, connect, settings_env, start_server
 
@@ -100,9 +100,12 @@ def bus_streams(prefix: str) -> set[str]:
     return {f"{prefix}:events", f"{{{prefix}:events}}:dlq"}
 
 
-async def keys_naming(prefix: str, needle: str) -> list[str]:
-    """Every Redis key of this test's prefix whose name or content holds `needle`."""
-    r: Any = aioredis.from_url(REDIS_URL, decode_responses=True)
+async def keys_naming(settings: Settings, needle: str) -> list[str]:
+    """Every Redis key of this test's prefix whose name or content holds `needle` (on a Redis
+    Cluster, SCAN goes to every primary)."""
+    prefix, url = settings.redis_prefix, settings.redis_url
+    assert url is not None
+    r: Any = redis_client.connect(url, cluster=settings.redis_cluster)
     found = []
     try:
         async for key in r.scan_iter(match=f"*{prefix}*", count=1000):
@@ -265,9 +268,8 @@ async def test_export_then_delete_leaves_no_row_or_key_of_theirs(server: ServerH
                   "notifications.actors", "hours_accounts.account", "telegram_links.user_id",
                   "activity_entries.user_id", "live_chat_messages.user_id"):  # fmt: skip
         assert table in before, (table, before)
-    redis_prefix = node.settings.redis_prefix
     if node.settings.redis_url:
-        assert len(await keys_naming(redis_prefix, uid)) >= 3  # buckets, presence, room logs
+        assert len(await keys_naming(node.settings, uid)) >= 3  # buckets, presence, room logs
 
     # -- export ------------------------------------------------------------------------------
     status, headers, body = await http(server, "GET", "/v1/me/export", server.token(uid))
@@ -333,7 +335,7 @@ async def test_export_then_delete_leaves_no_row_or_key_of_theirs(server: ServerH
     await until(swept)
     assert await rows_naming(db, uid) == []
     if node.settings.redis_url:
-        assert await keys_naming(redis_prefix, uid) == []
+        assert await keys_naming(node.settings, uid) == []
 
     # -- what others keep --------------------------------------------------------------------
     history = ok(await other.call("message:history", {"conversation_id": direct}))["messages"]

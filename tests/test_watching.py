@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from tests import jsclient
-from tests.conftest import JWT_SECRET, REDIS_URL, PgCluster, free_port, make_settings
+from tests.conftest import JWT_SECRET, PgCluster, free_port, make_settings, redis_settings
 from tests.helpers import ServerHandle, connect, spawn_server
 
 
@@ -103,9 +103,12 @@ async def test_token_refresh_keeps_the_socket_and_expiry_disconnects(server: Ser
     await keeper.close()
 
 
-async def test_counts_are_cluster_wide(tmp_path: Path, pg_clusters: dict[str, PgCluster]) -> None:
+@pytest.mark.backends("redis")
+async def test_counts_are_cluster_wide(
+    backend: str, tmp_path: Path, pg_clusters: dict[str, PgCluster]
+) -> None:
     settings = make_settings(
-        tmp_path, redis_url=REDIS_URL, database_url=await pg_clusters["machine"].fresh()
+        tmp_path, **redis_settings(backend), database_url=await pg_clusters["machine"].fresh()
     )
     a = await spawn_server(settings, free_port())
     b = await spawn_server(settings, free_port())

@@ -1,5 +1,16 @@
 """Watching-now counts in Redis: a hash of node -> count per room, a sorted set of live nodes,
-and a hash of counters per content."""
+and a hash of counters per content.
+
+Keys under `<prefix>:watch:`:
+  nodes          ZSET node id -> its last tick (ms): the nodes whose counts are summed
+  cnt:<room>     HASH node id -> sockets of the room on that node
+  ctr:<content>  HASH views, tips, reactions, v (a version, bumped by every change)
+
+No script or transaction touches two keys, so none needs a hash tag: on a Redis Cluster the
+per-room and per-content keys spread over the slots by their names, and the pipelines (many
+rooms at once) are split per node by the cluster client. `nodes` is one key on purpose: it is
+the one list of live nodes, written once a second by each node.
+"""
 
 from __future__ import annotations
 
