@@ -703,8 +703,9 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
 
 
 def _log_end(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        errors.log_failure(log, "a pub/sub task ended", task.exception())
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None:
+        errors.log_failure(log, "a pub/sub task ended", exc)
 
 
 def _earlier(a: str | None, b: str | None) -> str | None:
