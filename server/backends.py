@@ -70,5 +70,6 @@ def choose(settings: Settings, storage: Storage, *, with_sockets: bool = True) -
             json=SocketJSON,
             window_s=s.recovery_window_s,
             log_redis=redis,
+            cluster=s.redis_cluster,
         ),
     )

@@ -12,9 +12,9 @@ Both managers share `Delivery`:
   in one room to another, disconnect.
 
 `LocalManager` (here) is the embedded default (in-process room log). `RedisManager`
-(managers_redis.py) appends to the Redis room log and publishes in one Lua call; every node,
-this one included, delivers what it receives from the channel, so all nodes see a room's
-events in the same order.
+(managers_redis.py) appends to the Redis room log and publishes on the room's channel in one
+Lua call; every node, this one included, delivers what it receives from the channels of its
+rooms, so all nodes see a room's events in the same order.
 """
 
 from __future__ import annotations
@@ -96,6 +96,9 @@ class Delivery:
         """Room events of one name to one room, in order, in one round trip; each socket gets
         the run in one write (`deliver_local_run`)."""
         raise NotImplementedError
+
+    async def _until_live(self, ns: str, rooms: list[Any]) -> None:
+        """Return once this node hears `rooms`' events (at once where it always does)."""
 
     def _init_delivery(self) -> None:
         self.recovering: dict[tuple[str, str], _Recovering] = {}
@@ -299,6 +302,7 @@ class Delivery:
         for room in wanted:
             state.rooms.add(room)
             self.basic_enter_room(sid, ns, room)
+        await self._until_live(ns, list(wanted))  # the replays then meet the live events
         sent_eids: set[str] = set()
         results: dict[str, dict[str, Any]] = {}
         try:
@@ -331,20 +335,26 @@ class Delivery:
         return results
 
 
-async def apply_control(manager: Any, namespace: str, op: dict[str, Any]) -> None:
+async def apply_control(manager: Any, namespace: str, op: dict[str, Any]) -> list[str]:
+    """Apply a user-control operation to this node's sockets of the user; returns those that
+    entered a room (a join, a move). Rooms are entered without waiting for their channel (this
+    runs in the Redis manager's listener, which is what would bring it)."""
     server = manager.server
     if server is None or namespace not in manager.rooms:
-        return
+        return []
     sids = [sid for sid, _ in manager.get_participants(namespace, f"user:{op['user']}")]
+    entered: list[str] = []
     for sid in sids:
         if op["op"] == "enter":
-            await manager.enter_room(sid, namespace, op["room"])
+            manager.basic_enter_room(sid, namespace, op["room"])
+            entered.append(sid)
         elif op["op"] == "leave":
-            await manager.leave_room(sid, namespace, op["room"])
+            manager.basic_leave_room(sid, namespace, op["room"])
         elif op["op"] == "move":  # only the user's sockets in the room, into `to`
             if op["room"] in manager.get_rooms(sid, namespace):
-                await manager.leave_room(sid, namespace, op["room"])
-                await manager.enter_room(sid, namespace, op["to"])
+                manager.basic_leave_room(sid, namespace, op["room"])
+                manager.basic_enter_room(sid, namespace, op["to"])
+                entered.append(sid)
         elif op["op"] == "disconnect":
             await server.emit(
                 SERVER_DISCONNECT,
@@ -354,6 +364,7 @@ async def apply_control(manager: Any, namespace: str, op: dict[str, Any]) -> Non
                 ignore_queue=True,
             )
             await server.disconnect(sid, namespace=namespace, ignore_queue=True)
+    return entered
 
 
 class LocalManager(Delivery, socketio.AsyncManager):

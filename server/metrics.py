@@ -85,3 +85,22 @@ HTTP_REQUESTS = Counter(
     ["method", "route", "status"],
     registry=REGISTRY,
 )
+PUBSUB_MESSAGES = Counter(
+    "ours_pubsub_received_messages",
+    (
+        "Messages this node's listener received from Redis pub/sub (the channels of its rooms "
+        "and the shared one)"
+    ),
+    registry=REGISTRY,
+)
+PUBSUB_BYTES = Counter(
+    "ours_pubsub_received_bytes",
+    "Payload bytes of the messages this node's listener received from Redis pub/sub",
+    registry=REGISTRY,
+)
+PUBSUB_CHANNELS = Gauge(
+    "ours_pubsub_channels",
+    "Redis pub/sub channels this node is subscribed to (one per room with a socket here, plus "
+    "the shared one)",
+    registry=REGISTRY,
+)

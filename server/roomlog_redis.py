@@ -1,11 +1,22 @@
-"""Room logs in Redis Streams, appended atomically with the cluster publish.
+"""Room logs in Redis Streams, appended atomically with the room's publish.
 
-One Lua call per room emit: for each target room XADD the message (with the previous entry's
-id) to `<prefix>:rl:<ns>:<room>` trimmed to the window (MINID), then PUBLISH the message with
-its offsets (and each room's previous entry id, so a node that missed one can tell) on the
-Socket.IO channel. A run of emits to one room (a busy live chat) is one call and one PUBLISH.
-Redis runs scripts one at a time, so every node receives a room's events in offset order.
-Volatile emits (typing, counts) publish without a log entry.
+Every room has one hash tag, `{<prefix>:<ns>:<room>}`: its log stream `<tag>:rl`, its epoch
+`<tag>:rl:epoch` and its sharded pub/sub channel `<tag>:sio` sit in one cluster slot, so one
+Lua call can XADD the message (with the previous entry's id) trimmed to the window (MINID) and
+SPUBLISH it with its offsets (and each room's previous entry id, so a node that missed one can
+tell) on the room's channel. Redis runs scripts one at a time, so every node receives a room's
+events in offset order. A node hears only the channels of its own rooms
+(server/managers_redis.py).
+
+What travels on a room's channel is `{"ours": 1, "r": <room>, "batch": [part, ...]}` (a part:
+`{"offsets", "prevs", "m"}`, the message `m` naming all its target rooms) or a run of one
+room's events (`"run"`), or a user-control operation (`"ctl"`). A call to several rooms
+publishes one message per room, each part carrying the offsets of every target room; on a
+single Redis that is one script call whatever the rooms. On a Redis Cluster the rooms of one
+emit may sit in different slots: the emit is split into one script call per slot, and when it
+spans slots its parts are appended first and published after, once every room's offset is
+known (a node that hears an entry before the one logged before it reads the gap from the log,
+so order holds). Volatile emits (typing, counts) publish without a log entry.
 """
 
 from __future__ import annotations
@@ -15,36 +26,80 @@ import time
 import uuid
 from typing import Any
 
-from server import jsonutil
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError
+
+from server import jsonutil, redis_client
 from server.roomlog import Entry, Replay, split
 
+# Room emits, each to its own rooms, appended to the rooms' logs in order; with ARGV[5] = 1
+# each room's parts go out on its channel in one SPUBLISH ({"ours":1,"r":room,"batch":[...]}),
+# with 0 nothing is published and each message's offsets and prevs are returned (as JSON
+# members) for the caller to publish. KEYS: per message and room: stream, epoch, channel.
+# ARGV: minid, epoch candidate, ttl, n, publish, then per message: the message, its room
+# count, its rooms.
 APPEND_PUBLISH_LUA = """
-local n = tonumber(ARGV[5])
-local offsets = {}
-local prevs = {}
-for i = 1, n do
-  local skey = KEYS[2 * i - 1]
-  local ekey = KEYS[2 * i]
-  redis.call('SET', ekey, ARGV[3], 'NX')
-  local epoch = redis.call('GET', ekey)
-  local last = redis.call('XREVRANGE', skey, '+', '-', 'COUNT', 1)
-  local prev = '0-0'
-  if last[1] then prev = last[1][1] end
-  local id = redis.call('XADD', skey, 'MINID', '~', ARGV[2], '*', 'm', ARGV[1], 'p', prev)
-  redis.call('EXPIRE', skey, ARGV[4])
-  redis.call('EXPIRE', ekey, ARGV[4])
-  offsets[i] = '"' .. ARGV[5 + i] .. '":"' .. epoch .. ':' .. id .. '"'
-  prevs[i] = '"' .. ARGV[5 + i] .. '":"' .. prev .. '"'
+local n = tonumber(ARGV[4])
+local publish = ARGV[5] == '1'
+local a = 6
+local k = 1
+local out = {}
+local order = {}
+local by_channel = {}
+for j = 1, n do
+  local msg = ARGV[a]
+  local nr = tonumber(ARGV[a + 1])
+  a = a + 2
+  local offsets = {}
+  local prevs = {}
+  local channels = {}
+  for i = 1, nr do
+    local skey = KEYS[k]
+    local ekey = KEYS[k + 1]
+    channels[i] = {KEYS[k + 2], ARGV[a]}
+    local room = ARGV[a]
+    k = k + 3
+    a = a + 1
+    redis.call('SET', ekey, ARGV[2], 'NX')
+    local epoch = redis.call('GET', ekey)
+    local last = redis.call('XREVRANGE', skey, '+', '-', 'COUNT', 1)
+    local prev = '0-0'
+    if last[1] then prev = last[1][1] end
+    local id = redis.call('XADD', skey, 'MINID', '~', ARGV[1], '*', 'm', msg, 'p', prev)
+    redis.call('EXPIRE', skey, ARGV[3])
+    redis.call('EXPIRE', ekey, ARGV[3])
+    offsets[i] = '"' .. room .. '":"' .. epoch .. ':' .. id .. '"'
+    prevs[i] = '"' .. room .. '":"' .. prev .. '"'
+  end
+  local o = table.concat(offsets, ',')
+  local p = table.concat(prevs, ',')
+  if publish then
+    local part = '{"offsets":{' .. o .. '},"prevs":{' .. p .. '},"m":' .. msg .. '}'
+    for i = 1, nr do
+      local ch = channels[i][1]
+      local entry = by_channel[ch]
+      if not entry then
+        entry = {channels[i][2], {}}
+        by_channel[ch] = entry
+        order[#order + 1] = ch
+      end
+      entry[2][#entry[2] + 1] = part
+    end
+  else
+    out[#out + 1] = o
+    out[#out + 1] = p
+  end
 end
-local out = '{"method":"emit","host_id":null,"ours":1,"offsets":{' ..
-  table.concat(offsets, ',') .. '},"prevs":{' .. table.concat(prevs, ',') ..
-  '},"m":' .. ARGV[1] .. '}'
-redis.call('PUBLISH', KEYS[#KEYS], out)
+for _, ch in ipairs(order) do
+  local entry = by_channel[ch]
+  redis.call('SPUBLISH', ch, '{"method":"emit","host_id":null,"ours":1,"r":"' .. entry[1] ..
+    '","batch":[' .. table.concat(entry[2], ',') .. ']}')
+end
 return out
 """
 
-# A run of emits to one room (APPEND_PUBLISH_LUA's work for each) under one PUBLISH: KEYS =
-# stream, epoch, channel; ARGV = minid, epoch candidate, ttl, room, then the messages.
+# A run of emits to one room under one SPUBLISH: KEYS = stream, epoch, channel; ARGV = minid,
+# epoch candidate, ttl, room, then the messages.
 APPEND_PUBLISH_RUN_LUA = """
 redis.call('SET', KEYS[2], ARGV[2], 'NX')
 local epoch = redis.call('GET', KEYS[2])
@@ -60,115 +115,172 @@ for i = 5, #ARGV do
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', KEYS[3], '{"method":"emit","host_id":null,"ours":1,"run":[' ..
-  table.concat(items, ',') .. ']}')
+redis.call('SPUBLISH', KEYS[3], '{"method":"emit","host_id":null,"ours":1,"r":"' .. ARGV[4] ..
+  '","run":[' .. table.concat(items, ',') .. ']}')
 return #items
 """
 
-# Many room emits in one call and one PUBLISH: each message appended to its rooms' logs as
-# above; the channel gets {"ours":1,"batch":[{offsets, prevs, m}, ...]}, unpacked in order.
-# ARGV: minid, epoch candidate, ttl, n, then per message: the message, its room count, rooms.
-APPEND_PUBLISH_BATCH_LUA = """
-local n = tonumber(ARGV[4])
-local a = 5
-local k = 1
-local parts = {}
-for j = 1, n do
-  local msg = ARGV[a]
-  local nr = tonumber(ARGV[a + 1])
-  a = a + 2
-  local offsets = {}
-  local prevs = {}
-  for i = 1, nr do
-    local skey = KEYS[k]
-    local ekey = KEYS[k + 1]
-    local room = ARGV[a]
-    k = k + 2
-    a = a + 1
-    redis.call('SET', ekey, ARGV[2], 'NX')
-    local epoch = redis.call('GET', ekey)
-    local last = redis.call('XREVRANGE', skey, '+', '-', 'COUNT', 1)
-    local prev = '0-0'
-    if last[1] then prev = last[1][1] end
-    local id = redis.call('XADD', skey, 'MINID', '~', ARGV[1], '*', 'm', msg, 'p', prev)
-    redis.call('EXPIRE', skey, ARGV[3])
-    redis.call('EXPIRE', ekey, ARGV[3])
-    offsets[i] = '"' .. room .. '":"' .. epoch .. ':' .. id .. '"'
-    prevs[i] = '"' .. room .. '":"' .. prev .. '"'
-  end
-  parts[j] = '{"offsets":{' .. table.concat(offsets, ',') .. '},"prevs":{' ..
-    table.concat(prevs, ',') .. '},"m":' .. msg .. '}'
-end
-redis.call('PUBLISH', KEYS[#KEYS], '{"method":"emit","host_id":null,"ours":1,"batch":[' ..
-  table.concat(parts, ',') .. ']}')
-return n
-"""
+#: one emit as the script takes it: its rooms and the message
+Item = tuple[list[str], dict[str, Any]]
 
 
 class RedisRoomLog:
-    def __init__(self, redis: Any, prefix: str, channel: str, window_s: float = 120.0) -> None:
+    """`channel` names the rooms' channels (`<tag>:<channel>`); `cluster`: split what spans
+    slots."""
+
+    def __init__(
+        self,
+        redis: Any,
+        prefix: str,
+        channel: str = "sio",
+        window_s: float = 120.0,
+        *,
+        cluster: bool = False,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.channel = channel
+        self.cluster = cluster
         self.window_ms = int(window_s * 1000)
         self._script = redis.register_script(APPEND_PUBLISH_LUA)
         self._run_script = redis.register_script(APPEND_PUBLISH_RUN_LUA)
-        self._batch = redis.register_script(APPEND_PUBLISH_BATCH_LUA)
+
+    def _tag(self, ns: str, room: str) -> str:
+        return redis_client.tag(self.prefix, ns, room)
 
     def _keys(self, ns: str, room: str) -> tuple[str, str]:
-        base = f"{self.prefix}:rl:{ns}:{room}"
+        base = self._tag(ns, room) + ":rl"
         return base, base + ":epoch"
 
-    def _call(self, rooms: list[str], message: dict[str, Any]) -> dict[str, Any]:
-        keys: list[str] = []
-        for room in rooms:
-            keys.extend(self._keys(message["ns"], room))
-        keys.append(self.channel)
+    def channel_of(self, ns: str, room: str) -> str:
+        """The room's sharded pub/sub channel (its slot is its log's)."""
+        return f"{self._tag(ns, room)}:{self.channel}"
+
+    def _slot(self, ns: str, room: str) -> int:
+        return int(key_slot(self._tag(ns, room).encode()))
+
+    def _head_args(self) -> list[Any]:
         minid = int(time.time() * 1000) - self.window_ms
-        ttl = max(60, self.window_ms // 1000 * 4)
-        args = [jsonutil.dumps(message), minid, uuid.uuid4().hex[:12], ttl, len(rooms), *rooms]
+        return [minid, uuid.uuid4().hex[:12], max(60, self.window_ms // 1000 * 4)]
+
+    def _call(self, items: list[Item], publish: bool) -> dict[str, Any]:
+        keys: list[str] = []
+        args: list[Any] = [*self._head_args(), len(items), 1 if publish else 0]
+        for rooms, message in items:
+            args += [jsonutil.dumps(message), len(rooms), *rooms]
+            for room in rooms:
+                keys += [*self._keys(message["ns"], room), self.channel_of(message["ns"], room)]
         return {"keys": keys, "args": args}
 
     async def append_publish(self, rooms: list[str], message: dict[str, Any]) -> None:
-        await self._script(**self._call(rooms, message))
-
-    async def append_publish_many(self, items: list[tuple[list[str], dict[str, Any]]]) -> None:
-        """Several emits in one round trip (a pipeline of script calls, run in order)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for rooms, message in items:
-                await self._script(**self._call(rooms, message), client=pipe)
-            await pipe.execute()
+        await self.append_publish_batch([(rooms, message)])
 
     async def append_publish_run(self, room: str, messages: list[dict[str, Any]]) -> None:
         """Several emits to one room (one namespace) logged in order and published as one
         channel message (`{"run": [{offsets, prevs, m}, ...]}`), in one round trip."""
-        skey, ekey = self._keys(messages[0]["ns"], room)
-        minid = int(time.time() * 1000) - self.window_ms
-        ttl = max(60, self.window_ms // 1000 * 4)
-        args = [minid, uuid.uuid4().hex[:12], ttl, room, *(jsonutil.dumps(m) for m in messages)]
-        await self._run_script(keys=[skey, ekey, self.channel], args=args)
+        ns = messages[0]["ns"]
+        skey, ekey = self._keys(ns, room)
+        args = [*self._head_args(), room, *(jsonutil.dumps(m) for m in messages)]
+        await self._run_script(keys=[skey, ekey, self.channel_of(ns, room)], args=args)
 
-    async def append_publish_batch(self, items: list[tuple[list[str], dict[str, Any]]]) -> None:
-        """Several emits, each to its own rooms, in one script call and one PUBLISH."""
+    async def append_publish_batch(self, items: list[Item]) -> None:
+        """Several emits, each to its own rooms, logged and published in order: on a single
+        Redis one script call; on a cluster one call per emit and slot, pipelined."""
         if not items:
             return
-        keys: list[str] = []
-        args: list[Any] = [
-            int(time.time() * 1000) - self.window_ms,
-            uuid.uuid4().hex[:12],
-            max(60, self.window_ms // 1000 * 4),
-            len(items),
-        ]
-        for rooms, message in items:
-            args += [jsonutil.dumps(message), len(rooms), *rooms]
+        if not self.cluster:
+            await self._script(**self._call(items, publish=True))
+            return
+        await self._append_publish_split(items)
+
+    async def _append_publish_split(self, items: list[Item]) -> None:
+        """The cluster's way: each emit cut into its slots' parts. An emit whose rooms sit in
+        one slot is logged and published by one call; one that spans slots (and, to keep each
+        room's order, every later emit of the batch to a room it touched) is logged first,
+        then published with every room's offset."""
+        calls: list[tuple[int, bool, list[str], dict[str, Any]]] = []  # (item, publish, ...)
+        deferred: set[str] = set()
+        for index, (rooms, message) in enumerate(items):
+            ns = message["ns"]
+            by_slot: dict[int, list[str]] = {}
             for room in rooms:
-                keys.extend(self._keys(message["ns"], room))
-        keys.append(self.channel)
-        await self._batch(keys=keys, args=args)
+                by_slot.setdefault(self._slot(ns, room), []).append(room)
+            later = len(by_slot) > 1 or any(r in deferred for r in rooms)
+            if later:
+                deferred.update(rooms)
+            for slot_rooms in by_slot.values():
+                calls.append((index, not later, slot_rooms, message))
+        results = await self._pipelined(
+            [self._call([(part, message)], publish) for _, publish, part, message in calls]
+        )
+        offsets: dict[int, list[str]] = {}
+        prevs: dict[int, list[str]] = {}
+        for (index, publish, _, _), result in zip(calls, results, strict=True):
+            if not publish:
+                offsets.setdefault(index, []).append(result[0])
+                prevs.setdefault(index, []).append(result[1])
+        if not offsets:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index in sorted(offsets):  # in the batch's order, so each room's stays
+                rooms, message = items[index]
+                body = jsonutil.dumps(message)
+                part = (
+                    f'{{"offsets":{{{",".join(offsets[index])}}},'
+                    f'"prevs":{{{",".join(prevs[index])}}},"m":{body}}}'
+                )
+                for room in rooms:
+                    pipe.spublish(
+                        self.channel_of(message["ns"], room),
+                        f'{{"method":"emit","host_id":null,"ours":1,"r":"{room}",'
+                        f'"batch":[{part}]}}',
+                    )
+            await pipe.execute()
+
+    async def _pipelined(self, calls: list[dict[str, Any]]) -> list[Any]:
+        """Script calls in one cluster pipeline (each routed to its keys' slot). The
+        cluster pipeline does not load scripts: a node that answers NOSCRIPT (new, or a
+        replica promoted since) gets the script and its calls, which did not run, again."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                await self._script(**call, client=pipe)
+            results = list(await pipe.execute(raise_on_error=False))
+        for i, result in enumerate(results):
+            if isinstance(result, NoScriptError):
+                results[i] = await self._script(**calls[i])
+            elif isinstance(result, Exception):
+                raise result
+        return results
 
     async def publish_volatile(self, message: dict[str, Any]) -> None:
-        body = {"method": "emit", "host_id": None, "ours": 1, "offsets": {}, "m": message}
-        await self.redis.publish(self.channel, jsonutil.dumps(body))
+        """To each target room's channel, without a log entry (and so without offsets)."""
+        part = jsonutil.dumps({"offsets": {}, "m": message})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for room in message["rooms"]:
+                pipe.spublish(
+                    self.channel_of(message["ns"], room),
+                    f'{{"method":"emit","host_id":null,"ours":1,"r":"{room}","batch":[{part}]}}',
+                )
+            await pipe.execute()
+
+    async def publish_control(self, ns: str, room: str, op: dict[str, Any]) -> None:
+        """A user-control operation on `room`'s channel, in line with its events."""
+        body = {"method": "emit", "host_id": None, "ours": 1, "r": room, "ns": ns, "ctl": op}
+        await self.redis.spublish(self.channel_of(ns, room), jsonutil.dumps(body))
+
+    async def heads(self, rooms: list[tuple[str, str]]) -> list[str | None]:
+        """The offset of each room's newest entry, or None for a room without a log yet;
+        read without claiming an epoch (a node subscribing reads them for each new room)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ns, room in rooms:
+                skey, ekey = self._keys(ns, room)
+                pipe.get(ekey)
+                pipe.xrevrange(skey, "+", "-", count=1)
+            replies = await pipe.execute()
+        out: list[str | None] = []
+        for epoch, last in zip(replies[::2], replies[1::2], strict=True):
+            out.append(None if epoch is None else f"{epoch}:{last[0][0] if last else '0-0'}")
+        return out
 
     async def current(self, ns: str, room: str) -> str:
         skey, ekey = self._keys(ns, room)
@@ -218,12 +330,15 @@ class RedisRoomLog:
     async def forget_user(self, user_id: str) -> int:
         """Erasure: the user's own room logs go; entries of shared rooms' logs (conversations,
         audio rooms, ...) that name them are deleted. Returns the keys deleted."""
-        r, base = self.redis, f"{self.prefix}:rl:"
-        keys = [k async for k in r.scan_iter(match=f"{base}*:user:{user_id}", count=1000)]
-        keys += [k async for k in r.scan_iter(match=f"{base}*:user:{user_id}:epoch", count=1000)]
-        removed = int(await r.delete(*keys)) if keys else 0
+        r, own = self.redis, self._tag("*", f"user:{user_id}")  # {<prefix>:*:user:<id>}
+        keys = [k async for k in r.scan_iter(match=f"{own}:rl", count=1000)]
+        keys += [k async for k in r.scan_iter(match=f"{own}:rl:epoch", count=1000)]
+        removed = 0
+        for key in keys:  # one by one: on a cluster each sits in a slot of its own
+            removed += int(await r.delete(key))
         named = re.compile(r'"(user:)?' + re.escape(user_id) + '"')
-        async for key in r.scan_iter(match=f"{base}*", count=1000, _type="stream"):
+        shared = self._tag("*", "").removesuffix(":}") + "}:rl"  # {<prefix>:*}:rl
+        async for key in r.scan_iter(match=shared, count=1000, _type="stream"):
             ids = [i for i, fields in await r.xrange(key) if named.search(fields.get("m", ""))]
             if ids:
                 await r.xdel(key, *ids)
