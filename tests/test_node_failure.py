@@ -213,7 +213,7 @@ def node_settings(tmp_path: Path, dsn: str, **redis: Any) -> Settings:
         database_url=dsn,
         presence_ttl_s=PRESENCE_TTL_S,
         presence_refresh_s=1.0,
-        presence_grace_s=0.5,
+        presence_grace_s=1.0,
         node_heartbeat_s=HEARTBEAT_S,
         bus_visibility_timeout_ms=3000,  # a frozen node's reads stay pending long enough to see
         shutdown_timeout=4,
@@ -350,9 +350,14 @@ async def test_the_fanout_leader_s_unacked_events_are_claimed_when_it_dies(
 async def test_a_node_drained_with_sigterm_hands_its_clients_over(pair: Pair) -> None:
     """SIGTERM to the fan-out leader mid-stream: it tells its clients `server:shutdown`,
     closes them and exits 0; they reconnect to the other node (which takes over the fan-out)
-    and miss nothing, get nothing twice; the cluster view shows the node `stopped`."""
+    and miss nothing, get nothing twice; the cluster view shows the node `stopped`; a user
+    whose one device was on it is announced offline."""
     leader, survivor = await pair.fanout_leader()
     await pair.listen()
+    watcher = await connect(survivor.url, "/presence", survivor.token("watcher"))
+    assert (await watcher.call("presence:subscribe", {"user_ids": ["bo"]}))["ok"]
+    bo = await connect(leader.url, "/presence", leader.token("bo"))  # a device on the leader
+    await watcher.wait_for("presence:update", timeout=10)
     publisher = Publisher(survivor)
     publisher.start()
     await publisher.until(10)
@@ -372,6 +377,11 @@ async def test_a_node_drained_with_sigterm_hands_its_clients_over(pair: Pair) ->
     assert await pair.reconnected() == CLIENTS // 2
     rows = (await pair.status(survivor))["nodes"]
     assert [n["state"] for n in rows if n["pid"] == pid] == ["stopped"]
+    # the drained node's device left: its watchers are told, after the grace, by that node
+    await watcher.wait_for("presence:update", 2, timeout=8)
+    assert [u["status"] for u in watcher.received["presence:update"]] == ["online", "offline"]
+    await watcher.close()
+    await bo.sio.disconnect()
 
 
 # -- a Redis Cluster primary failing over -------------------------------------------------------
