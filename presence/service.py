@@ -78,6 +78,12 @@ class Presence:
         periodic.every(min(2.0, self.ttl / 4), "presence.expire", self.expire)
 
     async def stop(self) -> None:
+        """Devices that left just before — a drain closes every socket — are settled first,
+        the grace waited out (a device back on another node meanwhile is not announced), so
+        their watchers hear they went offline: nobody else would tell them, as the devices
+        left the expiry sweep's index when they disconnected."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=self.grace)
         for t in self._pending:
             t.cancel()
         for t in list(self._pending):

@@ -264,3 +264,68 @@ def probe_event(name: str) -> str:
 
     PROBES.add(name)
     return name
+
+
+class Balancer:
+    """A TCP load balancer in front of `ours serve` nodes, as a deployment's: each new
+    connection goes to the next node (round robin) that accepts it — a dead or draining node
+    refuses, so a client that reconnects lands on a live one — and when either side closes,
+    the other is closed too (a killed node's clients see their transport close). `taken`
+    counts the connections each node got."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = list(ports)
+        self.port = 0
+        self.taken: dict[int, int] = {p: 0 for p in ports}
+        self._next = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> Balancer:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._pipes.add(task)
+        try:
+            for _ in range(len(self.ports)):
+                port = self.ports[self._next % len(self.ports)]
+                self._next += 1
+                try:
+                    up_reader, up_writer = await asyncio.wait_for(
+                        asyncio.open_connection("127.0.0.1", port), 2
+                    )
+                except (OSError, TimeoutError):
+                    continue  # refused: the next node
+                self.taken[port] += 1
+                await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+                return
+            writer.close()  # no node took it: the client retries, as with a real balancer
+        finally:
+            self._pipes.discard(task)
+
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            dst.close()

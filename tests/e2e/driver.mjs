@@ -1,6 +1,8 @@
 // A remote control for the official socket.io-client: the Python tests send one JSON command
 // per stdin line and read one JSON reply per stdout line ({seq, ok, ...}).
-//   {seq, cmd: "connect", id, url, ns, auth, transports?, reconnection?}
+//   {seq, cmd: "connect", id, url, ns, auth, transports?, reconnection?, recover?}
+//     recover: true = every (re)connect sends auth.recover with the last offset seen per room
+//     (from the events' meta and room:join acks), as docs/protocol.md's recovery example does
 //   {seq, cmd: "emit", id, event, data, ack: true|false, timeout?}  ({binary: b64} = a Buffer)
 //   {seq, cmd: "wait", id, event, count, timeout}   -> {events: [...]}
 //   {seq, cmd: "received", id, event}               -> {events: [...]}
@@ -18,6 +20,7 @@ function reply(seq, body) {
 // room events carry (data, meta) where meta = {offsets: {room: offset}}; keep both
 const metas = new Map(); // id -> Map(event -> [meta|null])
 const times = new Map(); // id -> Map(event -> [receive time ms])
+const offsets = new Map(); // id -> {room: last offset seen}
 
 // binary travels as {binary: "<base64>"} in both directions (commands and replies are JSON)
 function plain(v) {
@@ -53,6 +56,8 @@ function record(id, event, args) {
   const tbox = times.get(id);
   if (!tbox.has(event)) tbox.set(event, []);
   tbox.get(event).push(Date.now());
+  const meta = args.length > 1 ? args[args.length - 1] : null;
+  if (meta && typeof meta === "object" && meta.offsets) Object.assign(offsets.get(id), meta.offsets);
 }
 
 async function handle(msg) {
@@ -61,8 +66,12 @@ async function handle(msg) {
     inbox.set(id, new Map());
     metas.set(id, new Map());
     times.set(id, new Map());
+    offsets.set(id, {});
+    const auth = msg.recover
+      ? (cb) => cb({ ...(msg.auth ?? {}), recover: { ...offsets.get(id) } })
+      : (msg.auth ?? {});
     const socket = io(msg.url + msg.ns, {
-      auth: msg.auth ?? {},
+      auth,
       transports: msg.transports ?? ["websocket"],
       reconnection: msg.reconnection ?? false,
       forceNew: true,
@@ -84,6 +93,9 @@ async function handle(msg) {
     if (!msg.ack) { socket.emit(msg.event, data); return reply(seq, { ok: true }); }
     try {
       const ack = await socket.timeout(msg.timeout ?? 5000).emitWithAck(msg.event, data);
+      if (msg.event === "room:join" && ack?.ok && ack.data?.offset) {
+        offsets.get(id)[ack.data.room] = ack.data.offset;
+      }
       reply(seq, { ok: true, ack: plain(ack) });
     } catch (err) {
       reply(seq, { ok: false, message: String(err) });
