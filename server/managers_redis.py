@@ -496,34 +496,37 @@ class RedisManager(Delivery, socketio.AsyncRedisManager):
             self._confirmed_some.set()
 
     async def _catcher(self) -> None:
-        """For each newly confirmed room: what its log got between the join point and the
-        subscription, then what the channel brought meanwhile (held in `_catching`), each
-        once and in order; then the room is live and its joins return."""
+        """For each newly confirmed room (those confirmed together side by side): what its log
+        got between the join point and the subscription, then what the channel brought
+        meanwhile (held in `_catching`), each once and in order; then the room is live and its
+        joins return."""
         while True:
             await self._confirmed_some.wait()
             self._confirmed_some.clear()
             channels, self._to_catch_up = self._to_catch_up, []
-            for channel in channels:
-                key = self._wanted.get(channel)
-                if key is None:
-                    continue
-                try:
-                    await self._catch_up_room(*key)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the next event's gap check catches up instead
-                    errors.log_failure(log, "catch-up after a join failed", exc)
-                while True:
-                    held = self._catching.get(key)
-                    if not held:
-                        self._catching.pop(key, None)
-                        break
-                    self._catching[key] = []
-                    for message in held:
-                        await self._handle_room(*key, message)
-                if channel in self._sent:
-                    self._live.add(channel)
-                self._release(channel)
+            await asyncio.gather(*(self._go_live(channel) for channel in channels))
+
+    async def _go_live(self, channel: str) -> None:
+        key = self._wanted.get(channel)
+        if key is None:
+            return
+        try:
+            await self._catch_up_room(*key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the next event's gap check catches up instead
+            errors.log_failure(log, "catch-up after a join failed", exc)
+        while True:
+            held = self._catching.get(key)
+            if not held:
+                self._catching.pop(key, None)
+                break
+            self._catching[key] = []
+            for message in held:
+                await self._handle_room(*key, message)
+        if channel in self._sent:
+            self._live.add(channel)
+        self._release(channel)
 
     # -- the listener --------------------------------------------------------------------
 

@@ -72,7 +72,7 @@ async def bare(url: str, cluster: bool, prefix: str) -> Bare:
     sio.on("leave", leave)
     app = web.Application()
     sio.attach(app)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -127,9 +127,10 @@ async def test_a_user_joined_by_the_server_hears_the_next_emit_once(
         await a.manager.emit("probe", {"n": n, "i": 0}, namespace=NS, room=room)
         await a.manager.emit("probe", {"n": n, "i": 1}, namespace=NS, room=room)
     await quiet(c, "probe", 10)
-    assert [(d["n"], d["i"]) for d in c.received["probe"]] == [
-        (n, i) for n in range(5) for i in range(2)
-    ]
+    got = [(d["n"], d["i"]) for d in c.received["probe"]]
+    assert sorted(got) == [(n, i) for n in range(5) for i in range(2)]  # each once
+    for n in range(5):  # in order within each room (rooms have no order between them)
+        assert [i for m, i in got if m == n] == [0, 1]
     offsets = [m["offsets"] for m in c.meta["probe"]]
     assert all(len(o) == 1 for o in offsets)
     await c.close()
@@ -209,6 +210,42 @@ async def test_the_last_socket_leaving_unsubscribes(nodes: tuple[Bare, Bare]) ->
     assert c2.received["probe"] == [{"n": 1}]
     for c in (c1, c2):
         await c.close()
+
+
+async def test_a_run_to_a_room_arrives_in_order_with_chained_offsets(
+    nodes: tuple[Bare, Bare],
+) -> None:
+    a, b = nodes
+    c = await b.client("r1")
+    await c.call("join", "live:run")
+    await a.manager.emit_run(NS, "live:run", "probe", [{"n": n} for n in range(5)])
+    await a.manager.emit("probe", {"n": 5}, namespace=NS, room="live:run")
+    await quiet(c, "probe", 6)
+    assert [d["n"] for d in c.received["probe"]] == list(range(6))
+    offsets = [m["offsets"]["live:run"] for m in c.meta["probe"]]
+    replay = await a.manager.roomlog.since(NS, "live:run", offsets[1])
+    assert replay.recovered
+    assert [e.message["data"]["n"] for e in replay.entries] == [2, 3, 4, 5]
+    assert replay.head == offsets[-1]
+    await c.close()
+
+
+async def test_a_users_room_logs_are_erased_on_every_slot(nodes: tuple[Bare, Bare]) -> None:
+    """`forget_user` finds the user's own room logs (one hash tag each, on a cluster spread
+    over the nodes) and the entries of shared rooms that name them."""
+    a, _ = nodes
+    log = a.manager.roomlog
+    for ns in ("/", "/feed", "/live"):
+        await log.append_publish(["user:gone"], {"ns": ns, "rooms": ["user:gone"],
+                                 "event": "e", "data": {}, "skip": [], "eid": "1"})  # fmt: skip
+    shared = {"ns": NS, "rooms": ["zone:shared"], "event": "e", "skip": []}
+    await log.append_publish(["zone:shared"], {**shared, "data": {"by": "user:gone"}, "eid": "2"})
+    await log.append_publish(["zone:shared"], {**shared, "data": {"by": "user:kept"}, "eid": "3"})
+    assert await log.forget_user("gone") == 6  # three logs and their epochs
+    for ns in ("/", "/feed", "/live"):
+        assert (await log.heads([(ns, "user:gone")])) == [None]
+    rows = await log.redis.xrange(log._keys(NS, "zone:shared")[0])
+    assert [SocketJSON.loads(f["m"])["eid"] for _, f in rows] == ["3"]
 
 
 # -- two real processes: what each node's listener receives -----------------------------------
