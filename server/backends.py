@@ -9,8 +9,8 @@ limiter) are picked beside them in the composition root (`app.py`).
 
 One Redis client per process (`redis_client.connect`: a blocking pool, or a cluster client
 when `OURS_REDIS_CLUSTER` is set) is shared by the rate limiter, the room log and every
-feature. Two users keep connections of their own: the bus,
-whose consumers park in blocking XREADGROUP calls, and python-socketio's pub/sub listener.
+feature. Two users keep connections of their own: the bus, whose consumers park in blocking
+XREADGROUP calls, and python-socketio's pub/sub listener.
 """
 
 from __future__ import annotations

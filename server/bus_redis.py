@@ -150,7 +150,12 @@ class RedisBus(Bus):
             finally:
                 self._waiting.discard(task)
             for _stream, entries in batches or []:
-                await self._process_batch(consumer, entries, stop_at_failure=False)
+                try:
+                    await self._process_batch(consumer, entries, stop_at_failure=False)
+                except errors.REDIS_ERRORS:  # they stay pending: reclaimed after the timeout
+                    if logs.now_and_then(f"bus:{consumer.group}"):
+                        log.warning("redis unavailable; retrying", extra={"group": consumer.group})
+                    await asyncio.sleep(RETRY_S)
 
     async def _exclusive_loop(self, consumer: Consumer) -> None:
         """Hold the group's lease and consume in stream order; stand by while another does."""

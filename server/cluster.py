@@ -2,9 +2,10 @@
 view show it: every node from its heartbeat (server/nodes.py) with totals over the nodes that
 are up, the bus per consumer group (lag, pending), dead letters, the scheduler's backlog, and
 whether PostgreSQL and Redis answer, with their round-trip time. On a Redis Cluster, Redis is
-each node of the cluster (primaries and replicas, from the client's slot map) and the cluster's
-own state: it is up when it says `cluster_state:ok` and every primary answers; a replica down is
-shown on its row without making Redis down.
+the cluster's own view of its nodes (CLUSTER NODES: primaries and replicas) and of itself
+(CLUSTER INFO): it is up when it says `cluster_state:ok` and every primary serving slots is
+reachable; a replica down, or a failed primary whose slots its replica took over, shows on its
+row without making Redis down.
 
 `gather` builds the document (one shape for the route, the command's `--json` and the page);
 `render` turns it into the terminal text of `ours status`.
@@ -68,8 +69,8 @@ async def redis_check(redis: Any, *, cluster: bool) -> dict[str, Any]:
     """`{used, ok, latency_ms | error}` of the process's Redis client (None: not used). On a
     cluster, `ok` and `latency_ms` are those of CLUSTER INFO and CLUSTER NODES asked of a
     primary that answers, with `cluster: true` and `nodes`: the cluster's own view of each of
-    its nodes (`node`, `role`, `ok`, `flags`), replicas included, which the client's slot map
-    may not list."""
+    its nodes (`node`, `role`, `slots` served, `ok`, `flags`), replicas included, which the
+    client's slot map may not list."""
     if redis is None:
         return {"used": False}
     if not cluster:
@@ -92,7 +93,7 @@ async def redis_check(redis: Any, *, cluster: bool) -> dict[str, Any]:
             raise ConnectionError("no primary answers")
         if view["state"] != "ok":
             raise ConnectionError(f"cluster_state:{view['state']}")
-        down = [r["node"] for r in view["rows"] if r["role"] == "primary" and not r["ok"]]
+        down = [r["node"] for r in view["rows"] if r["slots"] and not r["ok"]]
         if down:
             raise ConnectionError("primary down: " + ", ".join(down))
 
@@ -106,6 +107,7 @@ def _cluster_node(address: str, node: dict[str, Any]) -> dict[str, Any]:
     return {
         "node": address,
         "role": "primary" if "master" in flags else "replica",
+        "slots": sum(int(end) - int(start) + 1 for start, end in node["slots"]),
         "ok": bool(node["connected"]) and not flags & {"fail", "fail?", "noaddr"},
         "flags": ",".join(sorted(flags)),
     }
@@ -169,7 +171,8 @@ def render(status: dict[str, Any]) -> str:
         ),
         _dep("redis" + (" cluster" if status["redis"].get("cluster") else ""), status["redis"]),
         *(
-            f"  {n['node']} {n['role']}: " + ("ok" if n["ok"] else f"DOWN ({n['flags']})")
+            f"  {n['node']} {n['role']} ({n['slots']} slots): "
+            + ("ok" if n["ok"] else f"DOWN ({n['flags']})")
             for n in status["redis"].get("nodes", [])
         ),
         "(* = the node that answered)",

@@ -72,8 +72,23 @@ class OwnCluster:
     port: int
 
     def start(self) -> str:
-        """Start it (or find it healthy); the seed URL."""
-        return self._script("start")
+        """Start it (or find it healthy) and wait for every replica to hold its primary's data
+        (a replica that never synced is not promoted); the seed URL."""
+        url = self._script("start")
+        deadline = time.monotonic() + 30
+        for port in range(self.port, self.port + 6):
+            while "role:master" not in (info := self._info(port)):
+                if "master_link_status:up" in info:
+                    break
+                assert time.monotonic() < deadline, f"replica on {port} did not sync"
+                time.sleep(0.1)
+        return url
+
+    def _info(self, port: int) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(port), "info", "replication"], capture_output=True, text=True
+        )
+        return done.stdout
 
     def stop(self) -> None:
         self._script("stop")

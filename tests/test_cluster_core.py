@@ -1,8 +1,9 @@
 """The core's Redis parts on a Redis Cluster, built directly (no server): the bus's keys sit
 where docs/architecture.md's key layout says (the stream's in its slot, the done markers spread),
 a primary failing over mid-stream is survived — publishes refused meanwhile are answered
-`unavailable`, and every event accepted reaches each group, the exclusive one in order — and
-the cluster client serves a burst past the single server's pool size."""
+`unavailable`, every event accepted reaches each group, the exclusive one in order, and the
+status shows Redis up again with the failed primary's row down — and the cluster client serves
+a burst past the single server's pool size."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
-from server import errors, redis_client
+from server import cluster, errors, redis_client
 from server.bus_redis import RedisBus
 from server.events import Event, build_event
 from tests.conftest import REDIS_CLUSTER_URL, make_settings
@@ -102,8 +103,8 @@ async def test_a_primary_failing_over_mid_stream_loses_nothing(
 ) -> None:
     """The primary of the bus's slot stops mid-stream; its replica takes over. Publishes meanwhile
     fail as `unavailable` (what a client is told, with Retry-After) and are sent again; every
-    event accepted reaches both groups, and the exclusive group's first deliveries keep the
-    publish order."""
+    event accepted reaches both groups (a consumer whose bookkeeping failed mid-batch goes on
+    reading), and the exclusive group's first deliveries keep the publish order."""
     settings = make_settings(tmp_path)
     bus = RedisBus(
         own_cluster.start(),
@@ -156,6 +157,17 @@ async def test_a_primary_failing_over_mid_stream_loses_nothing(
             return all(groups[g]["pending"] == 0 for g in handled)
 
         await until(settled)  # every entry acknowledged, none left to redeliver
+
+        status: dict[str, Any] = {}
+
+        async def served_again() -> bool:
+            status.update(await cluster.redis_check(bus.redis, cluster=True))
+            return bool(status["ok"])
+
+        # the status says Redis is up again: the failed primary serves no slot any more
+        await until(served_again)
+        rows = {n["node"]: n for n in status["nodes"]}
+        assert not rows[primary.name]["ok"] and rows[primary.name]["slots"] == 0
     finally:
         await bus.close()
 

@@ -175,10 +175,11 @@ async def test_redis_check_on_a_cluster_lists_every_node() -> None:
     roles = [n["role"] for n in doc["nodes"]]
     assert roles == ["primary"] * 3 + ["replica"] * 3
     assert all(n["ok"] for n in doc["nodes"])
+    assert sum(n["slots"] for n in doc["nodes"]) == 16384
     text = cluster.render(status_with_redis(doc))
     assert "redis cluster: ok" in text
     for n in doc["nodes"]:
-        assert f"  {n['node']} {n['role']}: ok" in text
+        assert f"  {n['node']} {n['role']} ({n['slots']} slots): ok" in text
 
 
 def status_with_redis(redis: dict[str, Any]) -> dict[str, Any]:
@@ -214,7 +215,7 @@ async def test_redis_check_on_a_cluster_tells_a_replica_down_from_a_primary_down
         doc = await until_async(replica_down)
         assert doc["ok"], doc
         assert [n["node"] for n in doc["nodes"] if not n["ok"]] == [replica]
-        assert f"  {replica} replica: DOWN (" in cluster.render(status_with_redis(doc))
+        assert f"  {replica} replica (0 slots): DOWN (" in cluster.render(status_with_redis(doc))
 
         own.shutdown(primary)
 
